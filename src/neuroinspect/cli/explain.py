@@ -1,0 +1,66 @@
+"""``neuroinspect explain``: rank the neurons behind a class's mistakes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_data_args, add_model_args, add_run_args, make_inspector, write_run_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "explain", help="find the neurons behind a class's mistakes",
+        description="Extract (cached) features, measure accuracy per class and group, solve the counterfactual "
+                    "feature edits for every mistake of the class, and rank the insufficient and excessive neurons. "
+                    "Writes metrics.json, ranking.json, mistakes.csv and run.json into --out.",
+    )
+    add_model_args(p)
+    add_data_args(p)
+    g = p.add_argument_group("explanation")
+    g.add_argument("--class", dest="cls", required=True, metavar="NAME|INDEX", help="the class to debug")
+    g.add_argument("--split", default="val", help="split whose mistakes are explained (default val)")
+    g.add_argument("--top-k", type=int, default=5, help="top-k neurons per mistake counted in the ratio (default 5)")
+    g.add_argument("--min-ratio", type=float, default=3.0, help="keep neurons in at least this %% of mistakes (default 3)")
+    g.add_argument("--lambda1", type=float, default=0.1, help="L1 weight of the edit (default 0.1)")
+    g.add_argument("--lambda2", type=float, default=0.01, help="L2 weight of the edit (default 0.01)")
+    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--max-steps", type=int, default=1000, help="step cap per mistake (default 1000)")
+    g.add_argument("--only-flipped", action="store_true", help="rank over the mistakes whose edit flipped the decision only")
+    g.add_argument("--visualize", type=int, default=0, metavar="N",
+                   help="also render the top-N ranked neurons (insufficient and excessive) inside the class")
+    g.add_argument("--steps", type=int, default=300, help="visualisation steps with --visualize (default 300)")
+    g.add_argument("--clip", default="none", help="CLIP for --visualize: open_clip:MODEL/PRETRAINED, hf:NAME or none")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..io import write_json
+
+    out = Path(args.out)
+    ins = make_inspector(args)
+    c = ins.class_index(args.cls)
+    metrics = ins.metrics(args.split)
+    write_json(out / "metrics.json", metrics)
+    print(f"accuracy on '{args.split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
+          f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
+    skipped = ins.features(args.split).skipped
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images (listed in run.json)")
+    explanation = ins.explain(
+        c, split=args.split, k=args.top_k, min_ratio=args.min_ratio, lambda1=args.lambda1, lambda2=args.lambda2,
+        lr=args.lr, momentum=args.momentum, max_steps=args.max_steps, only_flipped=args.only_flipped,
+    )
+    explanation.save(out)
+    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
+    if explanation.n_mistakes == 0:
+        print(f"class '{explanation.class_name}' has no mistakes on split '{args.split}': nothing to explain")
+    else:
+        print(explanation.table())
+    if args.visualize and explanation.n_mistakes:
+        from ..visualize import visualize_ranked
+
+        visualize_ranked(ins, explanation, args.visualize, out / "visualize", steps=args.steps, clip=args.clip,
+                         seed=args.seed, progress=not args.no_progress)
+    print(f"\nresults in {out}/ (ranking.json, metrics.json, mistakes.csv)")
+    return 0

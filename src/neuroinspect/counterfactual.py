@@ -1,0 +1,173 @@
+"""Neuron-based counterfactual explanations (METHOD.md §1, paper Eq. 1).
+
+For each mistake ``i`` of class ``c`` find ``δ_i`` (from 0) minimising
+
+    CE(W (z_i + δ_i) + b, c) + λ1 ||δ_i||_1 / D + λ2 ||δ_i||_2 / D
+
+with SGD (lr 0.01, momentum 0.9), stopping for that sample as soon as the decision flips to
+``c``. All mistakes are solved together as one ``[M, D]`` tensor; a row is frozen once it
+flips, and the solver stops after ``max_steps``. ``δ_ij > 0``: neuron j was *insufficient*
+for c; ``δ_ij < 0``: it was *excessive*.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import NeuroInspectError
+
+
+@dataclass
+class Counterfactuals:
+    delta: torch.Tensor  # [M, D] the edits
+    flipped: torch.Tensor  # [M] bool: the edit made the decision c
+    steps: torch.Tensor  # [M] SGD steps taken before the flip (or the cap)
+
+    @property
+    def n_flipped(self) -> int:
+        return int(self.flipped.sum())
+
+
+def _check(W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor) -> None:
+    if Z.dim() != 2 or Z.shape[1] != W.shape[1]:
+        raise NeuroInspectError(f"features have shape {tuple(Z.shape)} but the decision layer expects D={W.shape[1]}")
+    if not torch.isfinite(Z).all():
+        rows = (~torch.isfinite(Z).all(1)).nonzero().flatten().tolist()
+        raise NeuroInspectError(f"features of mistakes {rows[:5]} are NaN/inf; re-extract them")
+
+
+def counterfactual_edits(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    Z: torch.Tensor,
+    target: int,
+    *,
+    lambda1: float = 0.1,
+    lambda2: float = 0.01,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    max_steps: int = 1000,
+    progress: bool = False,
+) -> Counterfactuals:
+    """Solve Eq. 1 for all rows of ``Z`` at once (see the module docstring).
+
+    Uses the loss's closed-form gradient (``softmax − onehot`` through ``W``, ``sign`` for L1,
+    ``δ/||δ||`` for L2), so each step costs two matrix products on the still-active rows.
+    """
+    W = W.detach().float()
+    b = b.detach().float().to(W.device)
+    Z = Z.detach().float().to(W.device)
+    _check(W, b, Z)
+    M, D = Z.shape
+    delta = torch.zeros_like(Z)
+    buf = torch.zeros_like(Z)
+    steps = torch.zeros(M, dtype=torch.long, device=Z.device)
+    flipped = torch.zeros(M, dtype=torch.bool, device=Z.device)
+    base = Z @ W.T + b  # logits of the unedited features
+    active = torch.arange(M, device=Z.device)
+    bar = tqdm(total=M, desc="counterfactuals", unit="mistake", disable=None if progress else True, leave=False)
+    for step in range(max_steps + 1):
+        if active.numel() == 0:
+            break
+        d = delta[active]
+        logits = base[active] + d @ W.T
+        done = logits.argmax(1) == target
+        if done.any():
+            flipped[active[done]] = True
+            bar.update(int(done.sum()))
+            active, d, logits = active[~done], d[~done], logits[~done]
+        if step == max_steps or active.numel() == 0:
+            break
+        g_logits = logits.softmax(1)
+        g_logits[:, target] -= 1.0
+        grad = g_logits @ W
+        grad += (lambda1 / D) * d.sign()
+        norm = d.norm(dim=1, keepdim=True)
+        grad += (lambda2 / D) * torch.where(norm > 0, d / norm.clamp_min(1e-30), torch.zeros_like(d))
+        v = momentum * buf[active] + grad
+        buf[active] = v
+        delta[active] = d - lr * v
+        steps[active] += 1
+    bar.close()
+    return Counterfactuals(delta.cpu(), flipped.cpu(), steps.cpu())
+
+
+def counterfactual_edits_loop(
+    W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, target: int, *, lambda1: float = 0.1, lambda2: float = 0.01,
+    lr: float = 0.01, momentum: float = 0.9, max_steps: int = 1000,
+) -> Counterfactuals:
+    """The reference: one sample at a time with autograd and ``torch.optim.SGD``, as the authors did.
+
+    Kept for tests and benchmarks; same loss and stopping rule as :func:`counterfactual_edits`.
+    """
+    W = W.detach().float()
+    b = b.detach().float()
+    Z = Z.detach().float()
+    _check(W, b, Z)
+    M, D = Z.shape
+    out = torch.zeros_like(Z)
+    steps = torch.zeros(M, dtype=torch.long)
+    flipped = torch.zeros(M, dtype=torch.bool)
+    y = torch.tensor([target])
+    for i in range(M):
+        delta = torch.zeros(1, D, requires_grad=True)
+        opt = torch.optim.SGD([delta], lr=lr, momentum=momentum)
+        for step in range(max_steps + 1):
+            logits = (Z[i : i + 1] + delta) @ W.T + b
+            if int(logits.argmax(1)) == target:
+                flipped[i] = True
+                break
+            if step == max_steps:
+                break
+            loss = F.cross_entropy(logits, y) + lambda1 * delta.abs().sum() / D + lambda2 * delta.norm() / D
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps[i] += 1
+        out[i] = delta.detach()[0]
+    return Counterfactuals(out, flipped, steps)
+
+
+@dataclass
+class NeuronScore:
+    neuron: int
+    ratio: float  # percent of mistakes with this neuron in their top-k
+    importance: float = float("nan")  # imp_j = p(c|z̄) / p(c|z̄ with z̄_j := 0)
+    weight: float = float("nan")  # W[c, j]
+    mean_edit: float = 0.0  # mean δ_j over the mistakes (signed)
+
+    def to_dict(self) -> dict:
+        return {"neuron": self.neuron, "ratio": self.ratio, "importance": self.importance, "weight": self.weight,
+                "mean_edit": self.mean_edit}
+
+
+def rank_neurons(delta: torch.Tensor, k: int = 5, min_ratio: float = 3.0) -> tuple[list[NeuronScore], list[NeuronScore]]:
+    """Rank neurons by how often they are in a mistake's top-k edits (METHOD.md §1).
+
+    Returns ``(insufficient, excessive)``: neurons whose ratio (percent of the M mistakes having
+    the neuron among their k largest positive / most negative edits) is at least ``min_ratio``,
+    sorted by ratio, ties broken by the mean size of the neuron's edit. Only strictly positive
+    (negative) edits count.
+    """
+    M, D = delta.shape
+    if M == 0:
+        return [], []
+    k = min(k, D)
+
+    mean_edit = delta.mean(0)
+
+    def ranked(values: torch.Tensor) -> list[NeuronScore]:
+        top_vals, top_idx = values.topk(k, dim=1)
+        size = values.mean(0)
+        counts = torch.zeros(D)
+        counts.scatter_add_(0, top_idx[top_vals > 0], torch.ones(int((top_vals > 0).sum())))
+        ratio = 100.0 * counts / M
+        keep = (ratio >= min_ratio) & (counts > 0)
+        idx = keep.nonzero().flatten().tolist()
+        idx.sort(key=lambda j: (-float(ratio[j]), -float(size[j]), j))
+        return [NeuronScore(j, float(ratio[j]), mean_edit=float(mean_edit[j])) for j in idx]
+
+    return ranked(delta), ranked(-delta)

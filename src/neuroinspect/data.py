@@ -1,0 +1,292 @@
+"""Datasets from a short data spec: image folders, CSV manifests, torchvision datasets.
+
+Data specs
+----------
+``ROOT``                      an image folder ``ROOT/CLASS/*.jpg`` (one split, ``all``), or
+                              ``ROOT/{train,val,test}/CLASS/*.jpg`` (one split per sub-folder)
+``FILE.csv``                  a manifest with a header ``path,label,split[,group]``; paths are
+                              relative to the CSV, labels are class names
+``torchvision:NAME:ROOT``     a torchvision dataset (Flowers102, Food101, CIFAR10, FashionMNIST, …);
+                              downloading happens only with ``download=True``
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from .errors import NeuroInspectError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+@dataclass
+class Record:
+    path: str  # absolute path of the image
+    label: int
+    group: int = -1
+
+
+def _load_rgb(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class _RecordDataset(torch.utils.data.Dataset):
+    """Yields ``(image, label, group, index)``; ``None`` in place of an unreadable image."""
+
+    def __init__(self, records: list[Record], transform: Callable | None):
+        self.records = records
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        r = self.records[i]
+        try:
+            image = _load_rgb(r.path)
+            x = self.transform(image) if self.transform else image
+        except Exception as err:  # a corrupt or unreadable image is skipped, not fatal
+            return None, r.label, r.group, i, f"{r.path}: {type(err).__name__}: {err}"
+        return x, r.label, r.group, i, None
+
+
+class _TorchvisionDataset(torch.utils.data.Dataset):
+    def __init__(self, base, transform: Callable | None):
+        self.base = base
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        try:
+            image, label = self.base[i]
+            if isinstance(image, torch.Tensor):
+                from torchvision.transforms.functional import to_pil_image
+
+                image = to_pil_image(image)
+            image = image.convert("RGB")
+            x = self.transform(image) if self.transform else image
+        except Exception as err:
+            return None, -1, -1, i, f"#{i}: {type(err).__name__}: {err}"
+        return x, int(label), -1, i, None
+
+
+def collate_skipping(batch):
+    """Collate ``(x, label, group, index, error)`` items, dropping unreadable ones (reported in ``errors``)."""
+    good = [b for b in batch if b[4] is None]
+    errors = [b[4] for b in batch if b[4] is not None]
+    if not good:
+        return None, None, None, None, errors
+    x = torch.stack([b[0] for b in good])
+    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
+    groups = torch.tensor([b[2] for b in good], dtype=torch.long)
+    index = torch.tensor([b[3] for b in good], dtype=torch.long)
+    return x, labels, groups, index, errors
+
+
+@dataclass
+class ImageData:
+    """A dataset with named classes, optional groups, and one or more splits."""
+
+    spec: str
+    class_names: list[str]
+    group_names: list[str] = field(default_factory=list)
+    records: dict[str, list[Record]] = field(default_factory=dict)  # folder and CSV data
+    torchvision_splits: dict[str, object] = field(default_factory=dict)  # torchvision data
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.records) or list(self.torchvision_splits)
+
+    def resolve_split(self, split: str) -> str:
+        split = SPLIT_ALIASES.get(split, split)
+        if split in self.splits:
+            return split
+        if self.splits == ["all"]:
+            return "all"
+        raise NeuroInspectError(f"data '{self.spec}' has no split '{split}'; it has: {', '.join(self.splits)}")
+
+    def dataset(self, split: str, transform: Callable | None) -> torch.utils.data.Dataset:
+        split = self.resolve_split(split)
+        if split in self.records:
+            return _RecordDataset(self.records[split], transform)
+        return _TorchvisionDataset(self.torchvision_splits[split], transform)
+
+    def ids(self, split: str) -> list[str]:
+        split = self.resolve_split(split)
+        if split in self.records:
+            return [r.path for r in self.records[split]]
+        return [f"{self.spec}[{split}][{i}]" for i in range(len(self.torchvision_splits[split]))]
+
+    def __len__(self):
+        return sum(len(self.ids(s)) for s in self.splits)
+
+    def size(self, split: str) -> int:
+        return len(self.ids(split))
+
+    def listing_hash(self, split: str) -> str:
+        """A hash of what the split holds: every file's path, size and modification time."""
+        split = self.resolve_split(split)
+        h = hashlib.sha256()
+        h.update(json.dumps([self.class_names, self.group_names]).encode())
+        if split in self.records:
+            for r in self.records[split]:
+                try:
+                    st = os.stat(r.path)
+                    h.update(f"{r.path}|{st.st_size}|{st.st_mtime_ns}|{r.label}|{r.group}\n".encode())
+                except OSError:
+                    h.update(f"{r.path}|missing|{r.label}|{r.group}\n".encode())
+        else:
+            base = self.torchvision_splits[split]
+            h.update(f"{type(base).__name__}|{len(base)}|{getattr(base, 'root', '')}".encode())
+            root = Path(getattr(base, "root", ""))
+            if root.is_dir():
+                for p in sorted(root.rglob("*")):
+                    if p.is_file():
+                        st = p.stat()
+                        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:24]
+
+    def class_index(self, name_or_index: str | int) -> int:
+        return class_index(self.class_names, name_or_index)
+
+
+def class_index(class_names: list[str], name_or_index: str | int) -> int:
+    """Resolve a class given by name or index; unknown names get close suggestions."""
+    if isinstance(name_or_index, int) or (isinstance(name_or_index, str) and name_or_index.isdigit()
+                                          and name_or_index not in class_names):
+        i = int(name_or_index)
+        if not 0 <= i < len(class_names):
+            raise NeuroInspectError(f"class index {i} is out of range: there are {len(class_names)} classes (0–{len(class_names) - 1})")
+        return i
+    if name_or_index in class_names:
+        return class_names.index(name_or_index)
+    lowered = {c.lower(): i for i, c in enumerate(class_names)}
+    if name_or_index.lower() in lowered:
+        return lowered[name_or_index.lower()]
+    close = difflib.get_close_matches(name_or_index, class_names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "run `neuroinspect classes --data …` to list them"
+    raise NeuroInspectError(f"unknown class '{name_or_index}'; {hint}")
+
+
+# --------------------------------------------------------------------------- loaders
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _from_folder(root: Path) -> ImageData:
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = {SPLIT_ALIASES[p.name.lower()]: p for p in subdirs if p.name.lower() in SPLIT_ALIASES}
+    layout = split_dirs if split_dirs else {"all": root}
+    classes = sorted({c.name for d in layout.values() for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")})
+    if not classes:
+        raise NeuroInspectError(f"image folder '{root}' has no class sub-folders; expected ROOT/CLASS/*.jpg or ROOT/train/CLASS/*.jpg")
+    records = {}
+    for split, d in layout.items():
+        recs = []
+        for ci, cname in enumerate(classes):
+            cdir = d / cname
+            if cdir.is_dir():
+                recs.extend(Record(str(p), ci) for p in _images_under(cdir))
+        records[split] = recs
+    return ImageData(str(root), classes, [], records)
+
+
+def _natural_key(label: str):
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+
+def _from_csv(path: Path) -> ImageData:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+        for need in ("path", "label"):
+            if need not in fields:
+                raise NeuroInspectError(f"manifest '{path}' needs a header with columns path,label[,split][,group]; found: {', '.join(fields) or 'nothing'}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if not rows:
+        raise NeuroInspectError(f"manifest '{path}' lists no images")
+    classes = sorted({r["label"] for r in rows}, key=_natural_key)
+    has_groups = "group" in fields and any(r.get("group") for r in rows)
+    groups = sorted({r["group"] for r in rows if r.get("group")}) if has_groups else []
+    records: dict[str, list[Record]] = {}
+    for r in rows:
+        split = SPLIT_ALIASES.get(r.get("split", "").lower(), r.get("split") or "all")
+        p = Path(r["path"])
+        p = p if p.is_absolute() else path.parent / p
+        g = groups.index(r["group"]) if has_groups and r.get("group") else -1
+        records.setdefault(split, []).append(Record(str(p), classes.index(r["label"]), g))
+    return ImageData(str(path), [str(c) for c in classes], groups, records)
+
+
+TORCHVISION_SPLITS = {
+    # name -> {our split: constructor kwargs}
+    "Flowers102": {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}},
+    "Food101": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "OxfordIIITPet": {"train": {"split": "trainval"}, "test": {"split": "test"}},
+    "DTD": {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}},
+    "StanfordCars": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "Country211": {"train": {"split": "train"}, "val": {"split": "valid"}, "test": {"split": "test"}},
+    "GTSRB": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "SVHN": {"train": {"split": "train"}, "test": {"split": "test"}},
+}
+
+
+def _from_torchvision(name: str, root: str, download: bool) -> ImageData:
+    import torchvision.datasets as D
+
+    cls = getattr(D, name, None)
+    if cls is None:
+        raise NeuroInspectError(f"torchvision has no dataset '{name}'")
+    splits = TORCHVISION_SPLITS.get(name, {"train": {"train": True}, "test": {"train": False}})
+    built = {}
+    for split, kwargs in splits.items():
+        try:
+            built[split] = cls(root, download=download, **kwargs)
+        except RuntimeError as err:
+            if not download:
+                raise NeuroInspectError(
+                    f"torchvision {name} not found under '{root}' ({str(err).splitlines()[0]}); pass --download to fetch it"
+                ) from None
+            raise NeuroInspectError(f"could not download torchvision {name}: {err}") from None
+    first = next(iter(built.values()))
+    names = getattr(first, "classes", None)
+    if not names:
+        labels = getattr(first, "_labels", None) or getattr(first, "targets", None) or []
+        n = int(max(labels)) + 1 if len(labels) else 0
+        names = [f"class_{i}" for i in range(n)]
+    return ImageData(f"torchvision:{name}:{root}", [str(c) for c in names], [], {}, built)
+
+
+def load_data(spec: str | os.PathLike, download: bool = False) -> ImageData:
+    """Open the dataset named by ``spec`` (see the module docstring)."""
+    spec = str(spec)
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[2]:
+            raise NeuroInspectError(f"data spec '{spec}' should be torchvision:NAME:ROOT")
+        return _from_torchvision(parts[1], parts[2], download)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise NeuroInspectError(f"data '{spec}' does not exist; give an image folder, a CSV manifest or torchvision:NAME:ROOT")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise NeuroInspectError(f"data file '{spec}' is not a .csv manifest")
+        return _from_csv(path)
+    return _from_folder(path)
