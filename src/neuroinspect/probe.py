@@ -103,7 +103,7 @@ def _reproduces(linear: nn.Linear, z: torch.Tensor, logits: torch.Tensor) -> boo
     return bool(((again - logits).abs().max() / scale) < 1e-4)
 
 
-def find_head(model: nn.Module, head: str | None = None, input_size: int = 224) -> tuple[str, nn.Linear]:
+def find_head(model: nn.Module, head: str | None = None, input_size: int = 224, trace: _Trace | None = None) -> tuple[str, nn.Linear]:
     """Return ``(name, module)`` of the decision layer; checked by one dry forward."""
     modules = dict(model.named_modules())
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
@@ -114,7 +114,7 @@ def find_head(model: nn.Module, head: str | None = None, input_size: int = 224) 
             )
         if not isinstance(modules[head], nn.Linear):
             raise NeuroInspectError(f"module '{head}' is a {type(modules[head]).__name__}, not nn.Linear")
-    trace = _trace(model, input_size)
+    trace = trace or _trace(model, input_size)
     if trace.logits.dim() != 2:
         raise NeuroInspectError(f"the model's output has shape {tuple(trace.logits.shape)}; expected [batch, classes]")
     found = None
@@ -151,13 +151,13 @@ class Probe:
     def __init__(self, model: nn.Module, head: str | None = None, input_size: int = 224, spatial: str | None = None):
         self.model = model.eval()
         self.input_size = input_size
-        self.head_name, self.head = find_head(model, head=head, input_size=input_size)
-        self.spatial_name, self.spatial_layout, self.prefix_tokens = self._find_spatial(spatial)
+        trace = _trace(model, input_size)
+        self.head_name, self.head = find_head(model, head=head, input_size=input_size, trace=trace)
+        self.spatial_name, self.spatial_layout, self.prefix_tokens = self._find_spatial(spatial, trace)
 
     # ------------------------------------------------------------------ discovery
-    def _find_spatial(self, name: str | None):
+    def _find_spatial(self, name: str | None, trace: _Trace):
         D = self.D
-        trace = _trace(self.model, self.input_size)
         modules = dict(self.model.named_modules())
         if name is not None and name not in modules:
             raise NeuroInspectError(f"model has no module '{name}' for the spatial map")
