@@ -63,34 +63,38 @@ def counterfactual_edits(
     _check(W, b, Z)
     M, D = Z.shape
     delta = torch.zeros_like(Z)
-    buf = torch.zeros_like(Z)
     steps = torch.zeros(M, dtype=torch.long, device=Z.device)
     flipped = torch.zeros(M, dtype=torch.bool, device=Z.device)
-    base = Z @ W.T + b  # logits of the unedited features
+    # the still-active rows, kept compact: their index, edit, momentum buffer and unedited logits
     active = torch.arange(M, device=Z.device)
+    d = torch.zeros_like(Z)
+    buf = torch.zeros_like(Z)
+    base = Z @ W.T + b
     bar = tqdm(total=M, desc="counterfactuals", unit="mistake", disable=None if progress else True, leave=False)
     for step in range(max_steps + 1):
-        if active.numel() == 0:
-            break
-        d = delta[active]
-        logits = base[active] + d @ W.T
+        logits = torch.addmm(base, d, W.T)
         done = logits.argmax(1) == target
-        if done.any():
-            flipped[active[done]] = True
+        if done.any():  # freeze the rows that flipped: write them out, drop them from the active set
+            rows = active[done]
+            flipped[rows] = True
+            delta[rows] = d[done]
+            steps[rows] = step
             bar.update(int(done.sum()))
-            active, d, logits = active[~done], d[~done], logits[~done]
+            keep = ~done
+            active, d, buf, base, logits = active[keep], d[keep], buf[keep], base[keep], logits[keep]
         if step == max_steps or active.numel() == 0:
             break
         g_logits = logits.softmax(1)
         g_logits[:, target] -= 1.0
         grad = g_logits @ W
-        grad += (lambda1 / D) * d.sign()
+        grad.add_(d.sign(), alpha=lambda1 / D)
         norm = d.norm(dim=1, keepdim=True)
-        grad += (lambda2 / D) * torch.where(norm > 0, d / norm.clamp_min(1e-30), torch.zeros_like(d))
-        v = momentum * buf[active] + grad
-        buf[active] = v
-        delta[active] = d - lr * v
-        steps[active] += 1
+        grad.add_(torch.where(norm > 0, d / norm.clamp_min(1e-30), torch.zeros_like(d)), alpha=lambda2 / D)
+        buf.mul_(momentum).add_(grad)
+        d.sub_(buf, alpha=lr)
+    if active.numel():  # the rows that hit the step cap
+        delta[active] = d
+        steps[active] = max_steps
     bar.close()
     return Counterfactuals(delta.cpu(), flipped.cpu(), steps.cpu())
 

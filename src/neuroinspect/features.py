@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -137,8 +136,6 @@ def extract_features(
         cat["features"], cat["logits"], cat["labels"], cat["groups"], [ids[i] for i in cat["index"].tolist()],
         list(data.class_names), list(data.group_names), split, skipped,
     )
-    if fs.logits.shape[1] != len(data.class_names) and data.class_names:
-        log.warning("the model has %d outputs but the data has %d classes", fs.logits.shape[1], len(data.class_names))
     if folder is not None:
         fs.save(folder / "features.safetensors")
         for ci in range(len(chunks)):
@@ -170,5 +167,14 @@ def _finish_chunk(acc: dict, ids: list[str], folder: Path | None, ci: int) -> di
     return part
 
 
-def clear_cache(cache_dir: str | Path) -> None:
-    shutil.rmtree(Path(cache_dir) / "features", ignore_errors=True)
+def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, fs: FeatureSet,
+                   cache_dir: str | Path, amp: bool = False, device: str | torch.device = "cpu") -> Path:
+    """Put ``fs`` in the cache as the features of ``split`` for this model.
+
+    For a model whose backbone is unchanged and whose head was retrained on cached features:
+    ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
+    """
+    dtype = "amp" if (amp and torch.device(device).type == "cuda") else "float32"
+    folder = Path(cache_dir) / "features" / cache_key(loaded, probe, data, split, dtype)
+    return fs.save(folder / "features.safetensors")
+
