@@ -5,7 +5,7 @@ import torch
 
 from neuroinspect.counterfactual import counterfactual_edits, counterfactual_edits_loop, rank_neurons
 from neuroinspect.errors import NeuroInspectError
-from neuroinspect.explain import neuron_importance
+from neuroinspect.edit import neuron_importance
 
 
 def _problem(M=30, D=48, C=20, seed=0):

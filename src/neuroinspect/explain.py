@@ -7,18 +7,9 @@ from pathlib import Path
 import torch
 
 from .counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
+from .edit import neuron_importance
 from .featureset import FeatureSet
 from .io import write_csv, write_json
-
-
-def neuron_importance(W: torch.Tensor, b: torch.Tensor, z_mean: torch.Tensor, c: int) -> torch.Tensor:
-    """``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` for every neuron j at once ([D])."""
-    W, b, z = W.detach().float(), b.detach().float(), z_mean.detach().float()
-    logits = W @ z + b  # [C]
-    # zeroing z_j subtracts W[:, j] * z_j from every logit: one row of logits per neuron
-    zeroed = logits.unsqueeze(0) - (W * z.unsqueeze(0)).T  # [D, C]
-    p = logits.softmax(0)[c]
-    return p / zeroed.softmax(1)[:, c]
 
 
 @dataclass

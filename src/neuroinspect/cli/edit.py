@@ -1,0 +1,270 @@
+"""``neuroinspect edit``: fix false correlations by retraining only the decision layer.
+
+The backbone stays frozen, so the edit trains on cached features of the ``train`` split,
+early-stops on ``val`` and reports metrics before and after on ``test``. The edited model
+(the original weights with the new head) is saved as ``OUT/edited.safetensors`` and reloads
+with the same ``--model`` plus ``--weights OUT/edited.safetensors``.
+
+Several classes can be edited at once, each with its own neurons:
+``--class waterbird --neurons 12,40 --class landbird --neurons 7``. Without ``--neurons``, a
+``--ranking ranking.json`` written by ``explain`` supplies them: its top ``--top-k``
+insufficient and top ``--top-k`` excessive neurons.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import NeuroInspectError
+from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
+
+MODEL_FILE = "edited.safetensors"
+
+
+def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> None:
+    """Options shared by ``edit`` and ``compare``."""
+    g = p.add_argument_group("edit")
+    g.add_argument("--class", dest="cls", action="append", metavar="NAME|INDEX",
+                   help="class to fix; repeat for several classes, each followed by its --neurons")
+    g.add_argument("--neurons", action="append", metavar="LIST",
+                   help="comma-separated neurons S to edit for the matching --class (e.g. 12,40)")
+    g.add_argument("--ranking", action="append", metavar="FILE",
+                   help="ranking.json from explain; used when --neurons is not given (top --top-k insufficient "
+                        "and top --top-k excessive neurons); gives the class too when --class is absent")
+    g.add_argument("--top-k", type=int, default=3, help="neurons taken from each list of a --ranking (default 3)")
+    if single_method:
+        g.add_argument("--method", default="ratio", choices=["ratio", "con", "class-weight", "focal", "erm"],
+                       help="ratio (the method, default), con, class-weight, focal or erm (plain retraining)")
+    g.add_argument("--tau", default="auto", help="tau: 'auto' (1 + (min importance - 1)/3) or a positive number, 1 or more in practice (default auto)")
+    g.add_argument("--lam", type=float, default=0.01, help="regulariser weight lambda (default 0.01)")
+    g.add_argument("--select-by", default="accuracy", choices=["accuracy", "class", "worst-class", "worst-group"],
+                   help="validation metric for early stopping and the kept epoch (default accuracy)")
+    g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    g.add_argument("--patience", type=int, default=5,
+                   help="stop after this many epochs without improvement on val; 0 trains all epochs and needs no val split (default 5)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate after warm-up (default 1e-3)")
+    g.add_argument("--warmup", type=float, default=1.0, help="linear warm-up length in epochs (default 1)")
+    g.add_argument("--train-batch-size", type=int, default=256, help="batch size for training the head (default 256)")
+
+
+# --------------------------------------------------------------------------- shared preparation
+@dataclass
+class EditSetup:
+    ins: object
+    targets: dict[int, list[int]]
+    train: object
+    val: object | None
+    test: object
+    test_split: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.ins.class_names[c] for c in self.targets]
+
+
+def _has_split(ins, name: str) -> bool:
+    from ..data import SPLIT_ALIASES
+
+    return SPLIT_ALIASES.get(name, name) in ins.data.splits
+
+
+def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
+    from ..io import read_json
+
+    p = Path(path)
+    if not p.is_file():
+        raise NeuroInspectError(f"ranking file '{path}' does not exist; run 'neuroinspect explain' first or pass --neurons")
+    try:
+        data = read_json(p)
+        cls = data.get("class", data.get("class_index"))
+        neurons = []
+        for key in ("insufficient", "excessive"):
+            for row in data.get(key, [])[:k]:
+                if int(row["neuron"]) not in neurons:
+                    neurons.append(int(row["neuron"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise NeuroInspectError(f"'{path}' is not a ranking.json written by explain ({err})") from None
+    return cls, neurons
+
+
+def resolve_targets(ins, args, need_neurons: bool) -> dict[int, list[int]]:
+    """``{class_index: neurons}`` from --class/--neurons/--ranking (paired by position)."""
+    classes = list(args.cls or [])
+    neuron_lists = [parse_int_list(t) for t in (args.neurons or [])]
+    rankings = list(args.ranking or [])
+    if not classes and not rankings:
+        raise NeuroInspectError("say which class to fix: --class NAME (with --neurons) or --ranking ranking.json")
+    if neuron_lists and len(neuron_lists) != len(classes):
+        raise NeuroInspectError(
+            f"{len(classes)} --class but {len(neuron_lists)} --neurons; give one --neurons list after each --class"
+        )
+    if not neuron_lists and rankings:
+        if classes and len(rankings) != len(classes):
+            raise NeuroInspectError(f"{len(classes)} --class but {len(rankings)} --ranking; give one ranking per class")
+        pairs = [_ranking_neurons(r, args.top_k) for r in rankings]
+        if not classes:
+            classes = [cls for cls, _ in pairs]
+        neuron_lists = [n for _, n in pairs]
+    if not neuron_lists:
+        if need_neurons:
+            raise NeuroInspectError("no neurons chosen: pass --neurons 12,40 (or --ranking ranking.json from explain)")
+        neuron_lists = [[] for _ in classes]
+    targets: dict[int, list[int]] = {}
+    for cls, neurons in zip(classes, neuron_lists):
+        c = ins.class_index(cls)
+        if c in targets:
+            raise NeuroInspectError(f"class '{ins.class_names[c]}' is given twice; list all its neurons in one --neurons")
+        if need_neurons and not neurons:
+            raise NeuroInspectError(f"no neurons for class '{ins.class_names[c]}' (S is empty); pass --neurons 12,40")
+        D = ins.probe.D
+        bad = [j for j in neurons if not 0 <= j < D]
+        if bad:
+            raise NeuroInspectError(f"neurons {bad} are out of range: the model has D={D} penultimate neurons (0–{D - 1})")
+        targets[c] = neurons
+    return targets
+
+
+def parse_tau(text) -> float | None:
+    if text is None or str(text).lower() == "auto":
+        return None
+    try:
+        tau = float(text)
+    except ValueError:
+        raise NeuroInspectError(f"--tau must be 'auto' or a number like 1.02; got '{text}'") from None
+    if not tau > 0:
+        raise NeuroInspectError(f"--tau must be positive; got {text}")
+    return tau
+
+
+def prepare(args, need_neurons: bool) -> EditSetup:
+    """Build the inspector, check the splits and targets, and load the cached features."""
+    ins = make_inspector(args)
+    if ins.data is None:
+        raise NeuroInspectError("edit needs data: pass --data")
+    splits = ", ".join(ins.data.splits)
+    if not _has_split(ins, "train"):
+        raise NeuroInspectError(
+            f"the edit retrains the decision layer on a 'train' split, and the data has only: {splits}; "
+            "arrange it as ROOT/train/CLASS/*, ROOT/val/CLASS/*, ROOT/test/CLASS/* (or a manifest with a split column)"
+        )
+    if args.patience and not _has_split(ins, "val"):
+        raise NeuroInspectError(
+            f"early stopping needs a 'val' split and the data has only: {splits}; add ROOT/val/CLASS/* "
+            "(or rows with split=val in the manifest), or pass --patience 0 to train all epochs without it"
+        )
+    targets = resolve_targets(ins, args, need_neurons)
+    notes = []
+    if _has_split(ins, "test"):
+        test_split = "test"
+    elif _has_split(ins, "val"):
+        test_split = "val"
+        notes.append("the data has no 'test' split: metrics are on 'val', which also chose the epoch (optimistic)")
+    else:
+        raise NeuroInspectError(f"nothing to evaluate on: the data has only {splits}; add a 'test' (or 'val') split")
+    train = ins.features("train")
+    val = ins.features("val") if _has_split(ins, "val") else None
+    test = ins.features(test_split)
+    return EditSetup(ins, targets, train, val, test, test_split, notes)
+
+
+def run_method(setup: EditSetup, method: str, args):
+    from ..edit import edit_head
+
+    probe = setup.ins.probe
+    bias = probe.head.bias
+    return edit_head(
+        probe.weight.detach().cpu(), None if bias is None else bias.detach().cpu(), setup.train,
+        setup.val if args.patience else None, setup.targets, method=method, tau=parse_tau(args.tau), lam=args.lam,
+        epochs=args.epochs, patience=args.patience or None, lr=args.lr, warmup=args.warmup,
+        batch_size=args.train_batch_size, select_by=args.select_by, seed=args.seed, device=setup.ins.device,
+        progress=not getattr(args, "no_progress", False),
+    )
+
+
+def summary_row(method: str, metrics: dict, class_names: list[str]) -> dict:
+    per_class = metrics["per_class"]
+    accs = [per_class[n] for n in class_names if n in per_class]
+    return {
+        "method": method,
+        "avg_acc": metrics["accuracy"],
+        "class_acc": sum(accs) / len(accs) if accs else None,
+        "worst_class_acc": min(per_class.values()) if per_class else None,
+        "worst_group_acc": min(metrics["per_group"].values()) if metrics["per_group"] else None,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of summary rows (percentages)."""
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.2f}%"
+
+    lines = ["| method | avg acc | class acc | worst-class acc | worst-group acc |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {pct(r['avg_acc'])} | {pct(r['class_acc'])} | {pct(r['worst_class_acc'])} | "
+                     f"{pct(r['worst_group_acc'])} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the command
+def register(sub) -> None:
+    p = sub.add_parser(
+        "edit", help="fix false correlations by retraining only the decision layer",
+        description="Retrain the decision layer (W, b) on cached training features with cross-entropy plus the "
+                    "probability-ratio regulariser lambda*||r - tau|| for the chosen neurons of each class (or a "
+                    "baseline: con, class-weight, focal, erm), early-stop on val, and report test metrics before "
+                    "and after. Writes edit.json, run.json and edited.safetensors (reload it with "
+                    "--model SPEC --weights OUT/edited.safetensors) into --out.",
+    )
+    add_model_args(p)
+    add_data_args(p)
+    add_edit_args(p)
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..edit import save_edited_model
+    from ..io import write_json
+    from ..metrics import evaluate
+
+    out = Path(args.out)
+    setup = prepare(args, need_neurons=args.method in ("ratio", "con"))
+    ins = setup.ins
+    result = run_method(setup, args.method, args)
+    before = evaluate(setup.test)
+    after = evaluate(result.apply(setup.test))
+    names = ins.class_names
+    save_edited_model(ins.loaded.model, ins.probe.head_name, result.weight, result.bias, out / MODEL_FILE)
+    curves = [{**row, "mean_ratio": {names[c]: v for c, v in row["mean_ratio"].items()}} for row in result.curves]
+    write_json(out / "edit.json", {
+        "method": args.method,
+        "classes": setup.class_names,
+        "neurons": {names[c]: s for c, s in setup.targets.items()},
+        "tau": {names[c]: t for c, t in result.tau.items()},
+        "importance": {names[c]: v for c, v in result.importance.items()},
+        "lam": args.lam,
+        "select_by": args.select_by,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "split": setup.test_split,
+        "notes": setup.notes,
+        "before": before,
+        "after": after,
+        "curves": curves,
+        "model_file": MODEL_FILE,
+        "reload": {"model": args.model, "weights": MODEL_FILE, "num_classes": ins.probe.C, "head": args.head},
+    })
+    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
+    for note in setup.notes:
+        print(f"note: {note}")
+    rows = [summary_row("original", before, setup.class_names), summary_row(args.method, after, setup.class_names)]
+    print(f"edited {', '.join(setup.class_names)} with {args.method} (tau "
+          f"{', '.join(f'{names[c]}={t:.4g}' for c, t in result.tau.items())}; best epoch {result.best_epoch} "
+          f"of {result.epochs_run}); metrics on '{setup.test_split}':")
+    print(format_table(rows))
+    print(f"\nresults in {out}/ (edit.json, {MODEL_FILE}); reload with: --model {args.model} "
+          f"--weights {out / MODEL_FILE} --num-classes {ins.probe.C}")
+    return 0

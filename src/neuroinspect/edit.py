@@ -1,0 +1,448 @@
+"""Fix false correlations by retraining only the decision layer (METHOD.md §3, paper Eqs. 5–9).
+
+Let ``S`` be neurons chosen as false correlations for class ``c`` and ``m`` the mask that
+zeroes them. For a training sample ``z`` the *probability ratio* is
+
+    r(z) = p(c | z) / p(c | z ⊙ m)
+
+(``r > 1``: the neurons in ``S`` push the sample toward ``c``). The edit retrains ``W, b`` on
+the cached training features with
+
+    L = CE(W z + b, y) + λ · || r(z) − τ ||_2        (the norm runs over the batch)
+
+for each edited class (several classes, each with its own ``S``, add their terms). ``τ`` is
+given or automatic: ``τ = 1 + (min_{j∈S} imp_j − 1) / 3`` with
+``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` and ``z̄`` the mean training feature of class c.
+
+The same loop trains the paper's baselines, selected by ``method``:
+
+``ratio``         the probability-ratio regulariser above (the method)
+``con``           CE + λ · mean_i || ReLU(W_{c,S} ⊙ z_{i,S}) ||_2   (Eq. 9: shrink class c's use of S)
+``class-weight``  CE with inverse-frequency class weights, the edited classes weighted ``class_boost`` × more
+                  (when every class is edited the boost cancels and this is inverse-frequency weighting)
+``focal``         focal loss, γ = 2
+``erm``           plain CE retraining (the control)
+
+Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epochs without
+improvement of the validation metric, and the best epoch's ``W, b`` are returned. The backbone
+is never touched: everything here works on :class:`~neuroinspect.featureset.FeatureSet` s.
+
+>>> result = edit_head(W, b, train, val, targets={3: [12, 40]})
+>>> fixed = test.with_logits(result.weight, result.bias)
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import NeuroInspectError
+from .featureset import FeatureSet
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ratio", "con", "class-weight", "focal", "erm")
+SELECT_BY = ("accuracy", "class", "worst-class", "worst-group")
+NEURON_METHODS = ("ratio", "con")  # methods that use the chosen neurons S
+MAX_LOG_RATIO = 30.0  # r is capped at e^30 inside the loss so that ||r − τ||² cannot overflow
+
+
+# --------------------------------------------------------------------------- pure functions
+def neuron_mask(D: int, neurons, device=None) -> torch.Tensor:
+    """The float mask ``m`` [D] that zeroes ``neurons`` (1 elsewhere)."""
+    m = torch.ones(D, device=device)
+    if len(neurons):
+        m[torch.as_tensor(list(neurons), dtype=torch.long, device=device)] = 0.0
+    return m
+
+
+def _bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return torch.zeros(W.shape[0], dtype=W.dtype, device=W.device) if b is None else b
+
+
+def log_probability_ratio(W: torch.Tensor, b: torch.Tensor | None, z: torch.Tensor, c: int, mask: torch.Tensor) -> torch.Tensor:
+    """``log r(z) = log p(c|z) − log p(c|z ⊙ m)`` for each row of ``z`` [N, D]; returns [N]."""
+    b = _bias(W, b)
+    logits = z @ W.T + b
+    masked = (z * mask.to(z)) @ W.T + b
+    return torch.log_softmax(logits, dim=1)[:, c] - torch.log_softmax(masked, dim=1)[:, c]
+
+
+def probability_ratio(W: torch.Tensor, b: torch.Tensor | None, z: torch.Tensor, c: int, mask: torch.Tensor) -> torch.Tensor:
+    """``r(z) = p(c|z) / p(c|z ⊙ m)`` (paper Eq. 7) for each row of ``z`` [N, D] (or one [D] vector).
+
+    ``mask`` [D] is 1 for kept neurons and 0 for the zeroed ones (see :func:`neuron_mask`).
+    Differentiable in ``W``, ``b`` and ``z``; computed in log space.
+    """
+    single = z.dim() == 1
+    r = log_probability_ratio(W, b, z.unsqueeze(0) if single else z, c, mask).exp()
+    return r[0] if single else r
+
+
+def neuron_importance(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor, c: int, neurons=None) -> torch.Tensor:
+    """``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` for every neuron j at once (METHOD.md §1).
+
+    Returns a [D] tensor, or only the entries of ``neurons`` when given. ``imp_j > 1``: neuron j
+    (at its mean activation) pushes the decision toward class ``c``.
+    """
+    W = W.detach().float()
+    b = _bias(W, None if b is None else b.detach().float())
+    z = z_mean.detach().float().to(W.device)
+    logits = W @ z + b  # [C]
+    base = torch.log_softmax(logits, 0)[c]
+    dropped = logits.unsqueeze(0) - z.unsqueeze(1) * W.T  # [D, C]: logits with z_j := 0, row j
+    log_p = dropped[:, c] - torch.logsumexp(dropped, dim=1)
+    imp = (base - log_p).exp()
+    if neurons is not None:
+        imp = imp[torch.as_tensor(list(neurons), dtype=torch.long, device=imp.device)]
+    return imp
+
+
+def auto_tau(importances) -> float:
+    """The automatic τ: ``1 + (min_j imp_j − 1) / 3`` over the edited neurons' importances."""
+    imp = torch.as_tensor(importances, dtype=torch.float64).flatten()
+    if imp.numel() == 0:
+        raise NeuroInspectError("automatic tau needs at least one neuron")
+    return float(1.0 + (imp.min() - 1.0) / 3.0)
+
+
+def ratio_regulariser(W, b, z, c: int, mask, tau: float) -> torch.Tensor:
+    """``|| r(z) − τ ||_2`` over the rows of ``z`` (paper Eq. 8 without λ)."""
+    log_r = log_probability_ratio(W, b, z, c, mask).clamp(max=MAX_LOG_RATIO)
+    return torch.linalg.vector_norm(log_r.exp() - tau)
+
+
+def _log_ratio_from_logits(logits: torch.Tensor, z: torch.Tensor, W: torch.Tensor, c: int, idx: torch.Tensor) -> torch.Tensor:
+    """``log r`` reusing the logits: zeroing neurons ``idx`` subtracts ``z[:, idx] @ W[:, idx]ᵀ`` (cheap for a small S)."""
+    masked = logits - z[:, idx] @ W[:, idx].T
+    return torch.log_softmax(logits, dim=1)[:, c] - torch.log_softmax(masked, dim=1)[:, c]
+
+
+def con_regulariser(W, z, c: int, neurons) -> torch.Tensor:
+    """``mean_i || ReLU(W_{c,S} ⊙ z_{i,S}) ||_2`` (paper Eq. 9 without λ)."""
+    idx = torch.as_tensor(list(neurons), dtype=torch.long, device=z.device)
+    contrib = torch.relu(W[c, idx].unsqueeze(0) * z[:, idx])
+    return torch.linalg.vector_norm(contrib, dim=1).mean()
+
+
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Focal loss ``mean_i −(1 − p_{i,y})^γ log p_{i,y}`` (Lin et al. 2017)."""
+    logp = torch.log_softmax(logits, dim=1).gather(1, y[:, None])[:, 0]
+    loss = -((1 - logp.exp()) ** gamma) * logp
+    if weight is not None:
+        w = weight[y]
+        return (loss * w).sum() / w.sum()
+    return loss.mean()
+
+
+def class_weights(labels: torch.Tensor, C: int, boost_classes=(), boost: float = 2.0) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (C · n_k)``, times ``boost`` for ``boost_classes``.
+
+    Classes absent from ``labels`` get weight 0. Normalised so the mean weight per sample is 1.
+    """
+    counts = torch.bincount(labels, minlength=C).double()
+    w = torch.where(counts > 0, counts.sum() / (C * counts.clamp(min=1)), torch.zeros_like(counts))
+    for k in boost_classes:
+        w[k] *= boost
+    per_sample = w[labels].mean()
+    return (w / per_sample).float()
+
+
+def selection_metric(logits: torch.Tensor, fs: FeatureSet, select_by: str, classes) -> float:
+    """The validation metric early stopping watches (higher is better), as a fraction."""
+    pred = logits.argmax(1)
+    correct = (pred == fs.labels.to(pred.device)).float()
+    labels = fs.labels.to(pred.device)
+    if select_by == "accuracy":
+        return float(correct.mean())
+    if select_by == "class":
+        accs = [float(correct[labels == k].mean()) for k in classes if (labels == k).any()]
+        return sum(accs) / len(accs)
+    if select_by == "worst-class":
+        return min(float(correct[labels == k].mean()) for k in labels.unique().tolist())
+    groups = fs.groups.to(pred.device)
+    return min(float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0)
+
+
+# --------------------------------------------------------------------------- the trainer
+@dataclass
+class EditResult:
+    """What :func:`edit_head` returns: the best epoch's decision layer and the training record."""
+
+    weight: torch.Tensor  # [C, D] (CPU)
+    bias: torch.Tensor | None  # [C] (CPU), None when the head has no bias
+    best_epoch: int  # 1-based; 0 would mean "no epoch ran"
+    epochs_run: int
+    curves: list[dict]  # per epoch: epoch, train_loss, regulariser, val_metric, mean_ratio {class: r̄ on train}
+    tau: dict[int, float]  # per edited class (ratio method; the automatic value is recorded otherwise too)
+    method: str
+    lam: float
+    select_by: str
+    targets: dict[int, list[int]]
+    best_val_metric: float | None = None
+    stopped_early: bool = False
+    importance: dict[int, list[float]] = field(default_factory=dict)  # imp_j of each class's S
+
+    def apply(self, fs: FeatureSet) -> FeatureSet:
+        """``fs`` rescored by the edited decision layer."""
+        return fs.with_logits(self.weight, self.bias)
+
+
+def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views):
+    if method not in METHODS:
+        raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(METHODS)}")
+    if select_by not in SELECT_BY:
+        raise NeuroInspectError(f"unknown --select-by '{select_by}'; choose one of {', '.join(SELECT_BY)}")
+    C, D = W.shape
+    if b is not None and b.shape != (C,):
+        raise NeuroInspectError(f"bias has shape {tuple(b.shape)}, expected ({C},)")
+    if len(train) == 0:
+        raise NeuroInspectError("the training split is empty; edit needs the training features")
+    if train.D != D:
+        raise NeuroInspectError(f"training features have D={train.D} but the decision layer expects D={D}")
+    if not targets:
+        raise NeuroInspectError("no class to edit: give at least one class (--class)")
+    names = train.class_names
+    counts = torch.bincount(train.labels, minlength=C)
+    for c, neurons in targets.items():
+        if not 0 <= c < C:
+            raise NeuroInspectError(f"class index {c} is out of range: the model has {C} classes (0–{C - 1})")
+        cname = names[c] if c < len(names) else str(c)
+        if counts[c] == 0:
+            raise NeuroInspectError(
+                f"class '{cname}' has no training samples; the edit retrains on the training split, add images of it there"
+            )
+        if method in NEURON_METHODS:
+            if not neurons:
+                raise NeuroInspectError(
+                    f"no neurons chosen for class '{cname}' (S is empty); pass --neurons, e.g. from explain's ranking.json"
+                )
+            bad = [j for j in neurons if not 0 <= int(j) < D]
+            if bad:
+                raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
+            if len(set(neurons)) != len(neurons):
+                raise NeuroInspectError(f"neurons for class '{cname}' are listed twice: {list(neurons)}")
+    if patience and val is None:
+        raise NeuroInspectError(
+            "early stopping needs a validation split and there is none; add a 'val' split "
+            "(ROOT/val/CLASS/... or rows with split=val in the manifest), or turn early stopping off (patience 0)"
+        )
+    if val is not None:
+        if len(val) == 0:
+            raise NeuroInspectError("the validation split is empty; add images to it or turn early stopping off (patience 0)")
+        if val.D != D:
+            raise NeuroInspectError(f"validation features have D={val.D} but the decision layer expects D={D}")
+        if select_by == "worst-group" and not (val.groups >= 0).any():
+            raise NeuroInspectError(
+                "--select-by worst-group needs group labels in the validation split; add a group column to the manifest "
+                "or choose another --select-by"
+            )
+        if select_by == "class" and not any((val.labels == c).any() for c in targets):
+            raise NeuroInspectError("--select-by class: the validation split has no samples of the edited class(es)")
+    for k, view in enumerate(augmented_views or []):
+        if len(view) != len(train) or not torch.equal(view.labels, train.labels):
+            raise NeuroInspectError(
+                f"augmented view {k} does not match the training split (it must hold the same samples in the same order)"
+            )
+
+
+def resolve_tau(W, b, train: FeatureSet, targets: dict[int, list[int]], tau) -> tuple[dict[int, float], dict[int, list[float]]]:
+    """τ per edited class (given, or automatic from the importances at the class's mean training feature)."""
+    taus, imps = {}, {}
+    for c, neurons in targets.items():
+        if neurons:
+            z_mean = train.features[train.labels == c].float().mean(0)
+            imp = neuron_importance(W, b, z_mean, c, neurons)
+            imps[c] = [float(v) for v in imp]
+        given = tau.get(c) if isinstance(tau, dict) else tau
+        if given is None or given == "auto":
+            if not neurons:
+                taus[c] = 1.0
+                continue
+            taus[c] = auto_tau(imps[c])
+            if taus[c] < 1.0:
+                log.info("automatic tau %.4f < 1 for class %d: some chosen neurons push away from it", taus[c], c)
+        else:
+            taus[c] = float(given)
+            if not math.isfinite(taus[c]) or taus[c] <= 0:
+                raise NeuroInspectError(f"tau must be a positive number or 'auto', got {given}")
+    return taus, imps
+
+
+def edit_head(
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    train: FeatureSet,
+    val: FeatureSet | None,
+    targets: dict[int, list[int]],
+    method: str = "ratio",
+    tau: float | dict | None = None,
+    lam: float = 0.01,
+    epochs: int = 20,
+    patience: int | None = 5,
+    lr: float = 1e-3,
+    warmup: float = 1.0,
+    batch_size: int = 256,
+    select_by: str = "accuracy",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    augmented_views: list[FeatureSet] | None = None,
+    focal_gamma: float = 2.0,
+    class_boost: float = 2.0,
+    progress: bool = False,
+) -> EditResult:
+    """Retrain the decision layer ``W`` [C, D], ``b`` [C] on cached features (see the module docstring).
+
+    ``targets`` maps each edited class index to its neurons ``S``. ``tau``: None/"auto" (automatic),
+    a number for every class, or ``{class: tau}``. ``warmup`` is in epochs (linear ramp to ``lr``).
+    ``patience`` 0/None trains all ``epochs`` and keeps the last one (no validation split needed).
+    ``augmented_views``: extra FeatureSets of the same training samples (e.g. cached augmentations);
+    each epoch every sample is drawn from one of the views (the original included) at random.
+    """
+    targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
+    _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views)
+    if epochs < 1:
+        raise NeuroInspectError(f"epochs must be ≥ 1, got {epochs}")
+    device = torch.device(device)
+    C, D = W.shape
+    taus, imps = resolve_tau(W, b, train, targets, tau)
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    weight = nn.Parameter(W.detach().float().clone().to(device))
+    bias = nn.Parameter(b.detach().float().clone().to(device)) if b is not None else None
+    params = [weight] + ([bias] if bias is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    n = len(train)
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    warm_steps = max(1, int(round(warmup * steps_per_epoch))) if warmup > 0 else 0
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm_steps) if warm_steps else 1.0
+    )
+
+    views = [train.features] + [v.features for v in (augmented_views or [])]
+    views = [v.float().to(device) for v in views]
+    y_all = train.labels.to(device)
+    index = {c: torch.as_tensor(s, dtype=torch.long, device=device) for c, s in targets.items()}
+    cw = class_weights(train.labels, C, list(targets), class_boost).to(device) if method == "class-weight" else None
+    val_z = val.features.float().to(device) if val is not None else None
+    use_val = bool(patience) and val is not None
+
+    def loss_fn(z, y):
+        logits = z @ weight.T + (bias if bias is not None else 0)
+        if method == "focal":
+            base = focal_loss(logits, y, focal_gamma)
+        else:
+            base = F.cross_entropy(logits, y, weight=cw)
+        reg = torch.zeros((), device=device)
+        if method == "ratio":
+            for c in targets:
+                log_r = _log_ratio_from_logits(logits, z, weight, c, index[c]).clamp(max=MAX_LOG_RATIO)
+                reg = reg + torch.linalg.vector_norm(log_r.exp() - taus[c])
+        elif method == "con":
+            for c, s in targets.items():
+                reg = reg + con_regulariser(weight, z, c, s)
+        return base, reg
+
+    best = None
+    best_metric, best_epoch, since_best = -math.inf, 0, 0
+    curves: list[dict] = []
+    stopped = False
+    bar = tqdm(range(1, epochs + 1), desc=f"edit ({method})", disable=not progress, leave=False)
+    for epoch in bar:
+        order = torch.randperm(n, generator=gen)
+        which = torch.randint(len(views), (n,), generator=gen) if len(views) > 1 else None
+        tot_loss = tot_reg = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            z = views[0][idx.to(device)]
+            if which is not None:  # each sample from one randomly drawn view
+                w = which[idx]
+                for v in range(1, len(views)):
+                    sel = w == v
+                    if sel.any():
+                        z[sel.to(device)] = views[v][idx[sel].to(device)]
+            y = y_all[idx.to(device)]
+            base, reg = loss_fn(z, y)
+            loss = base + lam * reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_reg += float(reg.detach()) * len(idx)
+        with torch.no_grad():
+            ratios = {}
+            full = views[0] @ weight.T + (bias if bias is not None else 0)
+            for c in targets:
+                if targets[c]:
+                    r = _log_ratio_from_logits(full, views[0], weight, c, index[c]).clamp(max=MAX_LOG_RATIO).exp()
+                    ratios[c] = float(r.mean())
+            metric = None
+            if val_z is not None:
+                vlogits = val_z @ weight.T + (bias if bias is not None else 0)
+                metric = selection_metric(vlogits, val, select_by, list(targets))
+        curves.append({
+            "epoch": epoch, "train_loss": tot_loss / n, "regulariser": tot_reg / n,
+            "val_metric": metric, "mean_ratio": ratios,
+        })
+        bar.set_postfix(loss=f"{tot_loss / n:.4f}", val=None if metric is None else f"{metric:.4f}")
+        improved = (not use_val) or metric > best_metric
+        if improved:
+            best_metric = metric if use_val else best_metric
+            best_epoch, since_best = epoch, 0
+            best = (weight.detach().clone(), None if bias is None else bias.detach().clone())
+        else:
+            since_best += 1
+            if since_best >= patience:
+                stopped = epoch < epochs
+                break
+    bar.close()
+    new_w, new_b = best
+    return EditResult(
+        weight=new_w.cpu(), bias=None if new_b is None else new_b.cpu(), best_epoch=best_epoch,
+        epochs_run=len(curves), curves=curves, tau=taus, method=method, lam=lam, select_by=select_by,
+        targets=targets, best_val_metric=best_metric if use_val else None, stopped_early=stopped, importance=imps,
+    )
+
+
+# --------------------------------------------------------------------------- the edited model
+def edited_state_dict(model: nn.Module, head_name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The model's full state_dict (copied to the CPU) with the decision layer ``head_name`` replaced."""
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    wkey, bkey = f"{head_name}.weight", f"{head_name}.bias"
+    if wkey not in state:
+        raise NeuroInspectError(f"the model has no decision layer '{head_name}' (no '{wkey}' in its state_dict)")
+    if tuple(state[wkey].shape) != tuple(weight.shape):
+        raise NeuroInspectError(f"edited weight has shape {tuple(weight.shape)}, the model's head {tuple(state[wkey].shape)}")
+    state[wkey] = weight.detach().cpu().to(state[wkey].dtype).clone().contiguous()
+    if bias is not None:
+        if bkey not in state:
+            raise NeuroInspectError(f"the model's decision layer '{head_name}' has no bias to replace")
+        state[bkey] = bias.detach().cpu().to(state[bkey].dtype).clone().contiguous()
+    return state
+
+
+def save_edited_model(model: nn.Module, head_name: str, weight: torch.Tensor, bias: torch.Tensor | None,
+                      path: str | os.PathLike) -> Path:
+    """Save the original weights with the edited head as one ``.safetensors`` file (atomically).
+
+    Reload it with ``build_model(spec, weights=path, num_classes=C)`` (CLI: ``--weights path``).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise NeuroInspectError(f"the edited model is saved as .safetensors; got '{path.name}'")
+    state = edited_state_dict(model, head_name, weight, bias)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"neuroinspect": "edited decision layer", "head": head_name})
+    return path
