@@ -1,0 +1,336 @@
+"""The HTML report: every section from hand-written run files, escaping, numbers, and a real browser."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import markupsafe
+import numpy as np
+import pytest
+from PIL import Image
+
+from neuroinspect.errors import NeuroInspectError
+from neuroinspect.report import build_report, fmt_num, fmt_pct
+
+EVIL = "<script>alert('x')</script>Coat"
+CLASSES = ["T-shirt", "Pullover", EVIL, "Bag"]
+
+
+def _png(path: Path, colour, size=48):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.zeros((size, size, 3), np.uint8)
+    arr[:] = colour
+    arr[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255 - np.array(colour, np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _metrics(acc, per_class, per_group):
+    return {
+        "accuracy": acc,
+        "per_class": per_class,
+        "per_group": per_group,
+        "worst_class": min(per_class, key=per_class.get),
+        "worst_group": min(per_group, key=per_group.get) if per_group else None,
+        "n": 400,
+    }
+
+
+BEFORE = _metrics(
+    0.8125,
+    {"T-shirt": 0.91, "Pullover": 0.84, EVIL: 0.6175, "Bag": 0.98},
+    {"T-shirt/A-nature": 0.88, "T-shirt/B-indoor": 0.94, f"{EVIL}/A-nature": 0.97, f"{EVIL}/B-indoor": 0.265,
+     "Bag/A-nature": 0.99, "Bag/B-indoor": 0.97},
+)
+AFTER = _metrics(
+    0.8275,
+    {"T-shirt": 0.9, "Pullover": 0.85, EVIL: 0.7425, "Bag": 0.98},
+    {"T-shirt/A-nature": 0.89, "T-shirt/B-indoor": 0.91, f"{EVIL}/A-nature": 0.93, f"{EVIL}/B-indoor": 0.555,
+     "Bag/A-nature": 0.99, "Bag/B-indoor": 0.97},
+)
+
+
+def make_run(root: Path, nested: bool = True) -> dict:
+    """Write a complete run folder (every stage's files) and return what was written."""
+    d = {k: (root / k if nested else root) for k in ("explain", "visualize", "edit", "compare")}
+    data = root / "data"
+    imgs = [_png(data / "val" / f"img {i}&<x>.png", (40 * i % 255, 90, 160)) for i in range(5)]
+    files = {}
+
+    files["run"] = {"command": ["neuroinspect", "demo", "--fast"], "model": "efficientnet-lite0", "data": str(data / "manifest.csv"),
+                    "seed": 0, "versions": {"neuroinspect": "0.1.0", "torch": "2.14.1"}}
+    (root / "run.json").write_text(json.dumps(files["run"]))
+    d["explain"].mkdir(parents=True, exist_ok=True)
+    (d["explain"] / "metrics.json").write_text(json.dumps(BEFORE))
+    files["ranking"] = {
+        "class": EVIL, "class_index": 2, "split": "val", "n_mistakes": 37, "n_flipped": 36,
+        "insufficient": [{"neuron": 17, "ratio": 43.2432, "importance": 1.8765, "weight": 0.4321},
+                         {"neuron": 905, "ratio": 8.1081, "importance": 1.0512, "weight": 0.0123}],
+        "excessive": [{"neuron": 311, "ratio": 29.7297, "importance": 0.7777, "weight": -0.2468}],
+    }
+    (d["explain"] / "ranking.json").write_text(json.dumps(files["ranking"]))
+    with open(d["explain"] / "mistakes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "true", "predicted"])
+        for p in imgs:
+            w.writerow([str(p), EVIL, "Pullover"])
+        w.writerow([str(data / "missing.png"), "Bag", EVIL])  # a listed image that no longer exists
+
+    vis = d["visualize"]
+    for n in (17, 311):
+        for c in ("T-shirt", EVIL):
+            safe = "evil" if c == EVIL else c
+            _png(vis / "images" / f"n{n}_{safe}.png", (200, 120, 40), 64)
+            _png(vis / "images" / f"n{n}_{safe}_masked.png", (100, 60, 20), 64)
+        _png(vis / "images" / f"n{n}_strip.png", (30, 160, 90), 48)
+    files["vis"] = {
+        "model": "efficientnet-lite0", "recipe": "class-conditional", "clip": "ViT-B-32", "clip_fallback": True,
+        "clip_fallback_reason": "no CLIP weights <offline>", "steps": 30, "size": 64, "seed": 0,
+        "images": [
+            {"neuron": n, "class": c, "class_index": CLASSES.index(c), "recipe": "class-conditional", "clip_used": False,
+             "activation": 12.3456 + n, "logit": 4.5678, "prob": 0.8765, "clip_similarity": None, "crs": 0.4321 + 0.001 * n,
+             "image": f"images/n{n}_{'evil' if c == EVIL else c}.png", "masked": f"images/n{n}_{'evil' if c == EVIL else c}_masked.png",
+             "rgba": f"images/n{n}_{'evil' if c == EVIL else c}_masked.png"}
+            for n in (17, 311) for c in ("T-shirt", EVIL)
+        ],
+        "neurons": [
+            {"neuron": n, "top_classes": [{"class": EVIL, "weight": 0.5123}, {"class": "Bag", "weight": -0.1234}],
+             "dataset_top_activation": 9.8765, "dataset_mean_top_activation": 7.6543,
+             "exemplar_strip": f"images/n{n}_strip.png", "exemplars": [{"id": str(imgs[0]), "activation": 9.8765}]}
+            for n in (17, 311)
+        ],
+    }
+    (vis / "visualizations.json").write_text(json.dumps(files["vis"]))
+
+    d["edit"].mkdir(parents=True, exist_ok=True)
+    files["edit"] = {
+        "method": "ratio", "classes": [EVIL], "neurons": {EVIL: [311, 42]}, "tau": {EVIL: 1.0234}, "lam": 0.01,
+        "select_by": "worst_group", "best_epoch": 3, "epochs_run": 8, "before": BEFORE, "after": AFTER,
+        "curves": [{"epoch": e, "train_loss": 1.0 / (e + 1), "regulariser": 0.2 / (e + 1), "val_metric": 0.5 + 0.03 * e} for e in range(8)],
+        "model_file": "edited_head.safetensors",
+        "picked_by": {"rule": "lowest core relevance score", "crs": {"311": 0.4321, "17": 0.8765}, "ranked": [17, 311]},
+    }
+    (d["edit"] / "edit.json").write_text(json.dumps(files["edit"]))
+    d["compare"].mkdir(parents=True, exist_ok=True)
+    files["compare"] = {"classes": [EVIL], "split": "test", "rows": [
+        {"method": "original", "avg_acc": 0.8125, "class_acc": 0.6175, "worst_class_acc": 0.6175, "worst_group_acc": 0.265},
+        {"method": "ratio", "avg_acc": 0.8275, "class_acc": 0.7425, "worst_class_acc": 0.7425, "worst_group_acc": 0.555},
+        {"method": "con", "avg_acc": 0.7911, "class_acc": 0.7, "worst_class_acc": 0.69, "worst_group_acc": 0.41},
+        {"method": "class-weight", "avg_acc": 0.8, "class_acc": 0.66, "worst_class_acc": 0.66, "worst_group_acc": 0.3},
+        {"method": "focal", "avg_acc": 0.81, "class_acc": 0.63, "worst_class_acc": 0.63, "worst_group_acc": 0.28},
+        {"method": "erm", "avg_acc": 0.8125, "class_acc": 0.6175, "worst_class_acc": 0.6175, "worst_group_acc": None},
+    ]}
+    (d["compare"] / "compare.json").write_text(json.dumps(files["compare"]))
+    return files
+
+
+def _data_values(page: str, table_id: str) -> list[float]:
+    m = re.search(rf'<table id="{re.escape(table_id)}"[^>]*>(.*?)</table>', page, re.S)
+    assert m, f"table {table_id} missing"
+    return [float(v) for v in re.findall(r'data-value="([^"]+)"', m.group(1))]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    files = make_run(root)
+    out = build_report(root)
+    return root, files, out
+
+
+def test_every_section_and_files(run_dir):
+    root, files, out = run_dir
+    assert out == root / "report.html" and out.is_file()
+    page = out.read_text(encoding="utf-8")
+    for sec in ("summary", "run", "accuracy", "mistakes", "ranking", "neurons", "edit", "compare"):
+        assert f'<section id="{sec}">' in page, sec
+    for chart in ("metrics_per_class.png", "metrics_per_group.png", "edit_per_group.png", "edit_curves.png", "compare.png"):
+        assert (root / "report_assets" / chart).stat().st_size > 1000
+        assert f'src="report_assets/{chart}"' in page
+    # nothing left over from the atomic writes
+    assert not list(root.glob(".report.html*"))
+
+
+def test_user_text_is_escaped(run_dir):
+    root, files, out = run_dir
+    page = out.read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert str(markupsafe.escape(EVIL)) in page  # shown, as text
+    assert "no CLIP weights &lt;offline&gt;" in page
+    # a path with & < > in it is escaped in text and percent-encoded in src
+    assert "img 0&amp;&lt;x&gt;.png" in page
+    assert "&<x>" not in page
+
+
+def test_numbers_match_json(run_dir):
+    root, files, out = run_dir
+    page = out.read_text(encoding="utf-8")
+    assert _data_values(page, "per-class") == list(BEFORE["per_class"].values())
+    assert _data_values(page, "per-group") == list(BEFORE["per_group"].values())
+    rk = files["ranking"]
+    got = _data_values(page, "ranking-insufficient")
+    assert got == [v for r in rk["insufficient"] for v in (r["ratio"], r["importance"], r["weight"])]
+    assert _data_values(page, "ranking-excessive") == [29.7297, 0.7777, -0.2468]
+    for r in rk["insufficient"]:
+        assert f"{fmt_num(r['ratio'], 1)} %" in page and fmt_num(r["importance"], 3) in page
+    # edit: per-group before/after pairs
+    per_group = _data_values(page, "edit-per-group")
+    assert per_group == [v for g in BEFORE["per_group"] for v in (BEFORE["per_group"][g], AFTER["per_group"][g])]
+    summary = _data_values(page, "edit-summary")
+    assert summary[:2] == [BEFORE["accuracy"], AFTER["accuracy"]]
+    assert summary[-2:] == [0.265, 0.555]  # worst group before -> after
+    # compare: every row, every metric (None shows as a dash)
+    m = re.search(r'<table id="compare-table">(.*?)</table>', page, re.S)
+    cells = re.findall(r'data-value="([^"]*)"', m.group(1))
+    expect = []
+    for r in files["compare"]["rows"]:
+        expect += ["" if r[k] is None else repr(float(r[k])) for k in ("avg_acc", "class_acc", "worst_class_acc", "worst_group_acc")]
+    assert cells == expect
+    # headline: worst group and average accuracy before -> after
+    summary_html = page.split('<section id="summary">')[1].split("</section>")[0]
+    assert f"{fmt_pct(0.265)}<span class=\"arrow\">→</span>{fmt_pct(0.555)}" in summary_html
+    assert f"{fmt_pct(0.8125)}<span class=\"arrow\">→</span>{fmt_pct(0.8275)}" in summary_html
+    assert "+29.0 pts" in summary_html
+    # neuron cards: numbers of the visualisations
+    for im in files["vis"]["images"]:
+        assert f'data-value="{im["activation"]!r}"' in page
+        assert fmt_num(im["crs"], 2) in page
+    assert _data_values(page, "edit-picked") == [0.8765, 0.4321]
+    assert page.count('class="card"') == 2
+    assert "chosen for the edit" in page.split('id="neuron-311"')[1].split('class="card"')[0]
+    assert "chosen for the edit" not in page.split('id="neuron-17"')[1].split('class="card"')[0]
+
+
+def test_images_referenced_exist_and_are_relative(run_dir):
+    root, files, out = run_dir
+    page = out.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img[^>]* src="([^"]+)"', page)
+    assert len(srcs) >= 5 + 4 * 2 + 2 + 5  # thumbnails, visualisations, strips, charts
+    from urllib.parse import unquote
+
+    for s in srcs:
+        assert not s.startswith(("/", "http:", "https:", "file:")), s
+        assert (root / unquote(html.unescape(s))).is_file(), s
+    # the mistake whose image is missing is listed without an <img>
+    assert page.count("image not found") == 1
+    assert len(list((root / "report_assets" / "mistakes").glob("*.png"))) == 5
+
+
+def test_flat_layout_and_missing_pieces(tmp_path):
+    make_run(tmp_path, nested=False)
+    (tmp_path / "compare.json").unlink()
+    (tmp_path / "edit.json").unlink()
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert '<section id="ranking">' in page and '<section id="neurons">' in page
+    assert '<section id="compare">' not in page and '<section id="edit">' not in page
+    # the headline falls back to the plain metrics
+    assert "worst group" in page.split('<section id="summary">')[1].split("</section>")[0]
+    assert _data_values(page, "per-class") == list(BEFORE["per_class"].values())
+
+
+def test_only_metrics_and_a_broken_file(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.5, {"a": 0.5, "b": 0.5}, {})))
+    (tmp_path / "ranking.json").write_text("{not json")
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert '<section id="accuracy">' in page and '<table id="per-group">' not in page
+    assert "ranking.json could not be read" in page and '<section id="ranking">' not in page
+
+
+def test_bad_run_dirs(tmp_path):
+    with pytest.raises(NeuroInspectError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(NeuroInspectError, match="holds none of"):
+        build_report(tmp_path)
+
+
+def test_cli_rebuilds(run_dir, capsys):
+    from neuroinspect.cli import main
+
+    root, files, out = run_dir
+    out.unlink()
+    assert main(["report", str(root)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    assert out.is_file()
+    assert main(["report", str(root / "nope")]) == 2
+
+
+# --------------------------------------------------------------------------- headless browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Where the browser test leaves its screenshot (to look at, or to copy into the docs).
+SCREENSHOT = Path(os.environ.get("NEUROINSPECT_REPORT_SCREENSHOT", Path(tempfile.gettempdir()) / "neuroinspect-report-screenshot.png"))
+PROBE_SCRIPT = """<script>
+window.__errors = [];
+window.addEventListener('error', function (e) {
+  var t = e.target;
+  window.__errors.push(t && t.tagName ? 'resource failed: ' + (t.src || t.href) : 'error: ' + e.message);
+}, true);
+var __ce = console.error;
+console.error = function () { window.__errors.push('console.error: ' + Array.prototype.join.call(arguments, ' ')); __ce.apply(console, arguments); };
+window.addEventListener('load', function () {
+  var bad = [], imgs = document.images;
+  for (var i = 0; i < imgs.length; i++) {
+    imgs[i].loading = 'eager';
+    if (!imgs[i].complete || imgs[i].naturalWidth === 0) bad.push(imgs[i].getAttribute('src'));
+  }
+  var out = document.createElement('pre');
+  out.id = '__probe';
+  out.textContent = JSON.stringify({images: imgs.length, bad: bad, errors: window.__errors});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(args, user_dir, timeout=90):
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={user_dir}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_in_headless_chromium(run_dir, tmp_path):
+    root, files, out = run_dir
+    page = out.read_text(encoding="utf-8")
+    # 1) a copy of the page with a probe script (the CSP is relaxed only in the copy) dumps what failed
+    probe = page.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';", 1)
+    probe = probe.replace("<head>", "<head>" + PROBE_SCRIPT, 1).replace('loading="lazy"', "")
+    test_copy = root / "_probe_report.html"
+    test_copy.write_text(probe, encoding="utf-8")
+    try:
+        res = _chromium(["--virtual-time-budget=10000", "--dump-dom", test_copy.as_uri()], tmp_path / "profile1")
+    finally:
+        test_copy.unlink()
+    m = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"no probe output from chromium; stderr: {res.stderr[-2000:]}"
+    result = json.loads(html.unescape(m.group(1)))
+    assert result["images"] >= 20
+    assert result["bad"] == [], result
+    assert result["errors"] == [], result
+
+    # 2) the real page: no console messages at all (CSP violations, failed loads) in the browser log
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    res = _chromium(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000",
+                     f"--screenshot={SCREENSHOT}", "--window-size=1280,2400", out.as_uri()], tmp_path / "profile2")
+    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Content Security Policy" in ln
+               or "ERR_FILE_NOT_FOUND" in ln]
+    assert console == [], console
+    assert SCREENSHOT.is_file() and SCREENSHOT.stat().st_size > 10_000
+    shot = np.asarray(Image.open(SCREENSHOT).convert("RGB"))
+    assert shot.shape[1] == 1280 and shot.std() > 10  # not a blank page
+
+
+def test_many_classes_fold_and_chart_the_lowest(tmp_path):
+    per_class = {f"class {i:03d}": (i % 50) / 50 for i in range(120)}
+    (tmp_path / "metrics.json").write_text(json.dumps(_metrics(0.5, per_class, {})))
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "<details><summary>all 120 classes</summary>" in page
+    assert _data_values(page, "per-class") == list(per_class.values())
+    chart = Image.open(tmp_path / "report_assets" / "metrics_per_class.png")
+    assert chart.height < 2000  # 30 bars, not 120
