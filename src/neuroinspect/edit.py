@@ -446,3 +446,51 @@ def save_edited_model(model: nn.Module, head_name: str, weight: torch.Tensor, bi
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"neuroinspect": "edited decision layer", "head": head_name})
     return path
+
+
+# --------------------------------------------------------------------------- records and tables
+def edit_record(result: EditResult, class_names: list[str], before: dict, after: dict, model_file: str, **extra) -> dict:
+    """The ``edit.json`` record: what was edited, how, and the metrics before and after."""
+    names = class_names
+    curves = [{**row, "mean_ratio": {names[c]: v for c, v in row.get("mean_ratio", {}).items()}} for row in result.curves]
+    return {
+        "method": result.method,
+        "classes": [names[c] for c in result.targets],
+        "neurons": {names[c]: list(s) for c, s in result.targets.items()},
+        "tau": {names[c]: t for c, t in result.tau.items()},
+        "importance": {names[c]: v for c, v in result.importance.items()},
+        "lam": result.lam,
+        "select_by": result.select_by,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "before": before,
+        "after": after,
+        "curves": curves,
+        "model_file": model_file,
+        **extra,
+    }
+
+
+def summary_row(method: str, metrics: dict, class_names: list[str]) -> dict:
+    per_class = metrics["per_class"]
+    accs = [per_class[n] for n in class_names if n in per_class]
+    return {
+        "method": method,
+        "avg_acc": metrics["accuracy"],
+        "class_acc": sum(accs) / len(accs) if accs else None,
+        "worst_class_acc": min(per_class.values()) if per_class else None,
+        "worst_group_acc": min(metrics["per_group"].values()) if metrics["per_group"] else None,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of summary rows (percentages)."""
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.2f}%"
+
+    lines = ["| method | avg acc | class acc | worst-class acc | worst-group acc |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {pct(r['avg_acc'])} | {pct(r['class_acc'])} | {pct(r['worst_class_acc'])} | "
+                     f"{pct(r['worst_group_acc'])} |")
+    return "\n".join(lines)

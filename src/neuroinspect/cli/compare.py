@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import NeuroInspectError
 from .common import add_data_args, add_model_args, add_run_args, write_run_json
-from .edit import add_edit_args, format_table, prepare, run_method, summary_row
+from .edit import add_edit_args, prepare, run_method
 
 ALL_METHODS = ["ratio", "con", "class-weight", "focal", "erm"]
 
@@ -35,6 +35,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    from ..edit import format_table, summary_row
     from ..io import write_json, write_text
     from ..metrics import evaluate
 

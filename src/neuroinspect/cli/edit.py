@@ -183,30 +183,6 @@ def run_method(setup: EditSetup, method: str, args):
     )
 
 
-def summary_row(method: str, metrics: dict, class_names: list[str]) -> dict:
-    per_class = metrics["per_class"]
-    accs = [per_class[n] for n in class_names if n in per_class]
-    return {
-        "method": method,
-        "avg_acc": metrics["accuracy"],
-        "class_acc": sum(accs) / len(accs) if accs else None,
-        "worst_class_acc": min(per_class.values()) if per_class else None,
-        "worst_group_acc": min(metrics["per_group"].values()) if metrics["per_group"] else None,
-    }
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of summary rows (percentages)."""
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.2f}%"
-
-    lines = ["| method | avg acc | class acc | worst-class acc | worst-group acc |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {pct(r['avg_acc'])} | {pct(r['class_acc'])} | {pct(r['worst_class_acc'])} | "
-                     f"{pct(r['worst_group_acc'])} |")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- the command
 def register(sub) -> None:
     p = sub.add_parser(
@@ -225,7 +201,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..edit import save_edited_model
+    from ..edit import edit_record, format_table, save_edited_model, summary_row
     from ..io import write_json
     from ..metrics import evaluate
 
@@ -237,26 +213,10 @@ def run(args) -> int:
     after = evaluate(result.apply(setup.test))
     names = ins.class_names
     save_edited_model(ins.loaded.model, ins.probe.head_name, result.weight, result.bias, out / MODEL_FILE)
-    curves = [{**row, "mean_ratio": {names[c]: v for c, v in row["mean_ratio"].items()}} for row in result.curves]
-    write_json(out / "edit.json", {
-        "method": args.method,
-        "classes": setup.class_names,
-        "neurons": {names[c]: s for c, s in setup.targets.items()},
-        "tau": {names[c]: t for c, t in result.tau.items()},
-        "importance": {names[c]: v for c, v in result.importance.items()},
-        "lam": args.lam,
-        "select_by": args.select_by,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "split": setup.test_split,
-        "notes": setup.notes,
-        "before": before,
-        "after": after,
-        "curves": curves,
-        "model_file": MODEL_FILE,
-        "reload": {"model": args.model, "weights": MODEL_FILE, "num_classes": ins.probe.C, "head": args.head},
-    })
+    write_json(out / "edit.json", edit_record(
+        result, names, before, after, MODEL_FILE, split=setup.test_split, notes=setup.notes,
+        reload={"model": args.model, "weights": MODEL_FILE, "num_classes": ins.probe.C, "head": args.head},
+    ))
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
     for note in setup.notes:
         print(f"note: {note}")
