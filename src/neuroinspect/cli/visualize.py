@@ -1,0 +1,96 @@
+"""``neuroinspect visualize``: show what neurons respond to inside classes (CLIP-Illusion)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import NeuroInspectError
+from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
+
+
+def register(sub) -> None:
+    from ..visualize import PAPER_CLIP, RECIPES
+
+    p = sub.add_parser(
+        "visualize", help="render what neurons respond to inside a class (CLIP-Illusion)",
+        description="Optimise images, from noise, that make each neuron fire inside a class: "
+                    "-(sim + eps)(a_k + gamma s_c) with CLIP (clip-illusion), -(a_k + gamma s_c) without (class), "
+                    "or plain -a_k (fv). Masks each image with the neuron's spatial map and reports a_k, s_c, p(c), "
+                    "CLIP similarity and the core relevance score. Writes PNGs and visualizations.json into --out. "
+                    "--data is optional: it adds the neuron's top dataset images and the class means for the score.",
+    )
+    add_model_args(p)
+    add_data_args(p, required=False)
+    g = p.add_argument_group("visualisation")
+    g.add_argument("--neurons", required=True, metavar="12,40", help="feature indices (neurons) to render")
+    g.add_argument("--classes", metavar="A,B", help="classes (names or indices) to render every neuron inside")
+    g.add_argument("--top-classes", type=int, default=3, metavar="N",
+                   help="without --classes: each neuron's N classes of largest decision-layer weight (default 3)")
+    g.add_argument("--recipe", choices=list(RECIPES), default="clip-illusion",
+                   help="objective: clip-illusion (default), class (no CLIP) or fv (plain -a_k)")
+    g.add_argument("--clip", default=PAPER_CLIP, metavar="SPEC",
+                   help=f"open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME_OR_DIR or none "
+                        f"(default {PAPER_CLIP}; falls back to --recipe class with a warning when the weights cannot be had)")
+    g.add_argument("--class-text", action="append", default=[], metavar="CLASS=TEXT",
+                   help='text CLIP reads for a class, e.g. "waterbird=waterbird, aquatic bird" (repeatable)')
+    g.add_argument("--steps", type=int, default=300, help="optimisation steps (300: a first look, 650: the paper's quality)")
+    g.add_argument("--size", type=int, default=224, help="image size in pixels (default 224)")
+    g.add_argument("--batch", type=int, default=8, help="images optimised together (default 8)")
+    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 0.05)")
+    g.add_argument("--gamma", type=float, default=0.5, help="weight of the class logit (default 0.5)")
+    g.add_argument("--epsilon", type=float, default=0.05, help="CLIP gate offset (default 0.05)")
+    g.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="image parameterisation (default fourier)")
+    g.add_argument("--split", help="split whose features give exemplars and class means (default train, else the only one)")
+    g.add_argument("--exemplars", type=int, default=8, help="top dataset images per neuron (default 8)")
+    g.add_argument("--hard-mask", action="store_true", help="black out (instead of dim) where the neuron is quiet")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def _class_texts(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise NeuroInspectError(f"--class-text expects CLASS=TEXT like 'waterbird=waterbird, aquatic bird'; got '{item}'")
+        out[name.strip()] = text.strip()
+    return out
+
+
+def run(args) -> int:
+    from ..visualize import DEFAULT_LR, parse_clip_spec, visualize_neurons
+
+    neurons = parse_int_list(args.neurons)
+    if not neurons:
+        raise NeuroInspectError("--neurons needs at least one index, like 12,40")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch)):
+        if value < 1:
+            raise NeuroInspectError(f"{name} must be a positive integer, got {value}")
+    parse_clip_spec(args.clip)  # a spec that does not parse fails before the model loads
+    texts = _class_texts(args.class_text)
+    out = Path(args.out)
+    ins = make_inspector(args)
+    report = visualize_neurons(
+        ins, neurons, classes, out, top_classes=args.top_classes, recipe=args.recipe, clip=args.clip,
+        class_text=texts, gamma=args.gamma, epsilon=args.epsilon, steps=args.steps, size=args.size,
+        batch=args.batch, lr=args.lr if args.lr is not None else DEFAULT_LR, param=args.param, seed=args.seed,
+        split=args.split, exemplars=args.exemplars, dim=0.0 if args.hard_mask else 0.5,
+        progress=not args.no_progress,
+    )
+    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
+    if report["clip_fallback"]:
+        print(f"CLIP was unavailable: rendered with the '{report['recipe']}' recipe instead (recorded in visualizations.json)")
+    print(f"{'neuron':>7} {'class':<24} {'a_k':>8} {'start':>7} {'s_c':>8} {'p(c)':>6} {'clip':>6} {'CRS':>6}  image")
+    for r in report["images"]:
+        clip_s = "-" if r["clip_similarity"] is None else f"{r['clip_similarity']:.3f}"
+        crs = "-" if r["crs"] is None else f"{r['crs']:.2f}"
+        print(f"{r['neuron']:>7} {r['class'][:24]:<24} {r['activation']:>8.2f} {r['start_activation']:>7.2f} "
+              f"{r['logit']:>8.2f} {r['prob']:>6.3f} {clip_s:>6} {crs:>6}  {r['image']}")
+    for row in report["neurons"]:
+        if row["dataset_top_activation"] is not None:
+            print(f"neuron {row['neuron']}: top dataset activation {row['dataset_top_activation']:.2f} "
+                  f"(mean of top {len(row['exemplars'])}: {row['dataset_mean_top_activation']:.2f})")
+    if report["interrupted"]:
+        print("interrupted: the results hold the images finished so far")
+    print(f"\nresults in {out}/ (visualizations.json, images/)")
+    return 130 if report["interrupted"] else 0

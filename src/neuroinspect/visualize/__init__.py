@@ -1,0 +1,265 @@
+"""Stage 2: show what a neuron responds to inside a class (CLIP-Illusion feature visualisation).
+
+One call does the common thing::
+
+    from neuroinspect.visualize import visualize_neurons
+    report = visualize_neurons(inspector, neurons=[12, 40], classes=["tabby"], out_dir="vis/",
+                               clip="open_clip:ViT-B-32/laion2b_s34b_b79k", steps=300)
+
+It renders one image per (neuron, class) pair in batches, masks each image with the neuron's
+spatial map, scores it (a_k, s_c, p(c), CLIP similarity, core relevance score), compares it with
+the neuron's top dataset images when features are cached, and writes PNGs plus
+``visualizations.json`` into ``out_dir``. The pieces are importable on their own:
+parameterisations (``param``), augmentations (``augment``), objectives and recipes
+(``objectives``), CLIP loading (``clip``), the batched optimiser (``render``), masks and the
+core relevance score (``masks``) and dataset exemplars (``exemplars``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import NeuroInspectError
+from ..io import save_png, write_json
+from .augment import Augmentation, default_augmentation
+from .clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
+from .exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
+from .masks import class_means, core_relevance_score, dim_outside, neuron_mask, to_pil, to_rgba
+from .objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, RECIPES, ClassLogit, ClipSimilarity, Context,
+                         NeuronActivation, Objective, recipe)
+from .render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render
+
+__all__ = [
+    "visualize_neurons", "visualize_ranked", "render", "recipe", "resolve_clip", "load_clip", "parse_clip_spec",
+    "NeuronActivation", "ClassLogit", "ClipSimilarity", "Objective", "Context", "RECIPES", "PAPER_CLIP",
+    "default_augmentation", "Augmentation", "ClipModel", "Rendered", "RenderResult",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _unpack(source, preprocess=None, class_names=None):
+    """(probe, preprocess, class names, model spec, data-or-None) from an Inspector, LoadedModel or Probe."""
+    from ..models import LoadedModel
+    from ..probe import Probe
+
+    if hasattr(source, "probe") and hasattr(source, "loaded"):  # an Inspector
+        return source.probe, source.loaded.preprocess, list(class_names or source.class_names), source.loaded.spec, source
+    if isinstance(source, LoadedModel):
+        probe = Probe(source.model, input_size=source.preprocess.input_size)
+        names = class_names or source.class_names or [f"class_{i}" for i in range(probe.C)]
+        return probe, source.preprocess, list(names), source.spec, None
+    if isinstance(source, Probe):
+        if preprocess is None:
+            raise NeuroInspectError("visualising a bare Probe needs preprocess= (the classifier's Preprocess)")
+        names = class_names or [f"class_{i}" for i in range(source.C)]
+        return source, preprocess, list(names), type(source.model).__name__, None
+    raise NeuroInspectError(f"cannot visualise a {type(source).__name__}: pass an Inspector, a LoadedModel or a Probe")
+
+
+def _features_for(ins, features, split):
+    if features is not None or ins is None or getattr(ins, "data", None) is None:
+        return features
+    data = ins.data
+    if split is None:
+        split = "train" if "train" in data.splits else data.splits[0]
+    return ins.features(split)
+
+
+def _class_index(names: list[str], value, C: int) -> int:
+    from ..data import class_index
+
+    idx = class_index(names, value)
+    if idx >= C:
+        raise NeuroInspectError(f"class {value!r} is index {idx}, but the model has only {C} outputs")
+    return idx
+
+
+def visualize_neurons(
+    source,
+    neurons: Sequence[int],
+    classes: Sequence[str | int] | None = None,
+    out_dir: str | Path = "visualize",
+    *,
+    top_classes: int = 3,
+    recipe: str = "clip-illusion",
+    clip: str | ClipModel | None = PAPER_CLIP,
+    class_text: dict[str, str] | None = None,
+    gamma: float = DEFAULT_GAMMA,
+    epsilon: float = DEFAULT_EPSILON,
+    steps: int = 300,
+    size: int = 224,
+    batch: int = 8,
+    lr: float = DEFAULT_LR,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    param: str = "fourier",
+    seed: int = 0,
+    features=None,
+    split: str | None = None,
+    exemplars: int = 8,
+    threshold: float = 0.5,
+    dim: float = 0.5,
+    device: str | torch.device | None = None,
+    preprocess=None,
+    class_names: list[str] | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Render, mask and score neurons inside classes; write PNGs and ``visualizations.json`` into ``out_dir``.
+
+    ``source``: an ``Inspector`` (its data, when it has some, gives exemplars and the class means
+    for the core relevance score), a ``LoadedModel``, or a ``Probe`` with ``preprocess=``.
+    ``classes``: names or indices to condition every neuron on; ``None``: each neuron's
+    ``top_classes`` classes by decision-layer weight. ``recipe``: "clip-illusion", "class" or
+    "fv"; ``clip``: a CLIP spec, a loaded ``ClipModel`` or "none" (without CLIP, clip-illusion
+    becomes "class"). ``features``: a ``FeatureSet`` for exemplars/CRS (default: the
+    Inspector's ``split``, "train" when there is one). Returns the JSON written.
+    """
+    if recipe not in RECIPES:
+        raise NeuroInspectError(f"unknown recipe '{recipe}'; choose one of: {', '.join(RECIPES)}")
+    probe, pre, names, model_spec, ins = _unpack(source, preprocess, class_names)
+    neurons = [int(n) for n in neurons]
+    if not neurons:
+        raise NeuroInspectError("no neurons to visualise; pass --neurons like 12,40")
+    for n in neurons:
+        if not 0 <= n < probe.D:
+            raise NeuroInspectError(f"neuron {n} is out of range: the model has {probe.D} features (0–{probe.D - 1})")
+    given = [_class_index(names, c, probe.C) for c in classes] if classes else None
+    if given is None and top_classes < 1:
+        raise NeuroInspectError("--top-classes must be at least 1 (or pass --classes)")
+    if not isinstance(clip, ClipModel):
+        parse_clip_spec(clip)  # a spec that does not parse fails before any work
+    class_text = dict(class_text or {})
+    unknown = [k for k in class_text if k not in names]
+    if unknown:
+        _class_index(names, unknown[0], probe.C)  # raises with suggestions
+
+    # which images: neuron × class
+    per_neuron = {n: (given if given is not None else [c for c, _ in neuron_top_classes(probe.weight, n, top_classes)])
+                  for n in neurons}
+    pairs = []
+    for n in neurons:
+        for c in per_neuron[n][: 1 if recipe == "fv" else None]:  # fv ignores the class: one image per neuron
+            if (n, c) not in pairs:
+                pairs.append((n, c))
+
+    choice = resolve_clip(clip, device or probe.head.weight.device) if recipe == "clip-illusion" else ClipChoice(None)
+    used = recipe if (recipe != "clip-illusion" or choice.model is not None) else "class"
+    texts = [class_text.get(name, name) for name in names]
+    fs = _features_for(ins, features, split)
+
+    result = render(
+        probe, pre, pairs, recipe=used, clip=choice.model, class_texts=texts, gamma=gamma, epsilon=epsilon,
+        steps=steps, size=size, batch=batch, lr=lr, weight_decay=weight_decay, param=param, seed=seed,
+        device=device, amp=amp, progress=progress,
+    )
+
+    silent = sorted({r.neuron for r in result.images if r.activation <= 1e-6 and r.start_activation <= 1e-6})
+    if silent:
+        log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; try --recipe class (the class "
+                    "logit wakes them up) or another --seed", ", ".join(map(str, silent)))
+
+    out = Path(out_dir)
+    means = present = None
+    if fs is not None and len(fs):
+        counts = torch.bincount(fs.labels.long().clamp_min(0), minlength=probe.C)[: probe.C]
+        present = (counts > 0).nonzero().flatten()
+        means = class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present]
+    records = _save_images(result, probe, pre, names, out, threshold, dim, means, present, used,
+                           choice.model is not None)
+    neuron_rows = []
+    for n in neurons:
+        top = neuron_top_classes(probe.weight, n, max(3, top_classes))
+        row = {"neuron": n, "top_classes": [{"class": names[c], "weight": w} for c, w in top],
+               "dataset_top_activation": None, "dataset_mean_top_activation": None,
+               "exemplar_strip": None, "exemplars": []}
+        if fs is not None and len(fs):
+            row["dataset_top_activation"], row["dataset_mean_top_activation"] = dataset_activation(fs, n, exemplars)
+            row["exemplars"] = top_exemplars(fs, n, exemplars)
+            strip = save_strip([e["id"] for e in row["exemplars"]], out / "exemplars" / f"neuron{n}.png")
+            row["exemplar_strip"] = strip.relative_to(out).as_posix() if strip else None
+        neuron_rows.append(row)
+
+    report = {
+        "model": model_spec,
+        "recipe": used,
+        "recipe_requested": recipe,
+        "clip": choice.spec,
+        "clip_requested": choice.requested,
+        "clip_fallback": choice.fallback,
+        "clip_fallback_reason": choice.reason if choice.fallback else None,
+        "steps": steps,
+        "size": size,
+        "seed": seed,
+        "gamma": gamma,
+        "epsilon": epsilon,
+        "lr": lr,
+        "param": param,
+        "interrupted": result.interrupted,
+        "features_split": getattr(fs, "split", None),
+        "images": records,
+        "neurons": neuron_rows,
+    }
+    write_json(out / "visualizations.json", report)
+    return report
+
+
+def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, dim, means, present, recipe_used,
+                 clip_used) -> list[dict]:
+    from .augment import ModelInput
+
+    records = []
+    model_input = ModelInput.for_classifier(pre).to(probe.head.weight.device)
+    for r in result.images:
+        stem = f"images/neuron{r.neuron}_class{r.cls}"
+        size = r.image.shape[-1]
+        mask = neuron_mask(r.spatial, size, threshold) if r.spatial is not None else None
+        save_png(out / f"{stem}.png", to_pil(r.image))
+        rec = {
+            "neuron": r.neuron, "class": names[r.cls], "class_index": r.cls, "recipe": recipe_used,
+            "clip_used": clip_used, "activation": r.activation, "start_activation": r.start_activation,
+            "logit": r.logit, "prob": r.prob, "clip_similarity": r.clip_similarity, "crs": None,
+            "steps_done": r.steps_done, "seed": r.seed, "image": f"{stem}.png", "masked": None, "rgba": None,
+        }
+        if mask is not None:
+            save_png(out / f"{stem}_masked.png", to_pil(dim_outside(r.image, mask, dim)))
+            save_png(out / f"{stem}_rgba.png", to_rgba(r.image, mask))
+            rec["masked"], rec["rgba"] = f"{stem}_masked.png", f"{stem}_rgba.png"
+            rec["mask_fraction"] = float(mask.float().mean())
+            if means is not None and (present == r.cls).any():
+                with torch.no_grad():
+                    x = r.image.unsqueeze(0).to(model_input.mean.device)
+                    m = mask.to(x.device, x.dtype).view(1, 1, *mask.shape)
+                    f = probe(model_input(x)).features.float().cpu()
+                    fm = probe(model_input(x * m)).features.float().cpu()
+                c = int((present == r.cls).nonzero()[0])
+                rec["crs"] = float(core_relevance_score(f[0], fm[0], means, c))
+        records.append(rec)
+    return records
+
+
+def visualize_ranked(inspector, explanation, n: int, out_dir: str | Path, *, steps: int = 300,
+                     clip: str | ClipModel | None = "none", seed: int = 0, progress: bool = True, **options) -> dict:
+    """Render the top-``n`` insufficient and top-``n`` excessive neurons of an ``Explanation`` inside its class.
+
+    Exemplars and class means come from the explained split's (cached) features. Extra
+    ``options`` go to ``visualize_neurons`` (size, batch, recipe, lr, ...).
+    """
+    neurons = []
+    for s in list(explanation.insufficient[:n]) + list(explanation.excessive[:n]):
+        if s.neuron not in neurons:
+            neurons.append(s.neuron)
+    if not neurons:
+        log.warning("no ranked neurons to visualise for class '%s'", explanation.class_name)
+        return {}
+    features = options.pop("features", None)
+    if features is None and getattr(inspector, "data", None) is not None:
+        features = inspector.features(explanation.split)
+    return visualize_neurons(inspector, neurons, [explanation.class_index], out_dir, steps=steps, clip=clip,
+                             seed=seed, progress=progress, features=features, **options)
+
+
+visualize = visualize_neurons

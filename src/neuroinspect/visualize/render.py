@@ -1,0 +1,230 @@
+"""Render many (neuron, class) pairs at once: batched, chunked optimisation of images.
+
+Each image in a batch has its own neuron, class and seed; the loss is the sum of the
+per-image losses, and since an image only affects its own loss the images are optimised
+independently, just in one forward/backward pass per step instead of one per image.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import NeuroInspectError
+from .augment import Augmentation, ModelInput, default_augmentation
+from .clip import ClipModel
+from .objectives import DEFAULT_EPSILON, DEFAULT_GAMMA, Context, Objective, recipe as make_recipe
+from .param import make_image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LR = 0.05
+DEFAULT_WEIGHT_DECAY = 2e-4
+
+
+@dataclass
+class Rendered:
+    """One finished image and what the classifier (and CLIP) say about it."""
+
+    neuron: int
+    cls: int
+    seed: int
+    image: torch.Tensor  # [3, H, W] in [0, 1], CPU
+    activation: float  # a_k on the final image (no augmentation)
+    logit: float  # s_c
+    prob: float  # p(c | x)
+    start_activation: float  # a_k on the starting noise
+    clip_similarity: float | None = None
+    spatial: torch.Tensor | None = None  # [h, w]: neuron k's map on the final image (for the mask)
+    steps_done: int = 0
+
+
+@dataclass
+class RenderResult:
+    images: list[Rendered] = field(default_factory=list)
+    interrupted: bool = False
+    steps: int = 0
+
+    def __iter__(self):
+        return iter(self.images)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th image of a run (independent of how the run is batched)."""
+    return (int(seed) * 1_000_003 + int(index)) % (2**63 - 1)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def render(
+    probe,
+    preprocess,
+    pairs: Sequence[tuple[int, int]],
+    *,
+    recipe: str = "class",
+    objective: Objective | None = None,
+    clip: ClipModel | None = None,
+    class_texts: Sequence[str] | None = None,
+    gamma: float = DEFAULT_GAMMA,
+    epsilon: float = DEFAULT_EPSILON,
+    steps: int = 300,
+    size: int = 224,
+    batch: int = 8,
+    lr: float = DEFAULT_LR,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    param: str = "fourier",
+    param_options: dict | None = None,
+    augmentation: Augmentation | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = True,
+) -> RenderResult:
+    """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
+
+    ``probe`` is a ``neuroinspect.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
+    (its input size, mean and std). ``objective`` (a loss) overrides ``recipe``. With a CLIP
+    objective, ``clip`` and ``class_texts`` (the text of every class, by index) are needed.
+    Ctrl-C stops early and returns the images finished so far plus the current batch as it is.
+    """
+    pairs = [(int(n), int(c)) for n, c in pairs]
+    if steps < 1:
+        raise NeuroInspectError(f"steps must be at least 1, got {steps}")
+    if batch < 1:
+        raise NeuroInspectError(f"batch must be at least 1, got {batch}")
+    for n, c in pairs:
+        if not 0 <= n < probe.D:
+            raise NeuroInspectError(f"neuron {n} is out of range: the model has {probe.D} features (0–{probe.D - 1})")
+        if not 0 <= c < probe.C:
+            raise NeuroInspectError(f"class index {c} is out of range: the model has {probe.C} classes (0–{probe.C - 1})")
+    loss_fn = objective if objective is not None else make_recipe(recipe, gamma=gamma, epsilon=epsilon)
+    use_clip = "clip" in loss_fn.needs
+    if use_clip and (clip is None or class_texts is None):
+        raise NeuroInspectError("the CLIP-Illusion objective needs a CLIP model and the class texts")
+    if device is None:
+        device = probe.head.weight.device
+    device = torch.device(device)
+    model_input = ModelInput.for_classifier(preprocess).to(device)
+    aug = augmentation if augmentation is not None else default_augmentation()
+    aug = aug.to(device)
+    if channels_last:
+        probe.model.to(memory_format=torch.channels_last)
+
+    result = RenderResult(steps=steps)
+    chunks = [list(range(i, min(i + batch, len(pairs)))) for i in range(0, len(pairs), batch)]
+    bar = tqdm(total=len(pairs) * steps, desc="visualize", unit="img-step", disable=not progress, leave=False)
+    try:
+        for chunk_no, index in enumerate(chunks):
+            state = _ChunkState(pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps)
+            aug.seed(torch.Generator().manual_seed(image_seed(seed, 7919 + chunk_no)))
+            text = None
+            if use_clip:
+                text = clip.class_embeddings([class_texts[c] for c in state.classes.tolist()]).to(device)
+            state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
+            try:
+                for step in range(steps):
+                    aug.set_progress(step / max(1, steps - 1))
+                    images = state.image()
+                    x = aug(images)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with _autocast(device, amp):
+                        out = probe(model_input(x))
+                        ctx = Context(out.features.float(), out.logits.float(), state.neurons, state.classes)
+                        if use_clip:
+                            ctx.image_embeddings = clip.encode_image(x)
+                            ctx.text_embeddings = text
+                        loss = loss_fn(ctx).float()
+                    if not torch.isfinite(loss).all():
+                        raise NeuroInspectError("the visualisation loss became NaN or infinite; lower --lr")
+                    state.opt.zero_grad(set_to_none=True)
+                    loss.sum().backward(inputs=list(state.param.parameters()))
+                    state.opt.step()
+                    state.sched.step()
+                    state.steps_done = step + 1
+                    bar.update(len(index))
+            except KeyboardInterrupt:
+                result.interrupted = True
+            result.images.extend(_finish(probe, model_input, state, clip, text, device))
+            if result.interrupted:
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        bar.close()
+        if channels_last:
+            probe.model.to(memory_format=torch.contiguous_format)
+    if result.interrupted:
+        log.warning("interrupted: returning %d of %d images (the last batch stopped early)", len(result.images), len(pairs))
+    return result
+
+
+class _ChunkState:
+    def __init__(self, pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps):
+        self.index = index
+        self.seeds = [image_seed(seed, i) for i in index]
+        self.neurons = torch.tensor([pairs[i][0] for i in index], device=device)
+        self.classes = torch.tensor([pairs[i][1] for i in index], device=device)
+        self.param = make_image(param, self.seeds, size, device=device, **(param_options or {}))
+        self.opt = torch.optim.AdamW(self.param.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps, eta_min=0.1 * lr)
+        self.steps_done = 0
+        self.start = None
+
+    def image(self) -> torch.Tensor:
+        return self.param()
+
+
+@torch.no_grad()
+def _evaluate(probe, model_input, state, clip, text, device, spatial=True) -> dict:
+    images = state.image()
+    out = probe(model_input(images), spatial=spatial)
+    feats, logits = out.features.float(), out.logits.float()
+    n, c = state.neurons.view(-1, 1), state.classes.view(-1, 1)
+    res = {
+        "images": images,
+        "activation": feats.gather(1, n).squeeze(1),
+        "logit": logits.gather(1, c).squeeze(1),
+        "prob": logits.softmax(1).gather(1, c).squeeze(1),
+        "spatial": None,
+        "clip": None,
+    }
+    if spatial and out.spatial is not None:
+        sp = out.spatial.float()
+        res["spatial"] = sp[torch.arange(sp.shape[0], device=sp.device), state.neurons.to(sp.device)]
+    if clip is not None and text is not None:
+        res["clip"] = (clip.encode_image(images) * text).sum(-1)
+    return res
+
+
+def _finish(probe, model_input, state, clip, text, device) -> list[Rendered]:
+    ev = _evaluate(probe, model_input, state, clip, text, device, spatial=True)
+    out = []
+    for j in range(len(state.index)):
+        out.append(Rendered(
+            neuron=int(state.neurons[j]),
+            cls=int(state.classes[j]),
+            seed=state.seeds[j],
+            image=ev["images"][j].detach().float().cpu().clamp(0, 1),
+            activation=float(ev["activation"][j]),
+            logit=float(ev["logit"][j]),
+            prob=float(ev["prob"][j]),
+            start_activation=float(state.start[j]),
+            clip_similarity=None if ev["clip"] is None else float(ev["clip"][j]),
+            spatial=None if ev["spatial"] is None else ev["spatial"][j].detach().cpu(),
+            steps_done=state.steps_done,
+        ))
+    return out
