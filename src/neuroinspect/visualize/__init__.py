@@ -81,7 +81,7 @@ def _class_index(names: list[str], value, C: int) -> int:
 def visualize_neurons(
     source,
     neurons: Sequence[int],
-    classes: Sequence[str | int] | None = None,
+    classes: Sequence[str | int] | dict[int, Sequence[str | int]] | None = None,
     out_dir: str | Path = "visualize",
     *,
     top_classes: int = 3,
@@ -112,7 +112,8 @@ def visualize_neurons(
 
     ``source``: an ``Inspector`` (its data, when it has some, gives exemplars and the class means
     for the core relevance score), a ``LoadedModel``, or a ``Probe`` with ``preprocess=``.
-    ``classes``: names or indices to condition every neuron on; ``None``: each neuron's
+    ``classes``: names or indices to condition every neuron on, or a dict giving each neuron its
+    own list; ``None``: each neuron's
     ``top_classes`` classes by decision-layer weight. ``recipe``: "clip-illusion", "class" or
     "fv"; ``clip``: a CLIP spec, a loaded ``ClipModel`` or "none" (without CLIP, clip-illusion
     becomes "class"). ``features``: a ``FeatureSet`` for exemplars/CRS (default: the
@@ -127,8 +128,16 @@ def visualize_neurons(
     for n in neurons:
         if not 0 <= n < probe.D:
             raise NeuroInspectError(f"neuron {n} is out of range: the model has {probe.D} features (0–{probe.D - 1})")
-    given = [_class_index(names, c, probe.C) for c in classes] if classes else None
-    if given is None and top_classes < 1:
+    if isinstance(classes, dict):  # neuron -> its own classes
+        missing = [n for n in neurons if n not in classes]
+        if missing:
+            raise NeuroInspectError(f"classes given per neuron, but none for neurons {missing}")
+        given_per = {n: [_class_index(names, c, probe.C) for c in classes[n]] for n in neurons}
+        given = None
+    else:
+        given_per = None
+        given = [_class_index(names, c, probe.C) for c in classes] if classes else None
+    if given is None and given_per is None and top_classes < 1:
         raise NeuroInspectError("--top-classes must be at least 1 (or pass --classes)")
     if not isinstance(clip, ClipModel):
         parse_clip_spec(clip)  # a spec that does not parse fails before any work
@@ -138,8 +147,10 @@ def visualize_neurons(
         _class_index(names, unknown[0], probe.C)  # raises with suggestions
 
     # which images: neuron × class
-    per_neuron = {n: (given if given is not None else [c for c, _ in neuron_top_classes(probe.weight, n, top_classes)])
-                  for n in neurons}
+    per_neuron = given_per or {
+        n: (given if given is not None else [c for c, _ in neuron_top_classes(probe.weight, n, top_classes)])
+        for n in neurons
+    }
     pairs = []
     for n in neurons:
         for c in per_neuron[n][: 1 if recipe == "fv" else None]:  # fv ignores the class: one image per neuron
