@@ -1,0 +1,115 @@
+"""The method works, not only runs: checked on the demo's default benchmark with the real Lite0.
+
+Slower than the other tests (about a minute of feature extraction on 2 CPU cores); it needs
+Fashion-MNIST (Debian's dataset-fashion-mnist, which the test command installs).
+"""
+import numpy as np
+import pytest
+import torch
+
+from neuroinspect.data import load_data
+from neuroinspect.demo import DemoConfig, fit_linear_head
+from neuroinspect.edit import edit_head
+from neuroinspect.explain import explain_class
+from neuroinspect.metrics import evaluate
+from neuroinspect.models import build_model
+from neuroinspect.scenes import DEFAULT_FAMILIES, FASHION_CLASSES, _background, compose, load_fashion_mnist, load_photo
+from neuroinspect.scenes import make_scenes
+from neuroinspect.session import Inspector, seed_everything
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    try:
+        load_fashion_mnist("t10k", cache_dir=tmp_path_factory.mktemp("none"))
+    except Exception as err:  # no Debian package and no network
+        pytest.skip(f"Fashion-MNIST is not available here: {err}")
+    cfg = DemoConfig()
+    cache = tmp_path_factory.mktemp("cache")
+    manifest = make_scenes(cache / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
+                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
+                           n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    data = load_data(manifest)
+    seed_everything(cfg.seed)
+    loaded = build_model(cfg.model, num_classes=len(data.class_names))
+    ins = Inspector(loaded, data, cache_dir=cache, seed=cfg.seed, progress=False)
+    feats = {s: ins.features(s) for s in ("train", "val", "test")}
+    W, b = fit_linear_head(feats["train"], len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
+    feats = {s: fs.with_logits(W, b) for s, fs in feats.items()}
+    worst = evaluate(feats["val"])["worst_class"]
+    explanation = explain_class(W, b, feats["val"], data.class_index(worst), progress=False)
+    return cfg, ins, feats, W, b, explanation
+
+
+def _pairs(cfg, n=24, seed=7):
+    """The same items (same place, size and tint) on a family-A and on a family-B background."""
+    images, labels = load_fashion_mnist("t10k")
+    wanted = [FASHION_CLASSES.index(c) for c in cfg.classes]
+    idx = np.flatnonzero(np.isin(labels, wanted))[:n]
+    fam_a, fam_b = (DEFAULT_FAMILIES[k] for k in DEFAULT_FAMILIES)
+    pairs = []
+    for i, item in enumerate(images[idx]):
+        rng = np.random.default_rng([seed, i])
+        bg_a = _background(load_photo(fam_a[i % len(fam_a)]), cfg.image_size, rng)
+        bg_b = _background(load_photo(fam_b[i % len(fam_b)]), cfg.image_size, rng)
+        pairs.append((compose(bg_a, item, np.random.default_rng([seed, i, 1])),
+                      compose(bg_b, item, np.random.default_rng([seed, i, 1]))))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def paired_features(setup):
+    cfg, ins, feats, W, b, explanation = setup
+    tf = ins.loaded.preprocess.transform
+    pairs = _pairs(cfg, n=48)
+    with torch.inference_mode():
+        za = ins.probe(torch.stack([tf(a) for a, _ in pairs])).features
+        zb = ins.probe(torch.stack([tf(b_) for _, b_ in pairs])).features
+    std = feats["train"].features.std(0)
+    alive = (std > 1e-3).nonzero().flatten()
+    g = torch.Generator().manual_seed(0)
+    random = alive[torch.randperm(len(alive), generator=g)[:300]]
+    return za, zb, std.clamp_min(1e-3), random
+
+
+def test_ranked_neurons_lean_toward_the_shortcut_background(setup, paired_features):
+    """The worst class's top insufficient neurons fire more when the *same item* sits on the
+    background family that class had in training (A) than random neurons do."""
+    cfg, ins, feats, W, b, explanation = setup
+    za, zb, std, random = paired_features
+    assert explanation.class_name == cfg.spurious_class  # the shortcut's victim is the class explained
+    preference = (za - zb).mean(0) / std  # >0: fires more on family A, in the neuron's own units
+    top = [s.neuron for s in explanation.insufficient[:8]]
+    assert float(preference[top].mean()) > float(preference[random].mean()) + 0.1
+    assert int((preference[top] > 0).sum()) >= 5
+
+
+@pytest.mark.xfail(strict=True, reason="measured: on this benchmark the ranked neurons change *less* in absolute "
+                                         "terms between the two families than random ones (about 0.8x); most "
+                                         "ImageNet features respond to the background photo, so the absolute "
+                                         "measure does not single them out")
+def test_ranked_neurons_are_more_background_sensitive_in_absolute_terms(setup, paired_features):
+    cfg, ins, feats, W, b, explanation = setup
+    za, zb, std, random = paired_features
+    sensitivity = ((za - zb).abs() / std).mean(0)
+    top = [s.neuron for s in explanation.insufficient[:5] + explanation.excessive[:5]]
+    assert float(sensitivity[top].mean() / sensitivity[random].mean()) > 1.5
+
+
+def test_ratio_edit_raises_worst_group_accuracy_over_erm(setup):
+    cfg, ins, feats, W, b, explanation = setup
+    c = explanation.class_index
+    targets = {c: [s.neuron for s in explanation.insufficient[:3]]}
+
+    def run(method):
+        res = edit_head(W, b, feats["train"], feats["val"], targets, method=method, lam=cfg.lam, lr=cfg.lr,
+                        select_by=cfg.select_by, seed=cfg.seed)
+        m = evaluate(res.apply(feats["test"]))
+        return min(m["per_group"].values()), m["accuracy"]
+
+    before = evaluate(feats["test"])
+    worst_before = min(before["per_group"].values())
+    ratio_worst, ratio_acc = run("ratio")
+    erm_worst, _ = run("erm")
+    assert ratio_worst > erm_worst and ratio_worst > worst_before + 0.1
+    assert ratio_acc > before["accuracy"] - 0.01  # average accuracy kept
