@@ -112,7 +112,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     from .models import build_model
     from .report import build_report
     from .scenes import make_scenes
-    from .session import Inspector, default_cache_dir, seed_everything
+    from .io import default_cache_dir
+    from .session import Inspector, seed_everything
     from .visualize import visualize_neurons
 
     cfg = config or DemoConfig()

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def default_cache_dir() -> Path:
+    """Where features and generated data are cached: ``$NEUROINSPECT_CACHE`` or ``~/.cache/neuroinspect``."""
+    return Path(os.environ.get("NEUROINSPECT_CACHE", Path.home() / ".cache" / "neuroinspect"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""

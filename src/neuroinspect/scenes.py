@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .errors import NeuroInspectError
+from .io import default_cache_dir
 
 # Bump when the drawing code changes, so old caches are not served for new code.
 GENERATOR_VERSION = 1
@@ -64,10 +65,6 @@ _TINTS = np.array(
 
 SPLITS = ("train", "val", "test")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("NEUROINSPECT_CACHE", Path.home() / ".cache" / "neuroinspect"))
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,12 @@ from .errors import NeuroInspectError
 from .explain import Explanation, explain_class
 from .featureset import FeatureSet
 from .features import extract_features
+from .io import default_cache_dir
 from .metrics import evaluate
 from .models import LoadedModel, Preprocess, build_model
 from .probe import Probe
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("NEUROINSPECT_CACHE", Path.home() / ".cache" / "neuroinspect"))
 
 
 def seed_everything(seed: int) -> None:
