@@ -11,8 +11,10 @@ Model specs
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +167,8 @@ def _lite(variant: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]
         size = 260
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     # Always pass weights_path: without it the package tries to download from a URL.
-    model = EfficientNet.from_pretrained(variant, weights_path=F.get_model_file_path(), **kwargs)
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+        model = EfficientNet.from_pretrained(variant, weights_path=F.get_model_file_path(), **kwargs)
     # The Lite models expect (pixel - 127) / 128 on 0..255 pixels.
     pre = Preprocess(size, size, (127 / 255,) * 3, (128 / 255,) * 3, "bilinear")
     return model, pre

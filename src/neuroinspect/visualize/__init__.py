@@ -170,8 +170,10 @@ def visualize_neurons(
 
     silent = sorted({r.neuron for r in result.images if r.activation <= 1e-6 and r.start_activation <= 1e-6})
     if silent:
-        log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; try --recipe class (the class "
-                    "logit wakes them up) or another --seed", ", ".join(map(str, silent)))
+        hint = ("try --recipe class (the class logit wakes them up) or another --seed" if used == "fv"
+                else "try another --seed or more --steps")
+        log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; %s",
+                    ", ".join(map(str, silent)), hint)
 
     out = Path(out_dir)
     means = present = None
