@@ -1,11 +1,10 @@
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
 from neuroinspect.cli import main
-from planted import BLUE, GREEN, RED, write_folder
+from planted import GREEN, RED, write_folder
 
 MODEL = ["--model", "planted:planted_cnn"]
 

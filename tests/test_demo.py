@@ -1,7 +1,6 @@
 """The built-in demo, end to end, on the real EfficientNet-Lite0 and (when installed) real Fashion-MNIST."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 

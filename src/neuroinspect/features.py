@@ -97,7 +97,7 @@ def extract_features(
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
     ids = data.ids(split)
-    model = loaded.model.to(device).eval()
+    loaded.model.to(device).eval()
     current: dict[int, dict] = {ci: {"features": [], "logits": [], "labels": [], "groups": [], "index": [], "skipped": []} for ci in todo}
     remaining = {ci: chunks[ci][1] - chunks[ci][0] for ci in todo}
 
