@@ -120,3 +120,15 @@ def test_empty_split_and_missing_root(tmp_path):
         load_data(tmp_path / "nowhere")
     with pytest.raises(NeuroInspectError, match="no split 'extra'"):
         load_data(root).resolve_split("extra")
+
+
+def test_a_chunk_of_only_unreadable_images_is_skipped_whole(tmp_path):
+    root, loaded, probe = _setup(tmp_path)
+    apples = sorted((root / "val" / "apple").glob("*.png"))  # the first 6 images of the split
+    for p in apples:
+        p.write_bytes(b"junk")
+    fs = _extract(loaded, probe, root, tmp_path / "cache", chunk_size=4)
+    assert len(fs) == 14 - len(apples) and len(fs.skipped) == len(apples)
+    assert (fs.labels != 0).all()
+    again = _extract(loaded, probe, root, tmp_path / "cache", chunk_size=4)  # and from the cache
+    assert again.ids == fs.ids and again.skipped == fs.skipped

@@ -24,6 +24,12 @@ from .probe import Probe
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+PART_KEYS = ("features", "logits", "labels", "groups", "index")
+
+
+def _dtype_tag(device: str | torch.device, amp: bool) -> str:
+    """The compute dtype, as part of the cache key: mixed precision runs only on CUDA."""
+    return "amp" if (amp and torch.device(device).type == "cuda") else "float32"
 
 
 def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dtype: str) -> str:
@@ -70,7 +76,7 @@ def extract_features(
     n = data.size(split)
     if n == 0:
         raise NeuroInspectError(f"split '{split}' of '{data.spec}' is empty; add images or choose another --split")
-    dtype = "amp" if (amp and device.type == "cuda") else "float32"
+    dtype = _dtype_tag(device, amp)
     folder = None
     if cache_dir is not None:
         key = cache_key(loaded, probe, data, split, dtype)
@@ -131,7 +137,7 @@ def extract_features(
         log.warning("skipped unreadable image %s", s)
     if all(p["features"].shape[0] == 0 for p in parts):
         raise NeuroInspectError(f"no image of split '{split}' could be read ({len(skipped)} unreadable); check the files")
-    cat = {k: torch.cat([p[k] for p in parts]) for k in ("features", "logits", "labels", "groups", "index")}
+    cat = {k: torch.cat([p[k] for p in parts if p["features"].shape[0]]) for k in PART_KEYS}
     fs = FeatureSet(
         cat["features"], cat["logits"], cat["labels"], cat["groups"], [ids[i] for i in cat["index"].tolist()],
         list(data.class_names), list(data.group_names), split, skipped,
@@ -144,14 +150,12 @@ def extract_features(
 
 
 def _finish_chunk(acc: dict, ids: list[str], folder: Path | None, ci: int) -> dict:
-    D_empty = torch.zeros(0)
-    part = {
-        k: (torch.cat(acc[k]) if acc[k] else D_empty.long() if k in ("labels", "groups", "index") else torch.zeros(0, 0))
-        for k in ("features", "logits", "labels", "groups", "index")
-    }
-    if part["features"].numel() == 0:
-        part["features"] = torch.zeros(0, 0)
-    bad = ~torch.isfinite(part["features"]).all(1) if part["features"].numel() else torch.zeros(0, dtype=torch.bool)
+    if acc["features"]:
+        part = {k: torch.cat(acc[k]) for k in PART_KEYS}
+        bad = ~torch.isfinite(part["features"]).all(1)
+    else:  # every image of the chunk was unreadable: an empty part, left out when concatenating
+        part = {k: torch.zeros(0, dtype=torch.long) for k in PART_KEYS}
+        bad = torch.zeros(0, dtype=torch.bool)
     if bad.any():
         names = [ids[i] for i in part["index"][bad].tolist()]
         raise NeuroInspectError(
@@ -174,7 +178,7 @@ def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: st
     For a model whose backbone is unchanged and whose head was retrained on cached features:
     ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
     """
-    dtype = "amp" if (amp and torch.device(device).type == "cuda") else "float32"
+    dtype = _dtype_tag(device, amp)
     folder = Path(cache_dir) / "features" / cache_key(loaded, probe, data, split, dtype)
     return fs.save(folder / "features.safetensors")
 
