@@ -105,7 +105,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
              progress: bool = True) -> dict:
     """Run the whole demo into ``out`` and return its headline numbers."""
     from .cli.common import versions
-    from .edit import edit_head, edit_record, save_edited_model, summary_row
+    from .edit import compare_methods, edit_record, save_edited_model
     from .explain import explain_class
     from .features import store_features
     from .metrics import evaluate
@@ -157,9 +157,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     model_file = save_edited_model(base.model, ins0.probe.head_name, W, b, out / "model.safetensors")
     trained = build_model(cfg.model, num_classes=C, weights=model_file)
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
-    for split, fs in feats0.items():  # same backbone: reuse the features, rescored by the trained head
-        store_features(trained, ins.probe, data, split, fs.with_logits(W, b), cache_dir, amp=ins.amp, device=ins.device)
-    feats = {s: ins.features(s) for s in ("train", "val", "test")}
+    # same backbone: the features stay, rescored by the trained head, and are cached for this model too
+    feats = {split: fs.with_logits(W, b) for split, fs in feats0.items()}
+    for split, fs in feats.items():
+        store_features(trained, ins.probe, data, split, fs, cache_dir, amp=ins.amp, device=ins.device)
     lap("features_and_head", t0)
     stages.update()
 
@@ -175,7 +176,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     worst = metrics["val"]["worst_class"]
     stage(f"explaining the worst class '{worst}'")
     c = data.class_index(worst)
-    explanation = explain_class(ins.probe.weight, ins.probe.bias, feats["val"], c, progress=progress)
+    explanation = explain_class(W, b, feats["val"], c, progress=progress)
     explanation.save(out)
     lap("explain", t0)
     stages.update()
@@ -189,9 +190,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
             ranked.append(s.neuron)
     if not ranked:
         raise NeuroInspectError(f"the worst class '{worst}' has no ranked neurons; nothing to visualise or edit")
-    W_now = ins.probe.weight.detach().cpu()
+    targets_all = edit_targets(ranked, explanation, W)
     # each neuron inside the class under debugging and inside the class its edit would target
-    per_neuron = {j: sorted({c, k}) for k, js in edit_targets(ranked, explanation, W_now).items() for j in js}
+    per_neuron = {j: sorted({c, k}) for k, js in targets_all.items() for j in js}
     vis = visualize_neurons(ins, ranked, per_neuron, out / "visualize", recipe="clip-illusion", clip=cfg.clip,
                             steps=cfg.steps, size=cfg.vis_size, batch=cfg.batch, seed=cfg.seed,
                             features=feats["train"], device=device, progress=progress)
@@ -203,7 +204,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     stage("editing the decision layer")
     # candidates: the rendered insufficient neurons (the features class c leans on, missing in its
     # mistakes); the lowest core relevance scores mark the ones that are not part of the class
-    targets_all = edit_targets(ranked, explanation, W_now)
     candidates = [j for j in ranked if j in targets_all.get(c, [])] or ranked
     crs = {}
     for rec in vis.get("images", []):
@@ -211,19 +211,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
         if rec.get("crs") is not None and j in candidates and j in targets_all.get(k, []):
             crs[j] = rec["crs"]
     picks = sorted(candidates, key=lambda j: (crs.get(j, float("inf")), ranked.index(j)))[: cfg.n_edit]
-    targets = edit_targets(picks, explanation, W_now)
+    targets = edit_targets(picks, explanation, W)
     names = data.class_names
-    rows, results = [], {}
     before = metrics["test"]
     edited = [names[k] for k in targets]
-    rows.append(summary_row("original", before, edited))
-    for method in cfg.methods:
-        res = edit_head(ins.probe.weight.detach().cpu(), ins.probe.bias.detach().cpu(), feats["train"], feats["val"],
-                        targets, method=method, lam=cfg.lam, lr=cfg.lr, select_by=cfg.select_by, seed=cfg.seed,
-                        device=device)
-        after = evaluate(res.apply(feats["test"]))
-        results[method] = (res, after)
-        rows.append(summary_row(method, after, edited))
+    rows, results = compare_methods(
+        feats["test"], cfg.methods, names, W=W, b=b, train=feats["train"], val=feats["val"], targets=targets,
+        lam=cfg.lam, lr=cfg.lr, select_by=cfg.select_by, seed=cfg.seed, device=device,
+    )
     res, after = results["ratio"]
     edited_file = save_edited_model(trained.model, ins.probe.head_name, res.weight, res.bias, out / "edit" / "model_edited.safetensors")
     write_json(out / "edit" / "edit.json", edit_record(

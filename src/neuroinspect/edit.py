@@ -484,6 +484,25 @@ def summary_row(method: str, metrics: dict, class_names: list[str]) -> dict:
     }
 
 
+def compare_methods(test: FeatureSet, methods, class_names: list[str], **edit_args) -> tuple[list[dict], dict]:
+    """Run :func:`edit_head` once per method with the same ``edit_args`` (W, b, train, val, targets, …).
+
+    Returns the summary rows on ``test`` (the unedited model first, as "original") and
+    ``{method: (EditResult, test metrics)}``.
+    """
+    from .metrics import evaluate
+
+    edited = [class_names[c] for c in edit_args["targets"]]
+    rows = [summary_row("original", evaluate(test), edited)]
+    results = {}
+    for method in methods:
+        result = edit_head(method=method, **edit_args)
+        metrics = evaluate(result.apply(test))
+        results[method] = (result, metrics)
+        rows.append(summary_row(method, metrics, edited))
+    return rows, results
+
+
 def format_table(rows: list[dict]) -> str:
     """A Markdown table of summary rows (percentages)."""
     def pct(v):

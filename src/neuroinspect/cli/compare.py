@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import NeuroInspectError
 from .common import add_data_args, add_model_args, add_run_args, write_run_json
-from .edit import add_edit_args, prepare, run_method
+from .edit import add_edit_args, edit_args, prepare
 
 ALL_METHODS = ["ratio", "con", "class-weight", "focal", "erm"]
 
@@ -35,23 +35,20 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from ..edit import format_table, summary_row
+    from ..edit import compare_methods, format_table
     from ..io import write_json, write_text
-    from ..metrics import evaluate
 
     methods = parse_methods(args.methods)
     out = Path(args.out)
     setup = prepare(args, need_neurons=any(m in ("ratio", "con") for m in methods))
     names = setup.class_names
-    rows = [summary_row("original", evaluate(setup.test), names)]
+    rows, results = compare_methods(setup.test, methods, setup.ins.class_names, **edit_args(setup, args))
     details = {}
-    for method in methods:
-        result = run_method(setup, method, args)
-        row = summary_row(method, evaluate(result.apply(setup.test)), names)
+    for row in rows[1:]:
+        result = results[row["method"]][0]
         row["best_epoch"] = result.best_epoch
-        rows.append(row)
-        details[method] = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                           "tau": {setup.ins.class_names[c]: t for c, t in result.tau.items()}}
+        details[row["method"]] = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                  "tau": {setup.ins.class_names[c]: t for c, t in result.tau.items()}}
     table = format_table(rows)
     neurons = {setup.ins.class_names[c]: s for c, s in setup.targets.items()}
     write_json(out / "compare.json", {

@@ -169,14 +169,13 @@ def prepare(args, need_neurons: bool) -> EditSetup:
     return EditSetup(ins, targets, train, val, test, test_split, notes)
 
 
-def run_method(setup: EditSetup, method: str, args):
-    from ..edit import edit_head
-
+def edit_args(setup: EditSetup, args) -> dict:
+    """The arguments of ``edit_head`` (all but the method) from the setup and the parsed options."""
     probe = setup.ins.probe
     bias = probe.head.bias
-    return edit_head(
-        probe.weight.detach().cpu(), None if bias is None else bias.detach().cpu(), setup.train,
-        setup.val if args.patience else None, setup.targets, method=method, tau=parse_tau(args.tau), lam=args.lam,
+    return dict(
+        W=probe.weight.detach().cpu(), b=None if bias is None else bias.detach().cpu(), train=setup.train,
+        val=setup.val if args.patience else None, targets=setup.targets, tau=parse_tau(args.tau), lam=args.lam,
         epochs=args.epochs, patience=args.patience or None, lr=args.lr, warmup=args.warmup,
         batch_size=args.train_batch_size, select_by=args.select_by, seed=args.seed, device=setup.ins.device,
         progress=not getattr(args, "no_progress", False),
@@ -201,14 +200,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..edit import edit_record, format_table, save_edited_model, summary_row
+    from ..edit import edit_head, edit_record, format_table, save_edited_model, summary_row
     from ..io import write_json
     from ..metrics import evaluate
 
     out = Path(args.out)
     setup = prepare(args, need_neurons=args.method in ("ratio", "con"))
     ins = setup.ins
-    result = run_method(setup, args.method, args)
+    result = edit_head(method=args.method, **edit_args(setup, args))
     before = evaluate(setup.test)
     after = evaluate(result.apply(setup.test))
     names = ins.class_names
