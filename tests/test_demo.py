@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 from neuroinspect.demo import DemoConfig, run_demo
 
 TINY = dict(n_train=16, n_val=10, n_test=10, head_epochs=60, n_insufficient=2, n_excessive=1, n_edit=1, steps=6, vis_size=64,

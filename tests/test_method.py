@@ -5,6 +5,8 @@ Fashion-MNIST (Debian's dataset-fashion-mnist, which the test command installs).
 """
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow
 import torch
 
 from neuroinspect.data import load_data

@@ -294,6 +294,7 @@ def _chromium(args, user_dir, timeout=90):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_report_in_headless_chromium(run_dir, tmp_path):
     root, files, out = run_dir
