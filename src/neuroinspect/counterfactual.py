@@ -8,6 +8,12 @@ with SGD (lr 0.01, momentum 0.9), stopping for that sample as soon as the decisi
 ``c``. All mistakes are solved together as one ``[M, D]`` tensor; a row is frozen once it
 flips, and the solver stops after ``max_steps``. ``δ_ij > 0``: neuron j was *insufficient*
 for c; ``δ_ij < 0``: it was *excessive*.
+
+``mode="multiplicative"`` (ours, beside the paper's additive edit) solves the same problem for
+the edited features ``z_i ⊙ (1 + δ_i)``: a neuron can only be blamed in proportion to what it
+actually carries in the mistaken image, so a neuron that is silent there (common with ReLU
+networks) gets no edit at all. The additive edit instead follows the weight differences between
+classes, whatever the image contains.
 """
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import NeuroInspectError
+
+
+CF_MODES = ("additive", "multiplicative")
 
 
 @dataclass
@@ -50,13 +59,18 @@ def counterfactual_edits(
     lr: float = 0.01,
     momentum: float = 0.9,
     max_steps: int = 1000,
+    mode: str = "additive",
     progress: bool = False,
 ) -> Counterfactuals:
     """Solve Eq. 1 for all rows of ``Z`` at once (see the module docstring).
 
     Uses the loss's closed-form gradient (``softmax − onehot`` through ``W``, ``sign`` for L1,
     ``δ/||δ||`` for L2), so each step costs two matrix products on the still-active rows.
+    ``mode``: ``"additive"`` (paper Eq. 1, edits ``z + δ``) or ``"multiplicative"`` (edits ``z ⊙ (1 + δ)``).
     """
+    if mode not in CF_MODES:
+        raise NeuroInspectError(f"unknown counterfactual mode '{mode}'; choose one of {', '.join(CF_MODES)}")
+    multiplicative = mode == "multiplicative"
     W = W.detach().float()
     b = b.detach().float().to(W.device)
     Z = Z.detach().float().to(W.device)
@@ -70,9 +84,10 @@ def counterfactual_edits(
     d = torch.zeros_like(Z)
     buf = torch.zeros_like(Z)
     base = Z @ W.T + b
+    scale = Z.clone() if multiplicative else None  # the active rows' features (multiplicative mode)
     bar = tqdm(total=M, desc="counterfactuals", unit="mistake", disable=None if progress else True, leave=False)
     for step in range(max_steps + 1):
-        logits = torch.addmm(base, d, W.T)
+        logits = torch.addmm(base, d * scale if multiplicative else d, W.T)
         done = logits.argmax(1) == target
         if done.any():  # freeze the rows that flipped: write them out, drop them from the active set
             rows = active[done]
@@ -82,11 +97,15 @@ def counterfactual_edits(
             bar.update(int(done.sum()))
             keep = ~done
             active, d, buf, base, logits = active[keep], d[keep], buf[keep], base[keep], logits[keep]
+            if multiplicative:
+                scale = scale[keep]
         if step == max_steps or active.numel() == 0:
             break
         g_logits = logits.softmax(1)
         g_logits[:, target] -= 1.0
         grad = g_logits @ W
+        if multiplicative:
+            grad.mul_(scale)
         grad.add_(d.sign(), alpha=lambda1 / D)
         norm = d.norm(dim=1, keepdim=True)
         grad.add_(torch.where(norm > 0, d / norm.clamp_min(1e-30), torch.zeros_like(d)), alpha=lambda2 / D)
@@ -101,7 +120,7 @@ def counterfactual_edits(
 
 def counterfactual_edits_loop(
     W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, target: int, *, lambda1: float = 0.1, lambda2: float = 0.01,
-    lr: float = 0.01, momentum: float = 0.9, max_steps: int = 1000,
+    lr: float = 0.01, momentum: float = 0.9, max_steps: int = 1000, mode: str = "additive",
 ) -> Counterfactuals:
     """The reference: one sample at a time with autograd and ``torch.optim.SGD``, as the authors did.
 
@@ -120,7 +139,8 @@ def counterfactual_edits_loop(
         delta = torch.zeros(1, D, requires_grad=True)
         opt = torch.optim.SGD([delta], lr=lr, momentum=momentum)
         for step in range(max_steps + 1):
-            logits = (Z[i : i + 1] + delta) @ W.T + b
+            edited = Z[i : i + 1] * (1 + delta) if mode == "multiplicative" else Z[i : i + 1] + delta
+            logits = edited @ W.T + b
             if int(logits.argmax(1)) == target:
                 flipped[i] = True
                 break
@@ -140,12 +160,13 @@ class NeuronScore:
     neuron: int
     ratio: float  # percent of mistakes with this neuron in their top-k
     importance: float = float("nan")  # imp_j = p(c|z̄) / p(c|z̄ with z̄_j := 0)
+    log_odds: float = float("nan")  # logit p(c|z̄) − logit p(c|z̄ with z̄_j := 0): does not saturate like imp_j
     weight: float = float("nan")  # W[c, j]
     mean_edit: float = 0.0  # mean δ_j over the mistakes (signed)
 
     def to_dict(self) -> dict:
-        return {"neuron": self.neuron, "ratio": self.ratio, "importance": self.importance, "weight": self.weight,
-                "mean_edit": self.mean_edit}
+        return {"neuron": self.neuron, "ratio": self.ratio, "importance": self.importance, "log_odds": self.log_odds,
+                "weight": self.weight, "mean_edit": self.mean_edit}
 
 
 def rank_neurons(delta: torch.Tensor, k: int = 5, min_ratio: float = 3.0) -> tuple[list[NeuronScore], list[NeuronScore]]:

@@ -1,4 +1,19 @@
-"""Stage 1 as one call: a class's mistakes → counterfactual edits → ranked neurons."""
+"""Stage 1 as one call: a class's mistakes → per-mistake neuron blame → ranked neurons.
+
+Three ways to blame neuron j for mistake i (each gives a signed ``[M, D]`` matrix; positive:
+*insufficient*, negative: *excessive*), all ranked the same way (top-k per mistake, then the
+percentage of mistakes, paper §III-A):
+
+``additive``        the paper's counterfactual edit ``z + δ`` (Eq. 1). It follows the weight
+                    differences between classes: a neuron can be blamed although the mistaken
+                    image does not contain what it detects.
+``multiplicative``  the same counterfactual for ``z ⊙ (1 + δ)``: only what is present can be blamed.
+``gap``             the contribution gap (ours): ``g_ij = (W[c,j] − W[p_i,j]) · (μ_j − z_ij)`` with
+                    ``μ`` the mean feature of class c's correctly classified samples and ``p_i`` the
+                    predicted class; the margin c lost because neuron j moved from its typical
+                    value. A neuron that dropped (``z_ij < μ_j``) is insufficient, one that rose is
+                    excessive; neurons that moved in c's favour get no blame.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +22,8 @@ from pathlib import Path
 import torch
 
 from .counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
-from .edit import neuron_importance
+from .errors import NeuroInspectError
+from .edit import neuron_importance, neuron_log_odds
 from .featureset import FeatureSet
 from .io import write_csv, write_json
 
@@ -54,9 +70,10 @@ class Explanation:
             if not rows:
                 lines.append("  (none above the ratio threshold)")
                 continue
-            lines.append(f"  {'rank':>4} {'neuron':>7} {'ratio %':>8} {'mean edit':>10} {'importance':>11} {'weight':>8}")
+            lines.append(f"  {'rank':>4} {'neuron':>7} {'ratio %':>8} {'mean blame':>10} {'importance':>11} {'log-odds':>9} {'weight':>8}")
             for r, s in enumerate(rows[:limit], 1):
-                lines.append(f"  {r:>4} {s.neuron:>7} {s.ratio:>8.1f} {s.mean_edit:>10.3f} {s.importance:>11.4f} {s.weight:>8.3f}")
+                lines.append(f"  {r:>4} {s.neuron:>7} {s.ratio:>8.1f} {s.mean_edit:>10.3f} {s.importance:>11.4f} "
+                             f"{s.log_odds:>9.3f} {s.weight:>8.3f}")
             if len(rows) > limit:
                 lines.append(f"  … {len(rows) - limit} more in ranking.json")
         return "\n".join(lines)
@@ -68,6 +85,30 @@ class Explanation:
         pred = self.mistakes.predictions.tolist()
         rows = [[i, names[self.class_index], names[p] if p < len(names) else p] for i, p in zip(self.mistakes.ids, pred)]
         write_csv(out / "mistakes.csv", ["id", "true", "predicted"], rows)
+
+
+RANKINGS = ("gap", "additive", "multiplicative")
+DEFAULT_RANKING = "gap"
+
+
+def reference_features(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, c: int) -> torch.Tensor:
+    """``μ``: the mean feature of class ``c``'s correctly classified samples in ``fs`` (all of c's if none)."""
+    z = fs.features.float()
+    pred = (z @ W.detach().float().T.cpu() + b.detach().float().cpu()).argmax(1)
+    own = fs.labels == c
+    right = own & (pred == c)
+    pick = right if right.any() else own
+    if not pick.any():
+        raise NeuroInspectError(f"split '{fs.split}' has no sample of class {c}; the gap ranking needs some")
+    return z[pick].mean(0)
+
+
+def contribution_gap(W: torch.Tensor, Z: torch.Tensor, predicted: torch.Tensor, c: int, mu: torch.Tensor) -> torch.Tensor:
+    """The signed blame ``sign(μ_j − z_ij) · ReLU((W[c,j] − W[p_i,j]) · (μ_j − z_ij))`` for each mistake [M, D]."""
+    W = W.detach().float().cpu()
+    drop = mu.float().unsqueeze(0) - Z.float()  # [M, D]
+    margin_w = W[c].unsqueeze(0) - W[predicted]  # [M, D]
+    return drop.sign() * torch.relu(margin_w * drop)
 
 
 def explain_class(
@@ -84,26 +125,41 @@ def explain_class(
     momentum: float = 0.9,
     max_steps: int = 1000,
     only_flipped: bool = False,
+    ranking: str = DEFAULT_RANKING,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Explanation:
     """Rank the neurons behind class ``c``'s mistakes among the samples of ``fs``.
 
+    ``ranking``: how a mistake blames a neuron (module docstring); ``"additive"`` is the paper's.
+    The counterfactual edit (Eq. 1) is always solved: it says which mistakes can be flipped.
     ``only_flipped`` ranks over the mistakes whose edit flipped the decision (the default
     ranks over all of them, as the paper does).
     """
+    if ranking not in RANKINGS:
+        raise NeuroInspectError(f"unknown ranking '{ranking}'; choose one of {', '.join(RANKINGS)}")
     predictions = (fs.features @ W.detach().float().T.cpu() + b.detach().float().cpu()).argmax(1)
     mistake_mask = (fs.labels == c) & (predictions != c)
     mistakes = fs.subset(mistake_mask)
     settings = dict(k=k, min_ratio=min_ratio, lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum,
-                    max_steps=max_steps, only_flipped=only_flipped)
-    cf = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, lambda1=lambda1,
-                              lambda2=lambda2, lr=lr, momentum=momentum, max_steps=max_steps, progress=progress)
-    delta = cf.delta[cf.flipped] if only_flipped else cf.delta
+                    max_steps=max_steps, only_flipped=only_flipped, ranking=ranking)
+    solve = dict(lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum, max_steps=max_steps, progress=progress)
+    cf = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, **solve)
+    if ranking == "additive":
+        blame = cf.delta
+    elif ranking == "multiplicative":
+        blame = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, mode="multiplicative",
+                                     **solve).delta
+    else:
+        blame = contribution_gap(W, mistakes.features, predictions[mistake_mask], c, reference_features(W, b, fs, c))
+    delta = blame[cf.flipped] if only_flipped else blame
     insufficient, excessive = rank_neurons(delta, k=k, min_ratio=min_ratio)
-    imp = neuron_importance(W.cpu(), b.cpu(), fs.features.mean(0), c) if len(fs) else torch.full((W.shape[1],), float("nan"))
+    nan = torch.full((W.shape[1],), float("nan"))
+    imp = neuron_importance(W.cpu(), b.cpu(), fs.features.mean(0), c) if len(fs) else nan
+    lo = neuron_log_odds(W.cpu(), b.cpu(), fs.features.mean(0), c) if len(fs) else nan
     for s in insufficient + excessive:
         s.importance = float(imp[s.neuron])
+        s.log_odds = float(lo[s.neuron])
         s.weight = float(W[c, s.neuron].detach())
     name = fs.class_names[c] if c < len(fs.class_names) else str(c)
     return Explanation(name, c, fs.split, mistakes, cf, insufficient, excessive, settings)
