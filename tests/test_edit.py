@@ -140,13 +140,18 @@ def test_importance_and_auto_tau_match_hand_computation():
     assert auto_tau(torch.tensor([1.0])) == pytest.approx(1.0)
 
 
-def test_edit_uses_automatic_tau_from_class_mean(planted_case):
+def test_automatic_tau_uses_the_mean_over_the_evaluated_samples(planted_case):
     train, val, test, W, b = planted_case
-    res = edit_head(W, b, train, None, {2: [7, 3]}, epochs=1, patience=None)
-    zbar = train.features[train.labels == 2].mean(0)
-    imp = neuron_importance(W, b, zbar, 2)
-    assert res.tau[2] == pytest.approx(1 + (min(float(imp[7]), float(imp[3])) - 1) / 3, rel=1e-6)
-    assert res.importance[2] == pytest.approx([float(imp[7]), float(imp[3])], rel=1e-6)
+    # paper §IV-C (and the authors' code): importances at the mean feature of *all* evaluated samples,
+    # the validation split when there is one, else the training split; not the class-c training mean
+    for evaluated, v in ((train, None), (val, val)):
+        res = edit_head(W, b, train, v, {2: [7, 3]}, epochs=1, patience=1 if v is not None else None,
+                        select_by="accuracy")
+        imp = neuron_importance(W, b, evaluated.features.mean(0), 2)
+        assert res.tau[2] == pytest.approx(1 + (min(float(imp[7]), float(imp[3])) - 1) / 3, rel=1e-6)
+        assert res.importance[2] == pytest.approx([float(imp[7]), float(imp[3])], rel=1e-6)
+    class_mean = neuron_importance(W, b, train.features[train.labels == 2].mean(0), 2, [7, 3])
+    assert res.importance[2] != pytest.approx(class_mean.tolist(), rel=1e-3)  # the old, unfaithful rule differs here
     fixed = edit_head(W, b, train, None, {2: [7]}, tau={2: 1.5}, epochs=1, patience=None)
     assert fixed.tau == {2: 1.5}
 
@@ -156,6 +161,10 @@ def test_con_regulariser_focal_and_class_weights_by_hand():
     z = torch.tensor([[1.0, 2.0, 4.0], [3.0, 0.0, 0.0]])
     # relu(W[0,S] * z[:,S]) with S = {0, 1}: rows [2, 0] and [6, 0] -> norms 2 and 6 -> mean 4
     assert float(con_regulariser(W, z, 0, [0, 1])) == pytest.approx(4.0)
+    # Eq. 9 adds the class's bias inside the ReLU: b_0 = -1 gives rows [1, 0] and [5, 0] -> mean 3;
+    # b_0 = +1 gives rows [3, -1] -> [3, 0] and [7, 1] -> mean (3 + sqrt(50)) / 2
+    assert float(con_regulariser(W, z, 0, [0, 1], torch.tensor([-1.0, 9.0]))) == pytest.approx(3.0)
+    assert float(con_regulariser(W, z, 0, [0, 1], torch.tensor([1.0, 9.0]))) == pytest.approx((3 + 50 ** 0.5) / 2)
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     y = torch.tensor([0, 0])
     p = torch.softmax(logits, 1)[:, 0]
@@ -197,6 +206,9 @@ def test_ratio_edit_of_two_classes_raises_worst_group():
 
 def test_con_shrinks_class_weights_on_S(planted_case):
     train, val, test, W, b = planted_case
+    # Eq. 9 puts b_c inside the ReLU; class 2's bias here is negative enough to switch the penalty off
+    # for most samples, so this check of the shrinkage itself uses a zero bias
+    b = torch.zeros_like(b)
     con = edit_head(W, b, train, None, {2: [7]}, method="con", lam=1.0, lr=1e-2, batch_size=32, epochs=8, patience=None)
     erm = edit_head(W, b, train, None, {2: [7]}, method="erm", lr=1e-2, batch_size=32, epochs=8, patience=None)
     assert float(W[2, 7]) > 0.8
@@ -229,7 +241,10 @@ def test_early_stopping_keeps_best_epoch(planted_case):
     res = edit_head(W, b, train, val, {2: [7]}, method="ratio", lam=0.01, lr=3e-2, batch_size=32, epochs=40, patience=2)
     metrics = [row["val_metric"] for row in res.curves]
     best = max(metrics)
-    assert res.best_epoch == metrics.index(best) + 1  # first epoch reaching the best value
+    # among the epochs reaching the best value, the one with the lowest validation loss (a strict ">" on a
+    # coarse metric would keep the first of them)
+    tied = [row for row in res.curves if row["val_metric"] == best]
+    assert res.best_epoch == min(tied, key=lambda row: row["val_loss"])["epoch"]
     assert res.best_val_metric == pytest.approx(best)
     assert res.stopped_early and res.epochs_run == res.best_epoch + 2 < 40
     # the returned head is the best epoch's, not the last one's
@@ -396,7 +411,7 @@ def test_cli_edit_end_to_end_reload_reproduces_metrics(image_project, tmp_path):
     root, weights = image_project
     out = tmp_path / "edit"
     rc = main(["edit", *_base_args(root, weights), "--class", "green", "--neurons", "3,5", "--epochs", "4",
-               "--patience", "2", "--lr", "0.05", "--lam", "0.1", "--out", str(out)])
+               "--patience", "2", "--lr", "0.05", "--lam", "0.1", "--method", "ratio", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "edit.json").read_text())
     assert report["method"] == "ratio" and report["classes"] == ["green"] and report["neurons"] == {"green": [3, 5]}
@@ -425,15 +440,18 @@ def test_cli_compare_writes_table(image_project, tmp_path, capsys):
     root, weights = image_project
     out = tmp_path / "cmp"
     rc = main(["compare", *_base_args(root, weights), "--class", "red", "--neurons", "1,2", "--epochs", "2",
-               "--patience", "1", "--methods", "ratio,con,class-weight,focal,erm", "--out", str(out)])
+               "--patience", "1", "--methods", "ratio,con,class-weight,focal,erm", "--seeds", "0,1", "--out", str(out)])
     assert rc == 0
     data = json.loads((out / "compare.json").read_text())
     assert [r["method"] for r in data["rows"]] == ["original", "ratio", "con", "class-weight", "focal", "erm"]
+    assert data["seeds"] == [0, 1] and all(r["n_seeds"] == 2 for r in data["rows"][1:])
+    assert all(len(r["avg_acc_runs"]) == 2 and r["avg_acc_std"] >= 0 for r in data["rows"][1:])
     assert data["classes"] == ["red"] and data["split"] == "test"
     for r in data["rows"]:
         assert 0 <= r["avg_acc"] <= 1 and 0 <= r["class_acc"] <= 1 and r["worst_group_acc"] is None
     md = (out / "compare.md").read_text()
-    assert "| method | avg acc | class acc | worst-class acc | worst-group acc |" in md and "| focal |" in md
+    assert "| method | group labels | fit on | avg acc | class acc | worst-class acc | worst-group acc |" in md
+    assert "| focal | no |" in md
     assert "| original |" in capsys.readouterr().out
 
 
@@ -445,9 +463,13 @@ def test_cli_errors_leave_no_model_file(image_project, tmp_path, capsys):
     rc = main(["edit", *_base_args(root, weights), "--class", "red", "--neurons", "3,16", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "neurons [16] are out of range" in err and err.count("\n") == 1
-    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--out", str(out)])
+    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--method", "ratio",
+               "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "needs a 'val' split" in err and "--patience 0" in err
+    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs a validation split" in err and "--fit-on train" in err and err.count("\n") == 1
     rc = main(["edit", *_base_args(root, weights), "--class", "purple", "--neurons", "3", "--out", str(out)])
     assert rc == 2 and "unknown class 'purple'" in capsys.readouterr().err
     rc = main(["edit", *_base_args(root, weights), "--class", "red", "--out", str(out)])
@@ -455,7 +477,7 @@ def test_cli_errors_leave_no_model_file(image_project, tmp_path, capsys):
     assert not (out / "edited.safetensors").exists()
     # without a val split, --patience 0 trains all epochs; without a test split, metrics fall back to val
     rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--epochs", "2",
-               "--patience", "0", "--out", str(out)])
+               "--patience", "0", "--method", "ratio", "--out", str(out)])
     assert rc == 0 and json.loads((out / "edit.json").read_text())["epochs_run"] == 2
 
 
@@ -470,7 +492,7 @@ def test_cli_neurons_from_ranking(image_project, tmp_path):
                          "excessive": [{"neuron": n, "ratio": 40.0, "importance": 0.9, "weight": -0.1} for n in (9, 12)]})
     out = tmp_path / "rk"
     rc = main(["edit", *_base_args(root, weights), "--ranking", str(ranking), "--top-k", "2", "--epochs", "1",
-               "--patience", "0", "--out", str(out)])
+               "--patience", "0", "--method", "ratio", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "edit.json").read_text())
     assert report["neurons"] == {"blue": [4, 9, 12]}

@@ -8,23 +8,28 @@ zeroes them. For a training sample ``z`` the *probability ratio* is
 (``r > 1``: the neurons in ``S`` push the sample toward ``c``). The edit retrains ``W, b`` on
 the cached training features with
 
-    L = CE(W z + b, y) + λ · || r(z) − τ ||_2        (the norm runs over the batch)
+    L = CE(W z + b, y) + λ · || r(z) − τ ||_2 · sqrt(32 / B)     (the norm runs over a batch of B)
 
-for each edited class (several classes, each with its own ``S``, add their terms). ``τ`` is
+for each edited class (several classes, each with its own ``S``, add their terms). The norm over
+the batch grows with sqrt(B); the factor ``sqrt(32 / B)`` makes λ mean what it meant at the
+authors' batch size of 32 whatever ``batch_size`` is (at B = 32 it is exactly Eq. 8). ``τ`` is
 given or automatic: ``τ = 1 + (min_{j∈S} imp_j − 1) / 3`` with
-``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` and ``z̄`` the mean training feature of class c.
+``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` and ``z̄`` the mean feature over the evaluated
+samples (the validation split when there is one, as ``explain`` uses; else the training split).
 
 The same loop trains the paper's baselines, selected by ``method``:
 
 ``ratio``         the probability-ratio regulariser above (the method)
-``con``           CE + λ · mean_i || ReLU(W_{c,S} ⊙ z_{i,S}) ||_2   (Eq. 9: shrink class c's use of S)
+``con``           CE + λ · mean_i || ReLU(W_{c,S} ⊙ z_{i,S} + b_c) ||_2   (Eq. 9: shrink class c's use of S)
 ``class-weight``  CE with inverse-frequency class weights, the edited classes weighted ``class_boost`` × more
                   (when every class is edited the boost cancels and this is inverse-frequency weighting)
 ``focal``         focal loss, γ = 2
 ``erm``           plain CE retraining (the control)
 
 Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epochs without
-improvement of the validation metric, and the best epoch's ``W, b`` are returned. The backbone
+improvement of the validation metric, and the best epoch's ``W, b`` are returned. The metric is
+coarse (a handful of samples decide a worst group), so an epoch that ties the best metric with a
+lower validation loss counts as an improvement: a strict ``>`` would keep the first epoch. The backbone
 is never touched: everything here works on :class:`~neuroinspect.featureset.FeatureSet` s.
 
 >>> result = edit_head(W, b, train, val, targets={3: [12, 40]})
@@ -46,13 +51,17 @@ from tqdm.auto import tqdm
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
 from .io import atomic_path
+from .refit import SELECT_QUANTILE, Spuriosity
 
 log = logging.getLogger(__name__)
 
 METHODS = ("ratio", "con", "class-weight", "focal", "erm")
-SELECT_BY = ("accuracy", "class", "worst-class", "worst-group")
+SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")
+# auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
+GROUP_LABEL_SELECT = {"worst-group"}  # selections that read the true group labels
 NEURON_METHODS = ("ratio", "con")  # methods that use the chosen neurons S
 MAX_LOG_RATIO = 30.0  # r is capped at e^30 inside the loss so that ||r − τ||² cannot overflow
+REFERENCE_BATCH = 32  # the authors' batch size: λ of the ratio penalty is calibrated to it
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -106,6 +115,24 @@ def neuron_importance(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Ten
     return imp
 
 
+def neuron_log_odds(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor, c: int) -> torch.Tensor:
+    """``logit p(c | z̄) − logit p(c | z̄ with z̄_j := 0)`` for every neuron j [D].
+
+    The importance ratio ``imp_j`` saturates at 1 when ``p(c | z̄) ≈ 1``; the log-odds change does not.
+    """
+    W = W.detach().float()
+    b = _bias(W, None if b is None else b.detach().float())
+    z = z_mean.detach().float().to(W.device)
+    logits = W @ z + b
+    dropped = logits.unsqueeze(0) - z.unsqueeze(1) * W.T  # [D, C]
+
+    def log_odds(lg):  # log p_c − log(1 − p_c) = lg_c − logsumexp over the other classes
+        others = torch.cat([lg[..., :c], lg[..., c + 1:]], dim=-1)
+        return lg[..., c] - torch.logsumexp(others, dim=-1)
+
+    return log_odds(logits) - log_odds(dropped)
+
+
 def auto_tau(importances) -> float:
     """The automatic τ: ``1 + (min_j imp_j − 1) / 3`` over the edited neurons' importances."""
     imp = torch.as_tensor(importances, dtype=torch.float64).flatten()
@@ -126,10 +153,13 @@ def _log_ratio_from_logits(logits: torch.Tensor, z: torch.Tensor, W: torch.Tenso
     return torch.log_softmax(logits, dim=1)[:, c] - torch.log_softmax(masked, dim=1)[:, c]
 
 
-def con_regulariser(W, z, c: int, neurons) -> torch.Tensor:
-    """``mean_i || ReLU(W_{c,S} ⊙ z_{i,S}) ||_2`` (paper Eq. 9 without λ)."""
+def con_regulariser(W, z, c: int, neurons, b=None) -> torch.Tensor:
+    """``mean_i || ReLU(W_{c,S} ⊙ z_{i,S} + b_c) ||_2`` (paper Eq. 9 without λ; ``b`` None: no bias)."""
     idx = torch.as_tensor(list(neurons), dtype=torch.long, device=z.device)
-    contrib = torch.relu(W[c, idx].unsqueeze(0) * z[:, idx])
+    contrib = W[c, idx].unsqueeze(0) * z[:, idx]
+    if b is not None:
+        contrib = contrib + b[c]
+    contrib = torch.relu(contrib)
     return torch.linalg.vector_norm(contrib, dim=1).mean()
 
 
@@ -156,11 +186,24 @@ def class_weights(labels: torch.Tensor, C: int, boost_classes=(), boost: float =
     return (w / per_sample).float()
 
 
-def selection_metric(logits: torch.Tensor, fs: FeatureSet, select_by: str, classes) -> float:
-    """The validation metric early stopping watches (higher is better), as a fraction."""
+def resolve_select_by(select_by: str, targets: dict[int, list[int]]) -> str:
+    """``auto`` → ``pseudo-group`` when any class has neurons, else ``worst-class``."""
+    if select_by == "auto":
+        return "pseudo-group" if any(targets.values()) else "worst-class"
+    return select_by
+
+
+def selection_metric(logits: torch.Tensor, fs: FeatureSet, select_by: str, classes, pseudo_groups=None) -> float:
+    """The validation metric early stopping watches (higher is better), as a fraction.
+
+    ``pseudo_groups`` [N]: the keys ``pseudo-group`` selection takes the worst accuracy over.
+    """
     pred = logits.argmax(1)
     correct = (pred == fs.labels.to(pred.device)).float()
     labels = fs.labels.to(pred.device)
+    if select_by == "pseudo-group":
+        keys = pseudo_groups.to(pred.device)
+        return min(float(correct[keys == g].mean()) for g in keys.unique().tolist())
     if select_by == "accuracy":
         return float(correct.mean())
     if select_by == "class":
@@ -230,6 +273,9 @@ def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmen
                 raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
             if len(set(neurons)) != len(neurons):
                 raise NeuroInspectError(f"neurons for class '{cname}' are listed twice: {list(neurons)}")
+    if select_by == "pseudo-group" and not any(targets.values()):
+        raise NeuroInspectError("--select-by pseudo-group needs neurons (--neurons) to form the pseudo-groups; "
+                                "choose another --select-by")
     if patience and val is None:
         raise NeuroInspectError(
             "early stopping needs a validation split and there is none; add a 'val' split "
@@ -254,12 +300,13 @@ def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmen
             )
 
 
-def resolve_tau(W, b, train: FeatureSet, targets: dict[int, list[int]], tau) -> tuple[dict[int, float], dict[int, list[float]]]:
-    """τ per edited class (given, or automatic from the importances at the class's mean training feature)."""
+def resolve_tau(W, b, evaluated: FeatureSet, targets: dict[int, list[int]], tau) -> tuple[dict[int, float], dict[int, list[float]]]:
+    """τ per edited class: given, or automatic from the importances at ``z̄``, the mean feature over
+    all the ``evaluated`` samples (paper §IV-C; the authors' code does the same)."""
     taus, imps = {}, {}
+    z_mean = evaluated.features.float().mean(0)
     for c, neurons in targets.items():
         if neurons:
-            z_mean = train.features[train.labels == c].float().mean(0)
             imp = neuron_importance(W, b, z_mean, c, neurons)
             imps[c] = [float(v) for v in imp]
         given = tau.get(c) if isinstance(tau, dict) else tau
@@ -291,7 +338,7 @@ def edit_head(
     lr: float = 1e-3,
     warmup: float = 1.0,
     batch_size: int = 256,
-    select_by: str = "accuracy",
+    select_by: str = "auto",
     seed: int = 0,
     device: str | torch.device = "cpu",
     augmented_views: list[FeatureSet] | None = None,
@@ -308,12 +355,13 @@ def edit_head(
     each epoch every sample is drawn from one of the views (the original included) at random.
     """
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
+    select_by = resolve_select_by(select_by, targets)
     _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views)
     if epochs < 1:
         raise NeuroInspectError(f"epochs must be ≥ 1, got {epochs}")
     device = torch.device(device)
     C, D = W.shape
-    taus, imps = resolve_tau(W, b, train, targets, tau)
+    taus, imps = resolve_tau(W, b, val if val is not None else train, targets, tau)
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -334,6 +382,10 @@ def edit_head(
     index = {c: torch.as_tensor(s, dtype=torch.long, device=device) for c, s in targets.items()}
     cw = class_weights(train.labels, C, list(targets), class_boost).to(device) if method == "class-weight" else None
     val_z = val.features.float().to(device) if val is not None else None
+    pseudo = None
+    if select_by == "pseudo-group" and val is not None:
+        spur = Spuriosity.fit(train, targets)
+        pseudo = spur.pseudo_groups(val, spur.thresholds(train, SELECT_QUANTILE))
     use_val = bool(patience) and val is not None
 
     def loss_fn(z, y):
@@ -344,16 +396,17 @@ def edit_head(
             base = F.cross_entropy(logits, y, weight=cw)
         reg = torch.zeros((), device=device)
         if method == "ratio":
+            scale = math.sqrt(REFERENCE_BATCH / len(z))
             for c in targets:
                 log_r = _log_ratio_from_logits(logits, z, weight, c, index[c]).clamp(max=MAX_LOG_RATIO)
-                reg = reg + torch.linalg.vector_norm(log_r.exp() - taus[c])
+                reg = reg + torch.linalg.vector_norm(log_r.exp() - taus[c]) * scale
         elif method == "con":
             for c, s in targets.items():
-                reg = reg + con_regulariser(weight, z, c, s)
+                reg = reg + con_regulariser(weight, z, c, s, bias)
         return base, reg
 
     best = None
-    best_metric, best_epoch, since_best = -math.inf, 0, 0
+    best_metric, best_key, best_epoch, since_best = -math.inf, None, 0, 0
     curves: list[dict] = []
     stopped = False
     bar = tqdm(range(1, epochs + 1), desc=f"edit ({method})", disable=not progress, leave=False)
@@ -386,18 +439,20 @@ def edit_head(
                 if targets[c]:
                     r = _log_ratio_from_logits(full, views[0], weight, c, index[c]).clamp(max=MAX_LOG_RATIO).exp()
                     ratios[c] = float(r.mean())
-            metric = None
+            metric = val_loss = None
             if val_z is not None:
                 vlogits = val_z @ weight.T + (bias if bias is not None else 0)
-                metric = selection_metric(vlogits, val, select_by, list(targets))
+                metric = selection_metric(vlogits, val, select_by, list(targets), pseudo)
+                val_loss = float(F.cross_entropy(vlogits, val.labels.to(device)))
         curves.append({
             "epoch": epoch, "train_loss": tot_loss / n, "regulariser": tot_reg / n,
-            "val_metric": metric, "mean_ratio": ratios,
+            "val_metric": metric, "val_loss": val_loss, "mean_ratio": ratios,
         })
         bar.set_postfix(loss=f"{tot_loss / n:.4f}", val=None if metric is None else f"{metric:.4f}")
-        improved = (not use_val) or metric > best_metric
+        key = (metric, -val_loss) if use_val else None
+        improved = (not use_val) or best_key is None or key > best_key
         if improved:
-            best_metric = metric if use_val else best_metric
+            best_metric, best_key = (metric, key) if use_val else (best_metric, None)
             best_epoch, since_best = epoch, 0
             best = (weight.detach().clone(), None if bias is None else bias.detach().clone())
         else:
@@ -446,70 +501,3 @@ def save_edited_model(model: nn.Module, head_name: str, weight: torch.Tensor, bi
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"neuroinspect": "edited decision layer", "head": head_name})
     return path
-
-
-# --------------------------------------------------------------------------- records and tables
-def edit_record(result: EditResult, class_names: list[str], before: dict, after: dict, model_file: str, **extra) -> dict:
-    """The ``edit.json`` record: what was edited, how, and the metrics before and after."""
-    names = class_names
-    curves = [{**row, "mean_ratio": {names[c]: v for c, v in row.get("mean_ratio", {}).items()}} for row in result.curves]
-    return {
-        "method": result.method,
-        "classes": [names[c] for c in result.targets],
-        "neurons": {names[c]: list(s) for c, s in result.targets.items()},
-        "tau": {names[c]: t for c, t in result.tau.items()},
-        "importance": {names[c]: v for c, v in result.importance.items()},
-        "lam": result.lam,
-        "select_by": result.select_by,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "before": before,
-        "after": after,
-        "curves": curves,
-        "model_file": model_file,
-        **extra,
-    }
-
-
-def summary_row(method: str, metrics: dict, class_names: list[str]) -> dict:
-    per_class = metrics["per_class"]
-    accs = [per_class[n] for n in class_names if n in per_class]
-    return {
-        "method": method,
-        "avg_acc": metrics["accuracy"],
-        "class_acc": sum(accs) / len(accs) if accs else None,
-        "worst_class_acc": min(per_class.values()) if per_class else None,
-        "worst_group_acc": min(metrics["per_group"].values()) if metrics["per_group"] else None,
-    }
-
-
-def compare_methods(test: FeatureSet, methods, class_names: list[str], **edit_args) -> tuple[list[dict], dict]:
-    """Run :func:`edit_head` once per method with the same ``edit_args`` (W, b, train, val, targets, …).
-
-    Returns the summary rows on ``test`` (the unedited model first, as "original") and
-    ``{method: (EditResult, test metrics)}``.
-    """
-    from .metrics import evaluate
-
-    edited = [class_names[c] for c in edit_args["targets"]]
-    rows = [summary_row("original", evaluate(test), edited)]
-    results = {}
-    for method in methods:
-        result = edit_head(method=method, **edit_args)
-        metrics = evaluate(result.apply(test))
-        results[method] = (result, metrics)
-        rows.append(summary_row(method, metrics, edited))
-    return rows, results
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of summary rows (percentages)."""
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.2f}%"
-
-    lines = ["| method | avg acc | class acc | worst-class acc | worst-group acc |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {pct(r['avg_acc'])} | {pct(r['class_acc'])} | {pct(r['worst_class_acc'])} | "
-                     f"{pct(r['worst_group_acc'])} |")
-    return "\n".join(lines)
