@@ -4,10 +4,13 @@
    one class sits on family A in training, the others on family B);
 2. train a linear head on a frozen EfficientNet-Lite0 (real ImageNet weights) on the biased
    training split: plain ERM, which learns the shortcut;
-3. evaluate per class and group, ``explain`` the worst class, visualise its top neurons inside
-   the class and in the classes they vote for, pick the neurons with the lowest core relevance score;
-4. edit the decision layer with the probability-ratio method and compare it with CON, class
-   re-weighting, focal loss and ERM retraining;
+3. evaluate per class and group, ``explain`` the worst class (contribution-gap ranking, which
+   finds the shortcut's neurons here; the paper's additive counterfactual is a flag away),
+   visualise its top neurons inside the class and in the classes they vote for;
+4. fix the decision layer with the top insufficient neurons: neuron-guided rebalancing (the
+   default fix), against the paper's ratio edit, CON, class re-weighting, focal loss, ERM
+   retraining, JTT, ablation and DFR (which reads group labels: the reference), over several
+   seeds (each seed trains its own ERM head, explains, picks and fixes);
 5. write ``report.html``.
 """
 from __future__ import annotations
@@ -43,21 +46,21 @@ class DemoConfig:
     head_epochs: int = 200
     n_insufficient: int = 4  # top insufficient neurons to render (the candidates for the edit)
     n_excessive: int = 2  # top excessive neurons to render
-    n_edit: int = 3  # neurons to edit: the candidates with the lowest core relevance scores
+    n_edit: int = 3  # neurons to edit: the top insufficient neurons of the ranking
+    ranking: str = "gap"  # how explain blames neurons (see neuroinspect.explain)
     steps: int = 200
     vis_size: int = 160
     batch: int = 8
     clip: str = "none"
     seed: int = 0
-    methods: tuple[str, ...] = ("ratio", "con", "class-weight", "focal", "erm")
-    lam: float = 0.01
-    lr: float = 0.01
-    select_by: str = "worst-group"
+    seeds: tuple[int, ...] = (0, 1, 2)  # each: its own ERM head, explanation, pick and fixes; headline = mean
+    fix: str = "rebalance"  # the method the demo saves as its edited model and quotes in the headline
+    methods: tuple[str, ...] = ("rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr")
 
     @classmethod
     def fast(cls, **overrides) -> "DemoConfig":
         base = dict(n_train=60, n_val=30, n_test=40, head_epochs=100, n_insufficient=2, n_excessive=1, n_edit=1, steps=40,
-                    vis_size=96, image_size=64)
+                    vis_size=96, image_size=64, seeds=(0,))
         base.update(overrides)
         return cls(**base)
 
@@ -74,6 +77,19 @@ def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.
         F.cross_entropy(train.features @ W.T + b, train.labels).backward()
         opt.step()
     return W.detach(), b.detach()
+
+
+def pick_neurons(explanation, n: int) -> list[int]:
+    """The top ``n`` insufficient neurons of the ranking (excessive ones when there are none)."""
+    pool = explanation.insufficient or explanation.excessive
+    if not pool:
+        raise NeuroInspectError(f"class '{explanation.class_name}' has no ranked neurons; nothing to fix")
+    return [s.neuron for s in pool[:n]]
+
+
+def crs_of(vis: dict) -> dict[int, float]:
+    """The core relevance score of each rendered neuron inside the class under debugging (for display)."""
+    return {rec["neuron"]: rec["crs"] for rec in vis.get("images", []) if rec.get("crs") is not None}
 
 
 def edit_targets(neurons: list[int], explanation, W: torch.Tensor) -> dict[int, list[int]]:
@@ -105,7 +121,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
              progress: bool = True) -> dict:
     """Run the whole demo into ``out`` and return its headline numbers."""
     from .cli.common import versions
-    from .edit import compare_methods, edit_record, save_edited_model
+    from .edit import save_edited_model
+    from .fix import aggregate_seeds, fix_record, run_methods
     from .explain import explain_class
     from .features import store_features
     from .metrics import evaluate
@@ -176,7 +193,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     worst = metrics["val"]["worst_class"]
     stage(f"explaining the worst class '{worst}'")
     c = data.class_index(worst)
-    explanation = explain_class(W, b, feats["val"], c, progress=progress)
+    explanation = explain_class(W, b, feats["val"], c, ranking=cfg.ranking, progress=progress)
     explanation.save(out)
     lap("explain", t0)
     stages.update()
@@ -199,46 +216,56 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     lap("visualize", t0)
     stages.update()
 
-    # 6. pick neurons by core relevance score, edit, compare ----------------------------------
+    # 6. pick the neurons, fix and compare, over seeds --------------------------------------
     t0 = time.perf_counter()
-    stage("editing the decision layer")
-    # candidates: the rendered insufficient neurons (the features class c leans on, missing in its
-    # mistakes); the lowest core relevance scores mark the ones that are not part of the class
-    candidates = [j for j in ranked if j in targets_all.get(c, [])] or ranked
-    crs = {}
-    for rec in vis.get("images", []):
-        j, k = rec["neuron"], rec["class_index"]
-        if rec.get("crs") is not None and j in candidates and j in targets_all.get(k, []):
-            crs[j] = rec["crs"]
-    picks = sorted(candidates, key=lambda j: (crs.get(j, float("inf")), ranked.index(j)))[: cfg.n_edit]
-    targets = edit_targets(picks, explanation, W)
+    stage("fixing the decision layer")
     names = data.class_names
-    before = metrics["test"]
-    edited = [names[k] for k in targets]
-    rows, results = compare_methods(
-        feats["test"], cfg.methods, names, W=W, b=b, train=feats["train"], val=feats["val"], targets=targets,
-        lam=cfg.lam, lr=cfg.lr, select_by=cfg.select_by, seed=cfg.seed, device=device,
-    )
-    res, after = results["ratio"]
+    per_seed, picked = [], {}
+    for seed in cfg.seeds:
+        if seed == cfg.seed:
+            Ws, bs, fs, exp_s = W, b, feats, explanation
+        else:  # the whole find → fix pipeline again, from an ERM head trained with this seed
+            Ws, bs = fit_linear_head(feats0["train"], C, epochs=cfg.head_epochs, seed=seed)
+            fs = {split: f.with_logits(Ws, bs) for split, f in feats0.items()}
+            c_s = data.class_index(evaluate(fs["val"])["worst_class"])
+            exp_s = explain_class(Ws, bs, fs["val"], c_s, ranking=cfg.ranking, progress=False)
+        targets_s = edit_targets(pick_neurons(exp_s, cfg.n_edit), exp_s, Ws)
+        picked[seed] = {names[k]: v for k, v in targets_s.items()}
+        per_seed.append(run_methods(Ws, bs, fs["train"], fs["val"], fs["test"], targets_s, cfg.methods, seed,
+                                    device=device))
+    rows = aggregate_seeds(per_seed)
+    first = per_seed[0]
+    before, res = first["original"][0], first[cfg.fix][2]
+    after = first[cfg.fix][0]
+    targets = res.targets
     edited_file = save_edited_model(trained.model, ins.probe.head_name, res.weight, res.bias, out / "edit" / "model_edited.safetensors")
-    write_json(out / "edit" / "edit.json", edit_record(
+    write_json(out / "edit" / "edit.json", fix_record(
         res, names, before, after, edited_file.name, split="test",
-        picked_by={"rule": f"lowest core relevance score among the rendered insufficient neurons of '{worst}'",
-                   "crs": crs, "ranked": ranked, "candidates": candidates},
+        picked_by={"rule": f"the top {cfg.n_edit} insufficient neurons of '{worst}' by the {cfg.ranking} ranking",
+                   "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
     ))
-    write_json(out / "compare" / "compare.json", {"classes": edited, "split": "test", "rows": rows,
-                                                  "neurons": {names[k]: v for k, v in targets.items()},
-                                                  "lam": cfg.lam, "select_by": cfg.select_by})
+    write_json(out / "compare" / "compare.json", {
+        "classes": [names[k] for k in targets], "split": "test", "rows": rows, "seeds": list(cfg.seeds),
+        "neurons": picked[cfg.seeds[0]], "neurons_by_seed": {str(k): v for k, v in picked.items()},
+        "notes": [f"each seed trains its own ERM head, explains its worst class, picks its top {cfg.n_edit} "
+                  f"insufficient neurons ({cfg.ranking} ranking) and runs every method"],
+    })
     lap("edit_and_compare", t0)
     stages.update()
 
     # 7. report ------------------------------------------------------------------------------
     stage("writing the report")
+    by = {r["method"]: r for r in rows}
+
+    def mean(method, key="worst_group_acc"):
+        return by[method][key] if method in by else None
+
     headline = {
-        "worst_group_before": before.get("per_group", {}).get(before.get("worst_group")),
-        "worst_group_after": min(after["per_group"].values()) if after.get("per_group") else None,
-        "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-        "erm_worst_group": min(results["erm"][1]["per_group"].values()) if "erm" in results and results["erm"][1]["per_group"] else None,
+        "seeds": list(cfg.seeds), "fix": cfg.fix,
+        "worst_group_before": mean("original"), "worst_group_after": mean(cfg.fix),
+        "worst_group_after_std": by[cfg.fix]["worst_group_acc_std"],
+        "accuracy_before": mean("original", "avg_acc"), "accuracy_after": mean(cfg.fix, "avg_acc"),
+        "erm_worst_group": mean("erm"), "ratio_worst_group": mean("ratio"), "dfr_worst_group": mean("dfr"),
         "worst_class": worst, "edited": {names[k]: v for k, v in targets.items()},
     }
     write_json(out / "run.json", {
@@ -252,4 +279,3 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     headline["report"] = str(report)
     headline["seconds"] = round(time.perf_counter() - started, 1)
     return headline
-

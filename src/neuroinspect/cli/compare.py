@@ -1,67 +1,82 @@
-"""``neuroinspect compare``: the edit against its baselines on the same splits (paper Tables III–IV)."""
+"""``neuroinspect compare``: every fix against the others on the same splits, over several seeds."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import NeuroInspectError
-from .common import add_data_args, add_model_args, add_run_args, write_run_json
-from .edit import add_edit_args, edit_args, prepare
+from ..fix import METHODS, NEEDS_NEURONS
+from .common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
+from .edit import add_edit_args, fix_config, head_of, prepare
 
-ALL_METHODS = ["ratio", "con", "class-weight", "focal", "erm"]
+DEFAULT_METHODS = ["rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr"]
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "compare", help="compare the edit with its baselines (con, class-weight, focal, erm)",
-        description="Run the decision-layer edit and the chosen baselines with the same classes, neurons, splits "
-                    "and training settings, and print one table (rows: methods; columns: average, class, "
-                    "worst-class and worst-group accuracy on test). Writes compare.json, compare.md and run.json.",
+        "compare", help="compare the fixes (rebalance, the paper's ratio edit, baselines, references) over seeds",
+        description="Run each method with the same classes, neurons and splits, once per seed, and print one table "
+                    "(rows: methods, with the data they are fitted on and whether they read group labels; columns: "
+                    "average, edited-class, worst-class and worst-group accuracy on test, mean ± std over seeds). "
+                    "dfr needs group labels and is skipped without them. Writes compare.json, compare.md and run.json.",
     )
     add_model_args(p)
     add_data_args(p)
     add_edit_args(p, single_method=False)
-    p.add_argument("--methods", default=",".join(ALL_METHODS),
-                   help=f"comma-separated methods to run (default {','.join(ALL_METHODS)})")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated methods to run (default {','.join(DEFAULT_METHODS)}; any of {','.join(METHODS)})")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="comma-separated seeds of the fits (data halves, shuffling); rows show mean ± std (default 0,1,2)")
     add_run_args(p)
     p.set_defaults(func=run)
 
 
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in str(text).split(",") if m.strip()]
-    bad = [m for m in methods if m not in ALL_METHODS]
+    bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise NeuroInspectError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {','.join(ALL_METHODS)}")
+        raise NeuroInspectError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {','.join(METHODS)}")
     return list(dict.fromkeys(methods))
 
 
 def run(args) -> int:
-    from ..edit import compare_methods, format_table
+    from ..fix import compare_methods, format_table
     from ..io import write_json, write_text
 
     methods = parse_methods(args.methods)
+    seeds = parse_int_list(args.seeds)
+    if not seeds:
+        raise NeuroInspectError("--seeds is empty; give e.g. --seeds 0,1,2")
     out = Path(args.out)
-    setup = prepare(args, need_neurons=any(m in ("ratio", "con") for m in methods))
-    names = setup.class_names
-    rows, results = compare_methods(setup.test, methods, setup.ins.class_names, **edit_args(setup, args))
-    details = {}
-    for row in rows[1:]:
-        result = results[row["method"]][0]
-        row["best_epoch"] = result.best_epoch
-        details[row["method"]] = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                  "tau": {setup.ins.class_names[c]: t for c, t in result.tau.items()}}
+    cfg = fix_config(args, method=methods[0])
+    setup = prepare(args, methods)
+    notes = list(setup.notes)
+    has_groups = setup.val is not None and bool((setup.val.groups >= 0).any())
+    if "dfr" in methods and not has_groups:
+        methods.remove("dfr")
+        notes.append("dfr skipped: the validation split has no group labels")
+    if not any(setup.targets.values()):
+        skipped = [m for m in methods if m in NEEDS_NEURONS]
+        methods = [m for m in methods if m not in NEEDS_NEURONS]
+        if skipped:
+            notes.append(f"{', '.join(skipped)} skipped: no neurons given (--neurons or --ranking)")
+    if not methods:
+        raise NeuroInspectError("no method left to run; pass --neurons, or group labels for dfr")
+    W, b = head_of(setup)
+    rows, _ = compare_methods(W, b, setup.train, setup.val, setup.test, setup.targets, methods, seeds, cfg,
+                              device=setup.ins.device, progress=not getattr(args, "no_progress", False))
     table = format_table(rows)
+    names = setup.class_names
     neurons = {setup.ins.class_names[c]: s for c, s in setup.targets.items()}
     write_json(out / "compare.json", {
-        "classes": names, "split": setup.test_split, "rows": rows, "neurons": neurons, "lam": args.lam,
-        "select_by": args.select_by, "notes": setup.notes, "details": details,
+        "classes": names, "split": setup.test_split, "rows": rows, "neurons": neurons, "seeds": seeds,
+        "config": {k: v for k, v in vars(cfg).items() if k not in ("method", "seed")}, "notes": notes,
     })
-    header = (f"# Decision-layer edit vs baselines\n\nclasses: {', '.join(names)}; neurons: "
-              f"{'; '.join(f'{k}: {v}' for k, v in neurons.items())}; lambda {args.lam}; select by {args.select_by}; "
-              f"metrics on '{setup.test_split}'\n")
-    notes = "".join(f"\nNote: {n}\n" for n in setup.notes)
-    write_text(out / "compare.md", f"{header}{notes}\n{table}\n")
+    header = (f"# Fixes compared\n\nclasses: {', '.join(names)}; neurons: "
+              f"{'; '.join(f'{k}: {v}' for k, v in neurons.items())}; seeds {','.join(map(str, seeds))}; "
+              f"metrics on '{setup.test_split}' (percent, mean ± std over seeds)\n")
+    write_text(out / "compare.md", header + "".join(f"\nNote: {n}\n" for n in notes) + f"\n{table}\n")
     write_run_json(out, args, model=args.model, data=args.data, probe=setup.ins.probe.describe())
-    for n in setup.notes:
+    for n in notes:
         print(f"note: {n}")
     print(table)
     print(f"\nresults in {out}/ (compare.json, compare.md)")

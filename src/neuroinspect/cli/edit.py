@@ -16,7 +16,10 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..edit import METHODS as EDIT_METHODS, SELECT_BY
 from ..errors import NeuroInspectError
+from ..fix import DEFAULT_METHOD, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS, FixConfig
+from ..refit import DEFAULT_L2, DEFAULT_QUANTILES
 from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
 
 MODEL_FILE = "edited.safetensors"
@@ -34,18 +37,36 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
                         "and top --top-k excessive neurons); gives the class too when --class is absent")
     g.add_argument("--top-k", type=int, default=3, help="neurons taken from each list of a --ranking (default 3)")
     if single_method:
-        g.add_argument("--method", default="ratio", choices=["ratio", "con", "class-weight", "focal", "erm"],
-                       help="ratio (the method, default), con, class-weight, focal or erm (plain retraining)")
-    g.add_argument("--tau", default="auto", help="tau: 'auto' (1 + (min importance - 1)/3) or a positive number, 1 or more in practice (default auto)")
-    g.add_argument("--lam", type=float, default=0.01, help="regulariser weight lambda (default 0.01)")
-    g.add_argument("--select-by", default="accuracy", choices=["accuracy", "class", "worst-class", "worst-group"],
-                   help="validation metric for early stopping and the kept epoch (default accuracy)")
-    g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    g.add_argument("--patience", type=int, default=5,
-                   help="stop after this many epochs without improvement on val; 0 trains all epochs and needs no val split (default 5)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate after warm-up (default 1e-3)")
-    g.add_argument("--warmup", type=float, default=1.0, help="linear warm-up length in epochs (default 1)")
-    g.add_argument("--train-batch-size", type=int, default=256, help="batch size for training the head (default 256)")
+        g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                       help="rebalance (default: neuron-guided rebalancing, no group labels), ratio (the paper's "
+                            "edit, Eq. 8), con, class-weight, focal, erm (plain retraining), dfr (uses group labels), "
+                            "jtt, ablate (zero W[c,S])")
+    g.add_argument("--tau", default="auto", help="ratio: tau, 'auto' (1 + (min importance - 1)/3) or a positive number (default auto)")
+    g.add_argument("--lam", type=float, default=None,
+                   help=f"ratio/con: regulariser weight lambda (default: searched over {', '.join(map(str, LAM_GRID))} on val)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"gradient methods: Adam learning rate after warm-up (default: searched over "
+                        f"{', '.join(map(str, LR_GRID))} on val)")
+    g.add_argument("--select-by", default="auto", choices=list(SELECT_BY),
+                   help="validation metric for the kept epoch and the search: auto (worst pseudo-group from the chosen "
+                        "neurons when there are any, else worst class; no group labels), pseudo-group, accuracy, class, "
+                        "worst-class, worst-group (reads the true group labels)")
+    g.add_argument("--fit-on", default=FixConfig.fit_on, choices=["train", "val", "train+val"],
+                   help="rebalance: refit on the training split, half of val, or both (default train+val; the other "
+                        "half of val selects)")
+    g.add_argument("--quantile", type=float, default=None,
+                   help=f"rebalance: pseudo-group quantile (default: searched over "
+                        f"{', '.join(map(str, DEFAULT_QUANTILES))})")
+    g.add_argument("--l2", type=float, default=None,
+                   help=f"rebalance/dfr/jtt: L2 penalty on standardised features (default: searched over "
+                        f"{', '.join(map(str, DEFAULT_L2))})")
+    g.add_argument("--epochs", type=int, default=FixConfig.epochs, help=f"gradient methods: training epochs (default {FixConfig.epochs})")
+    g.add_argument("--patience", type=int, default=FixConfig.patience,
+                   help="gradient methods: stop after this many epochs without improvement on val; 0 trains all epochs "
+                        f"and needs no val split (default {FixConfig.patience})")
+    g.add_argument("--warmup", type=float, default=FixConfig.warmup, help="linear warm-up length in epochs (default 1)")
+    g.add_argument("--train-batch-size", type=int, default=FixConfig.batch_size,
+                   help=f"batch size for training the head (default {FixConfig.batch_size})")
 
 
 # --------------------------------------------------------------------------- shared preparation
@@ -138,8 +159,9 @@ def parse_tau(text) -> float | None:
     return tau
 
 
-def prepare(args, need_neurons: bool) -> EditSetup:
-    """Build the inspector, check the splits and targets, and load the cached features."""
+def prepare(args, methods: list[str]) -> EditSetup:
+    """Build the inspector, check the splits and targets for ``methods``, and load the cached features."""
+    need_neurons = any(m in NEEDS_NEURONS for m in methods)
     ins = make_inspector(args)
     if ins.data is None:
         raise NeuroInspectError("edit needs data: pass --data")
@@ -149,7 +171,7 @@ def prepare(args, need_neurons: bool) -> EditSetup:
             f"the edit retrains the decision layer on a 'train' split, and the data has only: {splits}; "
             "arrange it as ROOT/train/CLASS/*, ROOT/val/CLASS/*, ROOT/test/CLASS/* (or a manifest with a split column)"
         )
-    if args.patience and not _has_split(ins, "val"):
+    if args.patience and not _has_split(ins, "val") and any(m in EDIT_METHODS for m in methods):
         raise NeuroInspectError(
             f"early stopping needs a 'val' split and the data has only: {splits}; add ROOT/val/CLASS/* "
             "(or rows with split=val in the manifest), or pass --patience 0 to train all epochs without it"
@@ -169,28 +191,31 @@ def prepare(args, need_neurons: bool) -> EditSetup:
     return EditSetup(ins, targets, train, val, test, test_split, notes)
 
 
-def edit_args(setup: EditSetup, args) -> dict:
-    """The arguments of ``edit_head`` (all but the method) from the setup and the parsed options."""
+def fix_config(args, method: str | None = None) -> FixConfig:
+    """The :class:`FixConfig` of the parsed options (``method`` overrides ``--method``)."""
+    return FixConfig(
+        method=method or args.method, lr=args.lr, lam=args.lam, tau=parse_tau(args.tau), epochs=args.epochs,
+        patience=args.patience, warmup=args.warmup, batch_size=args.train_batch_size, select_by=args.select_by,
+        fit_on=args.fit_on, quantile=args.quantile, l2=args.l2, seed=args.seed,
+    ).validate()
+
+
+def head_of(setup: EditSetup):
     probe = setup.ins.probe
     bias = probe.head.bias
-    return dict(
-        W=probe.weight.detach().cpu(), b=None if bias is None else bias.detach().cpu(), train=setup.train,
-        val=setup.val if args.patience else None, targets=setup.targets, tau=parse_tau(args.tau), lam=args.lam,
-        epochs=args.epochs, patience=args.patience or None, lr=args.lr, warmup=args.warmup,
-        batch_size=args.train_batch_size, select_by=args.select_by, seed=args.seed, device=setup.ins.device,
-        progress=not getattr(args, "no_progress", False),
-    )
+    return probe.weight.detach().cpu(), None if bias is None else bias.detach().cpu()
 
 
 # --------------------------------------------------------------------------- the command
 def register(sub) -> None:
     p = sub.add_parser(
         "edit", help="fix false correlations by retraining only the decision layer",
-        description="Retrain the decision layer (W, b) on cached training features with cross-entropy plus the "
-                    "probability-ratio regulariser lambda*||r - tau|| for the chosen neurons of each class (or a "
-                    "baseline: con, class-weight, focal, erm), early-stop on val, and report test metrics before "
-                    "and after. Writes edit.json, run.json and edited.safetensors (reload it with "
-                    "--model SPEC --weights OUT/edited.safetensors) into --out.",
+        description="Refit the decision layer (W, b) on cached features for the chosen neurons of each class and "
+                    "report test metrics before and after. The default method, rebalance, reweights training and "
+                    "half of the validation data so that images with and without the neurons' cue count the same "
+                    "(no group labels); ratio is the paper's probability-ratio edit. Settings left unset (lr, "
+                    "lambda, l2, quantile) are searched on val. Writes edit.json, run.json and edited.safetensors "
+                    "(reload it with --model SPEC --weights OUT/edited.safetensors) into --out.",
     )
     add_model_args(p)
     add_data_args(p)
@@ -200,29 +225,33 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..edit import edit_head, edit_record, format_table, save_edited_model, summary_row
+    from ..edit import save_edited_model
+    from ..fix import fix_head, fix_record, format_table, summary_row
     from ..io import write_json
     from ..metrics import evaluate
 
     out = Path(args.out)
-    setup = prepare(args, need_neurons=args.method in ("ratio", "con"))
+    cfg = fix_config(args)
+    setup = prepare(args, [cfg.method])
     ins = setup.ins
-    result = edit_head(method=args.method, **edit_args(setup, args))
+    W, b = head_of(setup)
+    result = fix_head(W, b, setup.train, setup.val, setup.targets, cfg, device=ins.device,
+                      progress=not getattr(args, "no_progress", False))
     before = evaluate(setup.test)
     after = evaluate(result.apply(setup.test))
     names = ins.class_names
     save_edited_model(ins.loaded.model, ins.probe.head_name, result.weight, result.bias, out / MODEL_FILE)
-    write_json(out / "edit.json", edit_record(
+    write_json(out / "edit.json", fix_record(
         result, names, before, after, MODEL_FILE, split=setup.test_split, notes=setup.notes,
         reload={"model": args.model, "weights": MODEL_FILE, "num_classes": ins.probe.C, "head": args.head},
     ))
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
     for note in setup.notes:
         print(f"note: {note}")
-    rows = [summary_row("original", before, setup.class_names), summary_row(args.method, after, setup.class_names)]
-    print(f"edited {', '.join(setup.class_names)} with {args.method} (tau "
-          f"{', '.join(f'{names[c]}={t:.4g}' for c, t in result.tau.items())}; best epoch {result.best_epoch} "
-          f"of {result.epochs_run}); metrics on '{setup.test_split}':")
+    rows = [summary_row("original", before, setup.class_names), summary_row(cfg.method, after, setup.class_names)]
+    chosen = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.chosen.items())
+    print(f"edited {', '.join(setup.class_names)} with {cfg.method} ({chosen or 'no settings'}; fit on "
+          f"{result.fit_on}; selected by {result.select_by}); metrics on '{setup.test_split}':")
     print(format_table(rows))
     print(f"\nresults in {out}/ (edit.json, {MODEL_FILE}); reload with: --model {args.model} "
           f"--weights {out / MODEL_FILE} --num-classes {ins.probe.C}")

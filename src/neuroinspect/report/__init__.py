@@ -50,7 +50,8 @@ KNOWN_SUBDIRS = ("explain", "visualize", "edit", "compare")
 RUN_FILES = ("run.json", "metrics.json", "mistakes.csv", "ranking.json", "visualizations.json", "edit.json", "compare.json")
 METHOD_LABELS = {
     "original": "original (ERM head)",
-    "ratio": "ratio edit (ours)",
+    "rebalance": "neuron-guided rebalancing",
+    "ratio": "ratio edit (paper)",
     "con": "CON",
     "class-weight": "class re-weighting",
     "focal": "focal loss",
@@ -217,7 +218,9 @@ def _grouped_columns(rows: list[dict], metrics: list[tuple[str, str]], path: Pat
         xs = [mi + (ri - (n - 1) / 2) * width for mi in range(len(metrics))]
         vals = [_num(row.get(key)) for key, _ in metrics]
         heights = [100 * v if v is not None else 0.0 for v in vals]
+        errs = [100 * (_num(row.get(key + "_std")) or 0.0) for key, _ in metrics]
         bars = ax.bar(xs, heights, width=width * 0.92, color=PALETTE[ri % len(PALETTE)],
+                      yerr=errs if any(errs) else None, error_kw={"elinewidth": 0.8, "capsize": 1.5},
                       label=_tex_safe(METHOD_LABELS.get(row.get("method"), row.get("method", "?"))))
         for b, v in zip(bars, vals):
             if v is not None:
@@ -482,16 +485,40 @@ def _compare_section(comp: dict, src: Path, run_dir: Path, assets: Path) -> dict
         cells = []
         for k, _ in cols:
             v = r.get(k)
-            cells.append({"key": k, "value": v, "best": _num(v) is not None and _num(v) == best[k],
+            sd = _num(r.get(k + "_std"))
+            cells.append({"key": k, "value": v, "std": sd if sd and (r.get("n_seeds") or 1) > 1 else None,
+                          "best": _num(v) is not None and _num(v) == best[k],
                           "delta": fmt_delta(original.get(k), v) if original is not None and r is not original else "",
                           "trend": _delta_class(original.get(k), v) if original is not None and r is not original else "flat"})
-        table.append({"method": r.get("method"), "label": METHOD_LABELS.get(r.get("method"), r.get("method")), "cells": cells})
+        table.append({"method": r.get("method"), "label": METHOD_LABELS.get(r.get("method"), r.get("method")), "cells": cells,
+                      "group_labels": bool(r.get("uses_group_labels")), "fit_on": r.get("fit_on") or "",
+                      "n_seeds": r.get("n_seeds")})
+    seeds = comp.get("seeds") if isinstance(comp.get("seeds"), list) else []
     sec = {"source": _rel(src, run_dir), "classes": comp.get("classes") or [], "split": comp.get("split"),
-           "columns": [label for _, label in cols], "rows": table, "charts": []}
+           "columns": [label for _, label in cols], "rows": table, "charts": [], "seeds": seeds,
+           "notes": [str(n) for n in comp.get("notes") or []], "group_cost": _group_cost(rows)}
     if rows and cols:
         p = _grouped_columns(rows, cols, assets / "compare.png")
         sec["charts"].append({"src": _rel(p, run_dir), "alt": "accuracy of every method"})
     return sec
+
+
+def _group_cost(rows: list[dict]) -> dict | None:
+    """Per-group accuracy of every method against the original head (what each fix costs where)."""
+    original = next((r for r in rows if r.get("method") == "original"), None)
+    if not original or not isinstance(original.get("per_group"), dict) or not original["per_group"]:
+        return None
+    groups = list(original["per_group"])
+    table = []
+    for r in rows:
+        pg = r.get("per_group") if isinstance(r.get("per_group"), dict) else {}
+        cells = []
+        for g in groups:
+            b, a = _num(original["per_group"].get(g)), _num(pg.get(g))
+            cells.append({"value": a, "delta": "" if r is original else fmt_delta(b, a),
+                          "trend": "flat" if r is original else _delta_class(b, a)})
+        table.append({"label": METHOD_LABELS.get(r.get("method"), r.get("method")), "cells": cells})
+    return {"groups": groups, "rows": table}
 
 
 def _flatten_run(run: dict) -> list[dict]:
@@ -536,7 +563,9 @@ def _headline(ctx: dict) -> dict | None:
         return {"title": f"Editing the decision layer ({edit.get('method') or 'ratio'})", "tiles": tiles[:3]}
     if comp:
         rows = {r["method"]: r for r in comp["rows"]}
-        orig, ours = rows.get("original"), rows.get("ratio")
+        orig = rows.get("original")
+        method = next((m for m in ("rebalance", "ratio") if m in rows), next((m for m in rows if m != "original"), None))
+        ours = rows.get(method)
         if orig and ours:
             for k, label in (("worst_group_acc", "worst-group accuracy"), ("avg_acc", "average accuracy"), ("worst_class_acc", "worst-class accuracy")):
                 b = next((c["value"] for c in orig["cells"] if c["key"] == k), None)
@@ -544,7 +573,9 @@ def _headline(ctx: dict) -> dict | None:
                 if _num(b) is not None or _num(a) is not None:
                     tiles.append({"label": label, "before": fmt_pct(b), "after": fmt_pct(a), "delta": fmt_delta(b, a),
                                   "trend": _delta_class(b, a), "source": "compare.json"})
-            return {"title": "Original head → ratio edit", "tiles": tiles[:3]}
+            seeds = len(comp.get("seeds") or []) or 1
+            return {"title": f"Original head → {ours['label']}" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+                    "tiles": tiles[:3]}
     if metrics:
         tiles.append({"label": "average accuracy", "value": fmt_pct(metrics["accuracy"])})
         if metrics.get("worst_class") is not None:

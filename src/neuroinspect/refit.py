@@ -1,0 +1,309 @@
+"""Refit the decision layer on reweighted data: the fixes that work when the paper's edit does not.
+
+All of these keep the backbone frozen and refit only ``W, b`` on cached features, by weighted
+multinomial logistic regression (full batch, L-BFGS, on standardised features, L2 penalty):
+
+``rebalance`` (ours, needs no group labels) — neuron-guided rebalancing, after *Spuriosity
+    Rankings* (Moayeri et al., NeurIPS 2023) with the neurons found by ``explain``. Each sample
+    gets a spuriosity score from the standardised activations of the chosen neurons ``S_c``:
+    ``+mean_{j∈S_c} z̃_j`` if its label is ``c`` (the cue the class leans on), ``−mean_{j∈S_c} z̃_j``
+    otherwise (the cue that pulls other classes toward ``c``), summed over the edited classes.
+    Within each class, the samples whose cue is on the wrong side of the midpoint between the
+    class's and the other classes' mean cue activation (in training) form the *minority*
+    pseudo-group (cue absent where the class expects it, present where it misleads); the rest the
+    majority. (Or, with ``q``, each class's lowest ``q`` fraction of training scores.) The head is refit so that every (class, pseudo-group) weighs the same,
+    on the training split and on one half of the validation split; the other half selects the
+    penalty and ``q`` by its worst pseudo-group accuracy.
+``dfr`` — Deep Feature Reweighting (Kirichenko et al., ICLR 2023): the same refit on one half of the
+    validation split with the *true* groups balanced, selected by true worst-group accuracy on the
+    other half. **Uses group labels**: a reference, not a method for a user without them.
+``jtt`` — Just Train Twice (Liu et al., ICML 2021) on cached features: an underfit ERM head marks
+    the training samples it gets wrong, which are up-weighted in the refit; the up-weight is
+    selected by worst-class accuracy on the validation split (no group labels).
+``ablate`` — zero ``W[c, S_c]``: what the chosen neurons contribute, removed outright.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .errors import NeuroInspectError
+from .featureset import FeatureSet
+
+REFIT_METHODS = ("rebalance", "dfr", "jtt", "ablate")
+USES_GROUP_LABELS = {"dfr"}
+DEFAULT_L2 = (1e-3, 1e-2, 1e-1, 1.0)  # penalty grid (per sample, on standardised features)
+DEFAULT_QUANTILES = (None, 0.25)  # pseudo-group split grid for rebalance (None: the midpoint rule)
+DEFAULT_UPWEIGHTS = (5.0, 20.0, 50.0)  # JTT's error up-weighting grid
+DEFAULT_FIT_ON = "train+val"
+SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
+
+
+# --------------------------------------------------------------------------- the weighted fit
+def fit_logistic(z: torch.Tensor, y: torch.Tensor, C: int, weight: torch.Tensor | None = None, l2: float = 1e-2,
+                 max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted multinomial logistic regression ``argmin Σ w_i CE_i / Σ w_i + l2/2 ||W'||²``.
+
+    Features are standardised with the (weighted) mean and std of ``z``; the penalty acts on the
+    standardised weights ``W'`` and the bias is free. Returns ``W`` [C, D], ``b`` [C] for the raw
+    features. Deterministic (full-batch L-BFGS from zero).
+    """
+    z = z.double()
+    n, D = z.shape
+    w = torch.ones(n, dtype=torch.float64) if weight is None else weight.double()
+    w = w / w.sum()
+    mu = (w[:, None] * z).sum(0)
+    sd = ((w[:, None] * (z - mu) ** 2).sum(0)).sqrt().clamp_min(1e-6)
+    x = (z - mu) / sd
+    Wp = torch.zeros(C, D, dtype=torch.float64, requires_grad=True)
+    bp = torch.zeros(C, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([Wp, bp], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = (F.cross_entropy(x @ Wp.T + bp, y, reduction="none") * w).sum() + 0.5 * l2 * (Wp ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    W = (Wp.detach() / sd).float()
+    b = (bp.detach() - (Wp.detach() / sd) @ mu).float()
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise NeuroInspectError("the refit diverged (non-finite weights); check the features for NaN/inf values")
+    return W, b
+
+
+def balanced_weights(keys: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights that give every value of ``keys`` the same total weight (mean weight 1)."""
+    values, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    w = (len(keys) / (len(values) * counts.double()))[inverse]
+    return w.float()
+
+
+def group_accuracies(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> dict[int, float]:
+    correct = (pred == labels).float()
+    return {int(k): float(correct[keys == k].mean()) for k in keys.unique().tolist() if k >= 0}
+
+
+def worst_of(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> float:
+    accs = group_accuracies(pred, labels, keys)
+    return min(accs.values()) if accs else float("nan")
+
+
+def split_halves(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint index sets, each holding half of every class (stratified, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    first, second = [], []
+    for k in labels.unique().tolist():
+        idx = (labels == k).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        half = (len(idx) + 1) // 2
+        first.append(idx[:half])
+        second.append(idx[half:])
+    return torch.cat(first).sort().values, torch.cat(second).sort().values
+
+
+# --------------------------------------------------------------------------- spuriosity
+@dataclass
+class Spuriosity:
+    """Scores samples by the activations of the chosen neurons (fitted on a reference split)."""
+
+    targets: dict[int, list[int]]
+    mean: torch.Tensor  # [D] per-neuron mean on the reference split
+    std: torch.Tensor  # [D]
+
+    @classmethod
+    def fit(cls, reference: FeatureSet, targets: dict[int, list[int]]) -> "Spuriosity":
+        if not any(targets.values()):
+            raise NeuroInspectError("rebalance needs neurons: give each edited class its --neurons (or a --ranking)")
+        z = reference.features.float()
+        return cls({int(c): list(s) for c, s in targets.items()}, z.mean(0), z.std(0).clamp_min(1e-6))
+
+    def score(self, fs: FeatureSet) -> torch.Tensor:
+        """[N]: high = the sample carries the cue its class is expected to lean on (see the module docstring)."""
+        s = torch.zeros(len(fs))
+        for c, neurons in self.targets.items():
+            if neurons:
+                cue = self.cue(fs, neurons)
+                s += torch.where(fs.labels == c, cue, -cue)
+        return s
+
+    def cue(self, fs: FeatureSet, neurons: list[int]) -> torch.Tensor:
+        z = (fs.features.float() - self.mean) / self.std
+        return z[:, torch.as_tensor(neurons, dtype=torch.long)].mean(1)
+
+    def thresholds(self, fs: FeatureSet, q: float | None = None) -> torch.Tensor:
+        """Per class, the score at or below which a sample is in the minority, from the reference split ``fs``.
+
+        ``q`` None: the midpoint rule: for each edited class c, the cue activation halfway between
+        its mean over c's samples and over the other classes' samples (a sample of c below it lacks
+        the cue; a sample of another class above it carries it); summed over the edited classes like
+        the scores. ``q`` a number: the ``q``-quantile of each class's own scores (no use when every
+        training image of a class carries the cue, as then no image of it is really without).
+        """
+        C = len(fs.class_names) or int(fs.labels.max()) + 1
+        if q is not None:
+            s = self.score(fs)
+            t = torch.full((C,), -math.inf)
+            for k in fs.labels.unique().tolist():
+                t[k] = torch.quantile(s[fs.labels == k], q)
+            return t
+        t = torch.zeros(C)
+        for c, neurons in self.targets.items():
+            if not neurons:
+                continue
+            a = self.cue(fs, neurons)
+            own = fs.labels == c
+            if not own.any() or own.all():
+                raise NeuroInspectError(f"class {c} needs samples in the reference split, and so do the other classes")
+            mid = 0.5 * (float(a[own].mean()) + float(a[~own].mean()))
+            t += -mid
+            t[c] += 2 * mid
+        return t
+
+    def pseudo_groups(self, fs: FeatureSet, thresholds: torch.Tensor) -> torch.Tensor:
+        """``2·class + minority`` for each sample (minority: score at or below its class's threshold)."""
+        minority = (self.score(fs) <= thresholds[fs.labels]).long()
+        return 2 * fs.labels + minority
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RefitResult:
+    """A refit decision layer, what it was fitted on and how it was chosen."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    method: str
+    targets: dict[int, list[int]]
+    fit_on: str
+    select_on: str
+    uses_group_labels: bool
+    chosen: dict  # the selected hyper-parameters
+    search: list[dict] = field(default_factory=list)  # every candidate with its selection score
+    best_val_metric: float | None = None
+    select_by: str = ""
+
+    def apply(self, fs: FeatureSet) -> FeatureSet:
+        return fs.with_logits(self.weight, self.bias)
+
+
+def _concat(parts: list[FeatureSet]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cat([p.features.float() for p in parts]), torch.cat([p.labels for p in parts])
+
+
+def _select(candidates, fit, score) -> tuple[dict, tuple, list[dict]]:
+    """Fit every candidate setting, keep the best by ``score`` (ties: the earlier, i.e. the simpler, setting)."""
+    best, best_key, rows = None, None, []
+    for params in candidates:
+        W, b = fit(**params)
+        metric, tie = score(W, b)
+        rows.append({**params, "metric": metric, "tie_break": tie})
+        key = (metric, tie)
+        if best_key is None or key > best_key:
+            best, best_key = (params, (W, b)), key
+    return best[0], best[1], rows
+
+
+def _predict(W, b, fs: FeatureSet) -> torch.Tensor:
+    return (fs.features.float() @ W.T + b).argmax(1)
+
+
+def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = DEFAULT_FIT_ON,
+              l2=DEFAULT_L2, quantiles=DEFAULT_QUANTILES, seed: int = 0) -> RefitResult:
+    """Neuron-guided rebalancing (module docstring). ``fit_on``: ``train``, ``val`` or ``train+val``."""
+    if fit_on not in ("train", "val", "train+val"):
+        raise NeuroInspectError(f"--fit-on must be train, val or train+val; got '{fit_on}'")
+    if "val" in fit_on and val is None:
+        raise NeuroInspectError("rebalance --fit-on val/train+val needs a validation split; add one or pass --fit-on train")
+    C = len(train.class_names) or int(train.labels.max()) + 1
+    spur = Spuriosity.fit(train, targets)
+    if val is not None:
+        fit_idx, sel_idx = split_halves(val.labels, seed)
+        val_fit, val_sel = val.subset(fit_idx), val.subset(sel_idx)
+        select_on = "val (other half)"
+    else:
+        val_fit, val_sel = None, train
+        select_on = "train (no validation split)"
+    parts = [p for name, p in (("train", train), ("val", val_fit)) if name in fit_on]
+
+    def fit(l2, q):
+        t = spur.thresholds(train, q)
+        z, y = _concat(parts)
+        keys = torch.cat([spur.pseudo_groups(p, t) for p in parts])
+        return fit_logistic(z, y, C, balanced_weights(keys), l2=l2)
+
+    # selection: worst accuracy over the pseudo-groups of the midpoint rule (one fixed split, so that
+    # candidates with different q are compared on the same groups)
+    sel_keys = spur.pseudo_groups(val_sel, spur.thresholds(train, SELECT_QUANTILE))
+
+    def score(W, b):
+        pred = _predict(W, b, val_sel)
+        return worst_of(pred, val_sel.labels, sel_keys), float((pred == val_sel.labels).float().mean())
+
+    grid = [{"l2": a, "q": q} for q, a in itertools.product(quantiles, l2)]
+    chosen, (W, b), rows = _select(grid, fit, score)
+    best = max(r["metric"] for r in rows)
+    return RefitResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), select_on, False, chosen, rows,
+                       best_val_metric=best, select_by="worst pseudo-group accuracy")
+
+
+def dfr(train: FeatureSet, val: FeatureSet | None, *, l2=DEFAULT_L2, seed: int = 0, targets=None) -> RefitResult:
+    """Deep Feature Reweighting with the true groups of the validation split (module docstring)."""
+    if val is None or not (val.groups >= 0).any():
+        raise NeuroInspectError("dfr needs group labels in the validation split (a group column in the manifest)")
+    C = len(train.class_names) or int(train.labels.max()) + 1
+    fit_idx, sel_idx = split_halves(val.labels * (int(val.groups.max()) + 2) + val.groups + 1, seed)
+    val_fit, val_sel = val.subset(fit_idx), val.subset(sel_idx)
+
+    def fit(l2):
+        return fit_logistic(val_fit.features, val_fit.labels, C, balanced_weights(val_fit.groups), l2=l2)
+
+    def score(W, b):
+        pred = _predict(W, b, val_sel)
+        return worst_of(pred, val_sel.labels, val_sel.groups), float((pred == val_sel.labels).float().mean())
+
+    chosen, (W, b), rows = _select([{"l2": a} for a in l2], fit, score)
+    best = max(r["metric"] for r in rows)
+    return RefitResult(W, b, "dfr", dict(targets or {}), "val (half)", "val (other half)", True, chosen, rows,
+                       best_val_metric=best, select_by="worst group accuracy (true groups)")
+
+
+def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=DEFAULT_L2, upweights=DEFAULT_UPWEIGHTS, identify_l2: float = 1.0,
+        seed: int = 0, targets=None) -> RefitResult:
+    """Just Train Twice on cached features (module docstring)."""
+    C = len(train.class_names) or int(train.labels.max()) + 1
+    W0, b0 = fit_logistic(train.features, train.labels, C, l2=identify_l2)
+    errors = _predict(W0, b0, train) != train.labels
+    sel = val if val is not None else train
+
+    def fit(l2, upweight):
+        w = torch.where(errors, torch.tensor(upweight), torch.tensor(1.0))
+        return fit_logistic(train.features, train.labels, C, w, l2=l2)
+
+    def score(W, b):
+        pred = _predict(W, b, sel)
+        return worst_of(pred, sel.labels, sel.labels), float((pred == sel.labels).float().mean())
+
+    grid = [{"l2": a, "upweight": u} for u, a in itertools.product(upweights, l2)]
+    chosen, (W, b), rows = _select(grid, fit, score)
+    chosen = {**chosen, "n_errors": int(errors.sum())}
+    best = max(r["metric"] for r in rows)
+    return RefitResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)",
+                       "val" if val is not None else "train", False, chosen, rows, best_val_metric=best,
+                       select_by="worst-class accuracy")
+
+
+def ablate(W: torch.Tensor, b: torch.Tensor | None, targets: dict[int, list[int]]) -> RefitResult:
+    """Zero ``W[c, S_c]`` for every edited class."""
+    W = W.detach().float().clone().cpu()
+    for c, neurons in targets.items():
+        if neurons:
+            W[c, torch.as_tensor(neurons, dtype=torch.long)] = 0.0
+    bias = None if b is None else b.detach().float().clone().cpu()
+    return RefitResult(W, bias, "ablate", targets, "—", "—", False, {})
