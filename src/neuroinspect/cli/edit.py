@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NeuroInspectError
-from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
+from .common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
+                     parse_int_list, positive_float, positive_int, write_run_json)
 
 MODEL_FILE = "edited.safetensors"
 
@@ -32,20 +33,20 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
     g.add_argument("--ranking", action="append", metavar="FILE",
                    help="ranking.json from explain; used when --neurons is not given (top --top-k insufficient "
                         "and top --top-k excessive neurons); gives the class too when --class is absent")
-    g.add_argument("--top-k", type=int, default=3, help="neurons taken from each list of a --ranking (default 3)")
+    g.add_argument("--top-k", type=positive_int, default=3, help="neurons taken from each list of a --ranking (default 3)")
     if single_method:
         g.add_argument("--method", default="ratio", choices=["ratio", "con", "class-weight", "focal", "erm"],
                        help="ratio (the method, default), con, class-weight, focal or erm (plain retraining)")
     g.add_argument("--tau", default="auto", help="tau: 'auto' (1 + (min importance - 1)/3) or a positive number, 1 or more in practice (default auto)")
-    g.add_argument("--lam", type=float, default=0.01, help="regulariser weight lambda (default 0.01)")
+    g.add_argument("--lam", type=nonneg_float, default=0.01, help="regulariser weight lambda (default 0.01)")
     g.add_argument("--select-by", default="accuracy", choices=["accuracy", "class", "worst-class", "worst-group"],
                    help="validation metric for early stopping and the kept epoch (default accuracy)")
-    g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    g.add_argument("--patience", type=int, default=5,
+    g.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
+    g.add_argument("--patience", type=nonneg_int, default=5,
                    help="stop after this many epochs without improvement on val; 0 trains all epochs and needs no val split (default 5)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate after warm-up (default 1e-3)")
-    g.add_argument("--warmup", type=float, default=1.0, help="linear warm-up length in epochs (default 1)")
-    g.add_argument("--train-batch-size", type=int, default=256, help="batch size for training the head (default 256)")
+    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate after warm-up (default 1e-3)")
+    g.add_argument("--warmup", type=nonneg_float, default=1.0, help="linear warm-up length in epochs (default 1)")
+    g.add_argument("--train-batch-size", type=positive_int, default=256, help="batch size for training the head (default 256)")
 
 
 # --------------------------------------------------------------------------- shared preparation
@@ -199,6 +200,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_finite_head(weight, bias, method: str) -> None:
+    """Never write a decision layer with NaN/inf in it: fail with one line instead."""
+    import torch
+
+    if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+        raise NeuroInspectError(
+            f"the {method} edit produced NaN/inf weights (nothing was written); lower --lr or --lam, or check the "
+            "features for extreme values"
+        )
+
+
 def run(args) -> int:
     from ..edit import edit_head, edit_record, format_table, save_edited_model, summary_row
     from ..io import write_json
@@ -208,6 +220,7 @@ def run(args) -> int:
     setup = prepare(args, need_neurons=args.method in ("ratio", "con"))
     ins = setup.ins
     result = edit_head(method=args.method, **edit_args(setup, args))
+    check_finite_head(result.weight, result.bias, args.method)
     before = evaluate(setup.test)
     after = evaluate(result.apply(setup.test))
     names = ins.class_names
