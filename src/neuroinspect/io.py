@@ -6,6 +6,7 @@ a half-written file behind.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io as _io
@@ -120,11 +121,13 @@ def staging_dir(out: str | os.PathLike) -> Path:
     out = Path(out)
     mkdirs(out.parent)
     prefix = f".{out.name}.partial-"
-    for old in out.parent.glob(prefix + "*"):  # left by a run that died: remove if its process is gone
+    for old in out.parent.glob(prefix + "*"):  # left by an interrupted run: of this process, or of a dead one
         pid = old.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    atexit.register(shutil.rmtree, staging, True)  # an interrupted run leaves nothing behind at exit
+    return staging
 
 
 def _alive(pid: int) -> bool:

@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a one-line argument error (exit 2)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
     from ..progress import install_log_handler
 
     install_log_handler(logging.INFO if args.verbose else logging.WARNING)
