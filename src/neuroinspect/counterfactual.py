@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .errors import NeuroInspectError
 
@@ -70,7 +70,7 @@ def counterfactual_edits(
     d = torch.zeros_like(Z)
     buf = torch.zeros_like(Z)
     base = Z @ W.T + b
-    bar = tqdm(total=M, desc="counterfactuals", unit="mistake", disable=None if progress else True, leave=False)
+    bar = progress_bar(M, "counterfactuals", "mistake", enabled=progress)
     for step in range(max_steps + 1):
         logits = torch.addmm(base, d, W.T)
         done = logits.argmax(1) == target

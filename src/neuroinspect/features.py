@@ -69,20 +69,15 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
-    root = Path(cache_dir)
+    """The cache entry's folder, created; one clear line when the cache is a file or not writable."""
+    from .io import check_writable_dir
+
     hint = "; pass --cache-dir DIR (or set NEUROINSPECT_CACHE) to a writable folder"
-    if root.exists() and not root.is_dir():
-        raise NeuroInspectError(f"the cache '{root}' is a file, not a folder{hint}")
     try:
-        folder = mkdirs(root / "features" / key, "cache folder")
-        probe_file = folder / ".write-test"
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
+        check_writable_dir(cache_dir, "the cache")
+        return mkdirs(Path(cache_dir) / "features" / key, "the cache folder")
     except NeuroInspectError as err:
-        raise NeuroInspectError(f"{err}{hint}") from None
-    except OSError as err:
-        raise NeuroInspectError(f"the cache '{root}' is not writable ({err.strerror}){hint}") from None
-    return folder
+        raise NeuroInspectError(f"{str(err).split('; choose')[0]}{hint}") from None
 
 
 def _load_parts(partial: Path, n: int, batch_size: int) -> dict[int, dict]:
