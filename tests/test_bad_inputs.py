@@ -184,6 +184,7 @@ def test_class_order_from_a_file_and_a_chance_level_warning(tmp_path, capsys):
     assert main(["explain", *M, "--data", str(root), "--class", "apple", "--out", str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "at or below chance" in err and "--class-names" in err
+    assert "'apple' is predicted as" in err  # the relabelling the predictions agree with
     assert main(["explain", *M, "--data", str(root), "--class", "apple", "--out", str(out), "--no-progress",
                  "--class-names", "apple,berry,cloud"]) == 0
     assert "chance" not in capsys.readouterr().err

@@ -29,13 +29,25 @@ def warn_if_chance(fs: FeatureSet, C: int) -> float | None:
     n = int(known.sum())
     if C < 2 or n < 2 * C:
         return None
-    acc = float((fs.predictions[known] == fs.labels[known]).float().mean())
+    pred, true = fs.predictions[known], fs.labels[known]
+    acc = float((pred == true).float().mean())
     if acc <= 1.0 / C:
+        # if the predictions agree with a relabelling of the classes, say which
+        confusion = torch.zeros(C, C, dtype=torch.long)
+        confusion.index_put_((true, pred), torch.ones_like(true), accumulate=True)
+        mapped = float(confusion.max(1).values.sum()) / n
+        hint = ""
+        if mapped >= 0.5 and mapped >= 2.0 / C:
+            names = fs.class_names
+            pairs = [(names[t], names[int(confusion[t].argmax())]) for t in range(C) if confusion[t].sum() > 0
+                     and int(confusion[t].argmax()) != t][:3]
+            hint = (f" The predictions match a relabelling of the classes ({100 * mapped:.0f}% agree), e.g. "
+                    + ", ".join(f"'{a}' is predicted as '{b}'" for a, b in pairs) + ".")
         log.warning(
             "WARNING: accuracy on '%s' is %.1f%%, at or below chance (%.1f%% for %d classes): the data's class order "
-            "probably differs from the model's. Give the model's order with --class-names FILE|a,b,c (or a classes.txt "
-            "beside the data); `neuroinspect classes --data …` shows the order used now.",
-            fs.split, 100 * acc, 100 / C, C)
+            "probably differs from the model's.%s Give the model's order with --class-names FILE|a,b,c (or a "
+            "classes.txt beside the data); `neuroinspect classes --data …` shows the order used now.",
+            fs.split, 100 * acc, 100 / C, C, hint)
     return acc
 
 
@@ -83,6 +95,7 @@ class Inspector:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         verify_cache: bool = False,
+        warn_chance: bool = True,
     ):
         seed_everything(seed)
         self.seed = seed
@@ -93,6 +106,7 @@ class Inspector:
                 self.data = data.with_class_order(parse_class_names(class_names))
         else:
             self.data = load_data(data, download=download, class_names=class_names)
+        names_only = parse_class_names(class_names) if class_names is not None and self.data is None else None
         if isinstance(model, LoadedModel):
             self.loaded = model
         elif isinstance(model, nn.Module):
@@ -101,6 +115,10 @@ class Inspector:
             self.loaded = build_model(model, weights=weights, num_classes=num_classes, head=head, allow_pickle=allow_pickle)
         self.probe = Probe(self.loaded.model, head=head, input_size=self.loaded.preprocess.input_size)
         self.loaded.model.to(self.device)
+        if names_only is not None:  # no data: the names label the model's outputs
+            if len(names_only) != self.probe.C:
+                raise NeuroInspectError(f"--class-names gives {len(names_only)} names but the model has {self.probe.C} outputs")
+            self.loaded.class_names = names_only
         own = self.loaded.class_names
         if (self.data is not None and not self.data.class_order and own and len(own) == self.probe.C
                 and set(self.data.class_names) <= set(own)):
@@ -122,6 +140,7 @@ class Inspector:
         self.chunk_size = chunk_size
         self.chunk_seconds = chunk_seconds
         self.verify_cache = verify_cache
+        self.warn_chance = warn_chance  # off for a model whose head is still untrained
         self._features: dict[str, FeatureSet] = {}
 
     # ------------------------------------------------------------------ names
@@ -152,7 +171,8 @@ class Inspector:
                 chunk_size=self.chunk_size, chunk_seconds=self.chunk_seconds, verify=self.verify_cache,
             )
             self._features[split] = fs
-            warn_if_chance(fs, self.probe.C)
+            if self.warn_chance:
+                warn_if_chance(fs, self.probe.C)
         return self._features[split]
 
     def metrics(self, split: str) -> dict:
