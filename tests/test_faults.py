@@ -301,3 +301,81 @@ def test_cold_and_warm_pipelines_give_identical_features_and_rankings(tmp_path):
     assert cold_fs.features.is_contiguous() and warm_fs.features.is_contiguous()
     assert cold.to_json() == warm.to_json()
     assert [s.neuron for s in cold.excessive] == [s.neuron for s in warm.excessive]
+
+
+class WideNet(torch.nn.Module):
+    """1280 features, as EfficientNet-Lite0 has: wide enough for CPU matrix kernels to vectorise."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 1280, 1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(1280, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(1280, 3, 1, 1, generator=g))
+            self.fc.weight.copy_(0.05 * torch.randn(3, 1280, generator=g))
+        from neuroinspect.models import Preprocess
+
+        self.neuroinspect_preprocess = Preprocess(32, 32, (0.5,) * 3, (0.25,) * 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def wide_net():
+    return WideNet()
+
+
+def test_cached_features_are_aligned_like_fresh_ones_so_training_on_them_agrees(tmp_path):
+    """The cause of cold/warm differences: tensors read from a .safetensors file sat at an unaligned
+    address, and a head trained on them differed from one trained on the same values held in fresh
+    memory. Loaded features must live in freshly allocated (aligned) memory."""
+    from neuroinspect.featureset import FeatureSet
+
+    g = torch.Generator().manual_seed(0)
+    n, D = 60, 1280
+    fs = FeatureSet(torch.randn(n, D, generator=g).relu(), torch.randn(n, 3, generator=g), torch.arange(n) % 3,
+                    torch.full((n,), -1), [f"x{i}" for i in range(n)], ["a", "b", "c"])
+    fs.save(tmp_path / "f.safetensors")
+    back = FeatureSet.load(tmp_path / "f.safetensors")
+    assert torch.equal(back.features, fs.features)
+
+    def train(features):
+        W = torch.zeros(3, D, requires_grad=True)
+        opt = torch.optim.Adam([W], lr=0.01)
+        for _ in range(50):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(features @ W.T, fs.labels).backward()
+            opt.step()
+        return W.detach()
+
+    assert torch.equal(train(back.features), train(fs.features))  # differed before the fix
+    assert back.features.data_ptr() % 64 == 0 and back.logits.data_ptr() % 64 == 0
+
+
+def test_cold_and_warm_wide_pipeline_trains_the_same_head_and_ranks_the_same_neurons(tmp_path, monkeypatch):
+    """Features, a head trained on them, and the explanation with that head: cold, then warm."""
+    from neuroinspect.explain import explain_class
+    from neuroinspect.session import Inspector
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    root = write_folder(tmp_path / "data", n_red_apples=5)
+    runs = []
+    for _ in range(2):
+        ins = Inspector("test_faults:wide_net", root, cache_dir=tmp_path / "cache", batch_size=8, progress=False)
+        train, val = ins.features("train"), ins.features("val")
+        W = torch.zeros(3, train.D, requires_grad=True)
+        b = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.Adam([W, b], lr=0.01)
+        for _ in range(60):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(train.features @ W.T + b, train.labels).backward()
+            opt.step()
+        W, b = W.detach(), b.detach()
+        exp = explain_class(W, b, val.with_logits(W, b), 0, max_steps=100, progress=False)
+        runs.append((train, W, exp))
+    (cold_fs, cold_W, cold), (warm_fs, warm_W, warm) = runs
+    assert torch.equal(cold_fs.features, warm_fs.features)
+    assert torch.equal(cold_W, warm_W)
+    assert cold.to_json() == warm.to_json()
