@@ -111,7 +111,11 @@ def run_case(argv, tmp: Path, what: str = ""):
     return main(_fill(argv, paths)), None, paths
 
 
-@pytest.mark.parametrize("what,argv,expected", CASES, ids=[c[0] for c in CASES])
+def _marks(what):  # the read-only cache case runs a child interpreter that imports torch (~6 s)
+    return [pytest.mark.slow] if what == "--cache-dir read-only" and IS_ROOT else []
+
+
+@pytest.mark.parametrize("what,argv,expected", [pytest.param(*c, marks=_marks(c[0]), id=c[0]) for c in CASES])
 def test_bad_input_gets_one_line_and_exit_2(what, argv, expected, tmp_path, capsys):
     if what in NEEDS_NON_ROOT and IS_ROOT and not SETPRIV:
         pytest.skip("root can write into a read-only folder, and setpriv is missing")

@@ -72,6 +72,7 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a child interpreter imports torch: ~6 s
 def test_killed_extraction_resumed_with_another_batch_size_has_no_duplicate_rows(tmp_path):
     root = _bmp_folder(tmp_path / "data")
     cache = tmp_path / "cache"
