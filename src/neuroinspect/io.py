@@ -75,8 +75,8 @@ def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
         os.unlink(tmp)
     except OSError as err:
         reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
-        where = "" if probe == path.absolute() else f" (its parent '{probe}' is not writable)"
-        raise NeuroInspectError(f"{what} '{path}' is not writable{where}: {reason}; choose a writable folder") from None
+        where = "" if probe == path.absolute() else f": it cannot be created in '{probe}'"
+        raise NeuroInspectError(f"{what} '{path}' is not writable{where} ({reason}); choose a writable folder") from None
     return path
 
 
