@@ -91,3 +91,14 @@ def nan_cnn(num_classes: int = 3) -> PlantedCNN:
     with torch.no_grad():
         model.conv.bias[0] = float("nan")
     return model
+
+
+def planted_cnn_own_order() -> PlantedCNN:
+    """The planted CNN with its outputs in the order berry, cloud, apple, declared on the model."""
+    model = PlantedCNN(3)
+    order = [1, 2, 0]
+    with torch.no_grad():
+        model.fc.weight.copy_(model.fc.weight[order].clone())
+        model.fc.bias.copy_(model.fc.bias[order].clone())
+    model.neuroinspect_class_names = [CLASSES[i] for i in order]
+    return model

@@ -5,6 +5,7 @@ answer. Check them with ``pytest tests/test_bad_inputs.py``; print the table wit
 ``python tests/test_bad_inputs.py`` (run from the repository root).
 """
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -195,6 +196,17 @@ def test_class_order_from_a_file_and_a_chance_level_warning(tmp_path, capsys):
     assert main(["classes", "--data", str(root)]) == 0
     text = capsys.readouterr().out
     assert "0  berry" in text and "classes.txt" in text
+
+
+def test_a_model_that_declares_its_class_order_is_used_in_that_order(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_red_apples=3)
+    out = tmp_path / "out"
+    assert main(["explain", "--model", "planted:planted_cnn_own_order", "--data", str(root), "--class", "apple",
+                 "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "chance" not in captured.err
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["class_index"] == 2 and ranking["n_mistakes"] == 3  # only the red-patch apples are wrong
 
 
 def test_mistake_ids_resolve_from_another_working_directory(tmp_path, monkeypatch):
