@@ -380,3 +380,24 @@ def test_cold_and_warm_wide_pipeline_trains_the_same_head_and_ranks_the_same_neu
     assert torch.equal(cold_fs.features, warm_fs.features)
     assert torch.equal(cold_W, warm_W)
     assert cold.to_json() == warm.to_json()
+
+
+# --------------------------------------------------------------------------- progress in a log
+def test_progress_in_a_log_is_periodic_lines_and_warnings_stay_whole(tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal under pytest: bars become one-line reports, and log records stay whole lines."""
+    import logging
+
+    from neuroinspect.progress import LineProgress, install_log_handler, progress_bar
+
+    monkeypatch.setenv("NEUROINSPECT_PROGRESS_SECONDS", "0")
+    bar = progress_bar(4, "features [val]", "img")
+    assert isinstance(bar, LineProgress)
+    for _ in range(4):
+        bar.update(1)
+    install_log_handler(logging.WARNING)
+    logging.getLogger("neuroinspect.test").warning("warning: something to read")
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:4] == [f"features [val]: {i}/4 img ({25 * i}%), 0 s" for i in range(1, 5)]
+    assert "warning: something to read" in lines
+    assert not progress_bar(4, "x", enabled=False).__class__.__name__ == "LineProgress"
