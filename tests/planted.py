@@ -78,3 +78,27 @@ def write_folder(root: Path, n_per_class: int = 6, n_red_apples: int = 5, n_pale
         for i in range(n_pale_apples if split == "val" else 0):
             make_image("apple", rng, pale=True).save(root / split / "apple" / f"pale_{i}.png")
     return root
+
+
+def broken_factory():
+    """A model factory that fails, as a user's factory might."""
+    raise RuntimeError("cannot reach the weights server")
+
+
+def nan_cnn(num_classes: int = 3) -> PlantedCNN:
+    """The planted CNN with a NaN weight: every output is NaN."""
+    model = PlantedCNN(num_classes)
+    with torch.no_grad():
+        model.conv.bias[0] = float("nan")
+    return model
+
+
+def planted_cnn_own_order() -> PlantedCNN:
+    """The planted CNN with its outputs in the order berry, cloud, apple, declared on the model."""
+    model = PlantedCNN(3)
+    order = [1, 2, 0]
+    with torch.no_grad():
+        model.fc.weight.copy_(model.fc.weight[order].clone())
+        model.fc.bias.copy_(model.fc.bias[order].clone())
+    model.neuroinspect_class_names = [CLASSES[i] for i in order]
+    return model

@@ -82,14 +82,14 @@ def test_resumes_after_interruption(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _extract(loaded, probe, root, cache, chunk_size=4)
     assert not list(cache.rglob("features.safetensors"))  # nothing final written
-    assert len(list(cache.rglob("chunk_*.pt"))) == 2  # two finished chunks kept
+    assert len(list(cache.rglob("rows_*.pt"))) == 2  # two finished parts kept
     loaded.model.forward = real_forward
     seen_before = loaded.model.seen
     fs = _extract(loaded, probe, root, cache, chunk_size=4)
     assert loaded.model.seen - seen_before == len(fs) - 8  # only the unfinished chunks ran
     full = extract_features(loaded, probe, load_data(root), "val", batch_size=4, progress=False)
     torch.testing.assert_close(fs.features, full.features)
-    assert not list(cache.rglob("chunk_*.pt"))
+    assert not list(cache.rglob("rows_*.pt"))
 
 
 def test_corrupt_image_is_skipped_and_listed(tmp_path):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .errors import NeuroInspectError
 
@@ -85,7 +85,7 @@ def counterfactual_edits(
     buf = torch.zeros_like(Z)
     base = Z @ W.T + b
     scale = Z.clone() if multiplicative else None  # the active rows' features (multiplicative mode)
-    bar = tqdm(total=M, desc="counterfactuals", unit="mistake", disable=None if progress else True, leave=False)
+    bar = progress_bar(M, "counterfactuals", "mistake", enabled=progress)
     for step in range(max_steps + 1):
         logits = torch.addmm(base, d * scale if multiplicative else d, W.T)
         done = logits.argmax(1) == target

@@ -40,9 +40,30 @@ class Record:
     group: int = -1
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB, scaling 16- and 32-bit images by their range.
+
+    (PIL's own ``convert("RGB")`` clips a 16-bit grey image at 255, which turns almost every
+    pixel white.)
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            top = 65535.0
+        elif im.mode == "I":
+            top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        else:  # float images: [0, 1] if they fit, else [0, 255]
+            top = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        im = Image.fromarray(a, mode="L")
+    return im.convert("RGB")
+
+
 def _load_rgb(path: str) -> Image.Image:
     with Image.open(path) as im:
-        return im.convert("RGB")
+        return to_rgb(im)
 
 
 class _RecordDataset(torch.utils.data.Dataset):
@@ -65,6 +86,21 @@ class _RecordDataset(torch.utils.data.Dataset):
         return x, r.label, r.group, i, None
 
 
+class _Relabelled:
+    """A torchvision dataset whose integer labels are mapped through ``remap``."""
+
+    def __init__(self, base, remap: list[int]):
+        self.base, self.remap = base, remap
+        self.root = getattr(base, "root", "")
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return image, self.remap[int(label)]
+
+
 class _TorchvisionDataset(torch.utils.data.Dataset):
     def __init__(self, base, transform: Callable | None):
         self.base = base
@@ -80,7 +116,7 @@ class _TorchvisionDataset(torch.utils.data.Dataset):
                 from torchvision.transforms.functional import to_pil_image
 
                 image = to_pil_image(image)
-            image = image.convert("RGB")
+            image = to_rgb(image)
             x = self.transform(image) if self.transform else image
         except Exception as err:
             return None, -1, -1, i, f"#{i}: {type(err).__name__}: {err}"
@@ -109,6 +145,7 @@ class ImageData:
     group_names: list[str] = field(default_factory=list)
     records: dict[str, list[Record]] = field(default_factory=dict)  # folder and CSV data
     torchvision_splits: dict[str, object] = field(default_factory=dict)  # torchvision data
+    class_order: str = ""  # where the class order came from ("" = alphabetical / natural)
 
     @property
     def splits(self) -> list[str]:
@@ -140,31 +177,60 @@ class ImageData:
     def size(self, split: str) -> int:
         return len(self.ids(split))
 
-    def listing_hash(self, split: str) -> str:
-        """A hash of what the split holds: every file's path, size and modification time."""
+    def content_hash(self, split: str, index_dir: str | os.PathLike | None = None, verify: bool = False) -> str:
+        """A hash of what the split holds: class and group names, and every image's bytes, label and group.
+
+        Hashing the bytes is what makes a replaced image (even one copied with the old size and
+        modification time) a different dataset. For speed, each file's digest is kept in an index
+        under ``index_dir`` keyed by its device, inode, size, modification *and change* time (the
+        change time cannot be set back by ``cp -p``/``touch``); ``verify`` re-reads every file.
+        """
         split = self.resolve_split(split)
+        index = FileHashIndex(index_dir, self.spec, verify=verify)
         h = hashlib.sha256()
         h.update(json.dumps([self.class_names, self.group_names]).encode())
         if split in self.records:
             for r in self.records[split]:
-                try:
-                    st = os.stat(r.path)
-                    h.update(f"{r.path}|{st.st_size}|{st.st_mtime_ns}|{r.label}|{r.group}\n".encode())
-                except OSError:
-                    h.update(f"{r.path}|missing|{r.label}|{r.group}\n".encode())
+                h.update(f"{r.path}|{index.digest(r.path)}|{r.label}|{r.group}\n".encode())
         else:
             base = self.torchvision_splits[split]
             h.update(f"{type(base).__name__}|{len(base)}|{getattr(base, 'root', '')}".encode())
             root = Path(getattr(base, "root", ""))
-            if root.is_dir():
+            if str(getattr(base, "root", "")) and root.is_dir():
                 for p in sorted(root.rglob("*")):
                     if p.is_file():
-                        st = p.stat()
-                        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                        h.update(f"{p}|{index.digest(str(p))}\n".encode())
+        index.save()
         return h.hexdigest()[:24]
+
+    listing_hash = content_hash  # the older name
 
     def class_index(self, name_or_index: str | int) -> int:
         return class_index(self.class_names, name_or_index)
+
+    def with_class_order(self, names: list[str], source: str = "--class-names") -> "ImageData":
+        """The same data with class indices following ``names`` (e.g. the order the model was trained with).
+
+        Every class of the data must appear in ``names``; ``names`` may hold more (a model with
+        1000 outputs and a folder of a few of them).
+        """
+        names = [str(n) for n in names]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise NeuroInspectError(f"{source} lists {', '.join(dup[:3])} more than once; give each class once")
+        missing = [c for c in self.class_names if c not in names]
+        if missing:
+            raise NeuroInspectError(
+                f"{source} does not name the data's class(es) {', '.join(repr(m) for m in missing[:4])}"
+                f"{' …' if len(missing) > 4 else ''}; list every class once, in the model's order"
+            )
+        if names == list(self.class_names):
+            return self
+        remap = [names.index(c) for c in self.class_names]
+        records = {split: [Record(r.path, remap[r.label] if r.label >= 0 else r.label, r.group) for r in recs]
+                   for split, recs in self.records.items()}
+        tv = {split: _Relabelled(base, remap) for split, base in self.torchvision_splits.items()}
+        return ImageData(self.spec, names, list(self.group_names), records, tv)
 
 
 def class_index(class_names: list[str], name_or_index: str | int) -> int:
@@ -183,6 +249,52 @@ def class_index(class_names: list[str], name_or_index: str | int) -> int:
     close = difflib.get_close_matches(name_or_index, class_names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "run `neuroinspect classes --data …` to list them"
     raise NeuroInspectError(f"unknown class '{name_or_index}'; {hint}")
+
+
+class FileHashIndex:
+    """Digests of files' bytes (BLAKE2b), remembered per (device, inode, size, mtime, ctime)."""
+
+    def __init__(self, folder: str | os.PathLike | None, spec: str, verify: bool = False):
+        self.path = None if folder is None else Path(folder) / (hashlib.sha256(spec.encode()).hexdigest()[:24] + ".json")
+        self.verify = verify
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if self.path is not None and self.path.is_file() and not verify:
+            try:
+                self.entries = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def digest(self, path: str) -> str:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "missing"
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        known = self.entries.get(path)
+        if known and known[:5] == stamp and not self.verify:
+            return known[5]
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "unreadable"
+        self.entries[path] = stamp + [h.hexdigest()]
+        self.changed = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        from .io import write_text
+
+        try:
+            write_text(self.path, json.dumps(self.entries))
+        except (OSError, NeuroInspectError):  # only a speed-up: a read-only cache just hashes again
+            pass
+        self.changed = False
 
 
 # --------------------------------------------------------------------------- loaders
@@ -222,6 +334,16 @@ def _from_csv(path: Path) -> ImageData:
         rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
         raise NeuroInspectError(f"manifest '{path}' lists no images")
+    seen, unique = set(), []
+    for r in rows:
+        key = (r["path"], r["label"], r.get("split", ""), r.get("group", ""))
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    if len(unique) < len(rows):
+        log.warning("warning: manifest '%s' repeats %d row(s) exactly (same path, label, split and group); "
+                    "each image is used once", path, len(rows) - len(unique))
+        rows = unique
     classes = sorted({r["label"] for r in rows}, key=_natural_key)
     has_groups = "group" in fields and any(r.get("group") for r in rows)
     groups = sorted({r["group"] for r in rows if r.get("group")}) if has_groups else []
@@ -229,7 +351,7 @@ def _from_csv(path: Path) -> ImageData:
     for r in rows:
         split = SPLIT_ALIASES.get(r.get("split", "").lower(), r.get("split") or "all")
         p = Path(r["path"])
-        p = p if p.is_absolute() else path.parent / p
+        p = p if p.is_absolute() else path.parent.absolute() / p
         g = groups.index(r["group"]) if has_groups and r.get("group") else -1
         records.setdefault(split, []).append(Record(str(p), classes.index(r["label"]), g))
     return ImageData(str(path), [str(c) for c in classes], groups, records)
@@ -274,19 +396,61 @@ def _from_torchvision(name: str, root: str, download: bool) -> ImageData:
     return ImageData(f"torchvision:{name}:{root}", [str(c) for c in names], [], {}, built)
 
 
-def load_data(spec: str | os.PathLike, download: bool = False) -> ImageData:
-    """Open the dataset named by ``spec`` (see the module docstring)."""
+CLASSES_FILE = "classes.txt"
+
+
+def parse_class_names(text: str | os.PathLike | list[str]) -> list[str]:
+    """``--class-names``: a file with one name per line, or ``a,b,c``."""
+    if isinstance(text, (list, tuple)):
+        return [str(t) for t in text]
+    text = str(text)
+    p = Path(text).expanduser()
+    if p.is_file():
+        try:
+            lines = p.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise NeuroInspectError(f"cannot read the class names file '{p}': {err}") from None
+        names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    elif "," in text or not (os.sep in text or text.endswith(".txt")):
+        names = [t.strip() for t in text.split(",") if t.strip()]
+    else:
+        raise NeuroInspectError(f"class names file '{text}' does not exist; give a file with one name per line or a,b,c")
+    if not names:
+        raise NeuroInspectError(f"--class-names '{text}' holds no names; give a file with one name per line or a,b,c")
+    return names
+
+
+def load_data(spec: str | os.PathLike, download: bool = False, class_names: str | list[str] | None = None) -> ImageData:
+    """Open the dataset named by ``spec`` (see the module docstring).
+
+    Classes are ordered alphabetically (folders) or naturally (CSV labels) unless ``class_names``
+    (a list, a file with one name per line, or ``a,b,c``) or a ``classes.txt`` beside the data
+    gives the order; that order is the model's output order.
+    """
     spec = str(spec)
+    beside = None
     if spec.startswith("torchvision:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[2]:
             raise NeuroInspectError(f"data spec '{spec}' should be torchvision:NAME:ROOT")
-        return _from_torchvision(parts[1], parts[2], download)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise NeuroInspectError(f"data '{spec}' does not exist; give an image folder, a CSV manifest or torchvision:NAME:ROOT")
-    if path.is_file():
-        if path.suffix.lower() != ".csv":
-            raise NeuroInspectError(f"data file '{spec}' is not a .csv manifest")
-        return _from_csv(path)
-    return _from_folder(path)
+        data = _from_torchvision(parts[1], parts[2], download)
+    else:
+        path = Path(spec).expanduser().absolute()
+        if not path.exists():
+            raise NeuroInspectError(f"data '{spec}' does not exist; give an image folder, a CSV manifest or torchvision:NAME:ROOT")
+        if path.is_file():
+            if path.suffix.lower() != ".csv":
+                raise NeuroInspectError(f"data file '{spec}' is not a .csv manifest")
+            data = _from_csv(path)
+            beside = path.parent / CLASSES_FILE
+        else:
+            data = _from_folder(path)
+            beside = path / CLASSES_FILE
+        data.spec = spec
+    if class_names is not None:
+        data = data.with_class_order(parse_class_names(class_names))
+        data.class_order = "--class-names"
+    elif beside is not None and beside.is_file():
+        data = data.with_class_order(parse_class_names(str(beside)), source=str(beside))
+        data.class_order = str(beside)
+    return data

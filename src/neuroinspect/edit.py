@@ -50,16 +50,13 @@ from tqdm.auto import tqdm
 
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
+from .fix_config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
 from .io import atomic_path
 from .refit import SELECT_QUANTILE, Spuriosity
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ratio", "con", "class-weight", "focal", "erm")
-SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")
-# auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
-GROUP_LABEL_SELECT = {"worst-group"}  # selections that read the true group labels
-NEURON_METHODS = ("ratio", "con")  # methods that use the chosen neurons S
+METHODS = EDIT_METHODS
 MAX_LOG_RATIO = 30.0  # r is capped at e^30 inside the loss so that ||r − τ||² cannot overflow
 REFERENCE_BATCH = 32  # the authors' batch size: λ of the ratio penalty is calibrated to it
 

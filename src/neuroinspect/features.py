@@ -1,9 +1,14 @@
 """Extract (and cache) the penultimate features of a dataset split.
 
-The cache key is built from what determines the features: the weights' content, the head
-and probe choice, the split's listing (paths, sizes, modification times), the preprocessing
-and the dtype. A changed model or dataset gets a new key and is never served stale features.
-Work is saved in chunks written atomically, so an interrupted extraction resumes.
+The cache key is built from what determines the features: the weights' content, a fingerprint
+of the model's structure (class, module tree, ``repr`` and the factory's source), the head and
+probe choice, the split's *content* (every image's bytes, with labels and groups), the
+preprocessing and the compute dtype. Work is saved in parts written atomically, so an
+interrupted extraction resumes; parts are stored per batch size, so a resumed run always
+computes every image in the same batch as an uninterrupted one would.
+
+A cold extraction returns exactly what a later warm run reads back from the cache (it is
+read back from the written file), so every score derived from the features is the same.
 """
 from __future__ import annotations
 
@@ -11,20 +16,27 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
+import shutil
+import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import ImageData, collate_skipping
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
+from .io import atomic_path, mkdirs
 from .models import LoadedModel
 from .probe import Probe
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 PART_KEYS = ("features", "logits", "labels", "groups", "index")
+DEFAULT_CHUNK_SIZE = 1024  # images per saved part at most
+DEFAULT_CHUNK_SECONDS = 60.0  # a part is saved at the first batch boundary after this many seconds
+_PART_NAME = re.compile(r"^rows_(\d{9})_(\d{9})\.pt$")
 
 
 def _dtype_tag(device: str | torch.device, amp: bool) -> str:
@@ -32,12 +44,16 @@ def _dtype_tag(device: str | torch.device, amp: bool) -> str:
     return "amp" if (amp and torch.device(device).type == "cuda") else "float32"
 
 
-def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dtype: str) -> str:
+def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dtype: str,
+              cache_dir: str | Path | None = None, verify: bool = False) -> str:
+    """What determines the features, hashed. See the README's "Caching" section for what is covered."""
+    hashes = None if cache_dir is None else Path(cache_dir) / "file-hashes"
     parts = {
         "format": CACHE_FORMAT,
         "weights": loaded.fingerprint(),
+        "structure": loaded.structure_fingerprint(),
         "head": probe.head_name,
-        "data": data.listing_hash(split),
+        "data": data.content_hash(split, index_dir=hashes, verify=verify),
         "split": data.resolve_split(split),
         "preprocess": loaded.preprocess.describe(),
         "dtype": dtype,
@@ -52,6 +68,45 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
+def _cache_folder(cache_dir: str | Path, key: str) -> Path:
+    """The cache entry's folder, created; one clear line when the cache is a file or not writable."""
+    from .io import check_writable_dir
+
+    hint = "; pass --cache-dir DIR (or set NEUROINSPECT_CACHE) to a writable folder"
+    try:
+        check_writable_dir(cache_dir, "the cache")
+        return mkdirs(Path(cache_dir) / "features" / key, "the cache folder")
+    except NeuroInspectError as err:
+        raise NeuroInspectError(f"{str(err).split('; choose')[0]}{hint}") from None
+
+
+def _load_parts(partial: Path, n: int, batch_size: int) -> dict[int, dict]:
+    """The saved parts of an earlier run with the same batch size: ``{start: part}``, never overlapping."""
+    parts: dict[int, dict] = {}
+    if not partial.is_dir():
+        return parts
+    found = []
+    for f in partial.iterdir():
+        m = _PART_NAME.match(f.name)
+        if m:
+            found.append((int(m.group(1)), int(m.group(2)), f))
+    last_end = 0
+    for start, end, f in sorted(found):
+        if start < last_end or end <= start or end > n or start % batch_size:
+            log.info("ignoring cached part %s (it overlaps another or does not fit the split)", f.name)
+            continue
+        try:
+            part = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged part is recomputed
+            log.info("ignoring unreadable cached part %s", f.name)
+            continue
+        if (part.get("start"), part.get("end")) != (start, end):
+            continue
+        parts[start] = part
+        last_end = end
+    return parts
+
+
 def extract_features(
     loaded: LoadedModel,
     probe: Probe,
@@ -63,57 +118,100 @@ def extract_features(
     workers: int = 0,
     cache_dir: str | Path | None = None,
     amp: bool = True,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = True,
+    verify: bool = False,
 ) -> FeatureSet:
     """Run the model over ``split`` and return its features, logits, labels and groups.
 
-    With ``cache_dir`` the result is cached (and resumed chunk by chunk after an interruption).
-    Mixed precision is used on CUDA when ``amp``; features are always stored as float32.
+    With ``cache_dir`` the result is cached, and resumed after an interruption from the parts
+    already saved: a part is saved every ``chunk_size`` images or ``chunk_seconds`` seconds,
+    whichever comes first, always at a batch boundary. ``verify`` re-hashes every image instead
+    of trusting the per-file hash index. Mixed precision is used on CUDA when ``amp``; features
+    are always stored as float32.
     """
+    if batch_size < 1:
+        raise NeuroInspectError(f"--batch-size must be a positive integer, got {batch_size}")
+    if chunk_size < 1 or not chunk_seconds > 0:
+        raise NeuroInspectError(f"--chunk-size and --chunk-seconds must be positive, got {chunk_size} and {chunk_seconds}")
     device = torch.device(device)
     split = data.resolve_split(split)
     n = data.size(split)
     if n == 0:
         raise NeuroInspectError(f"split '{split}' of '{data.spec}' is empty; add images or choose another --split")
     dtype = _dtype_tag(device, amp)
-    folder = None
+    folder = partial = None
+    parts: dict[int, dict] = {}
     if cache_dir is not None:
-        key = cache_key(loaded, probe, data, split, dtype)
-        folder = Path(cache_dir) / "features" / key
-        final = folder / "features.safetensors"
+        key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=verify)
+        final = Path(cache_dir) / "features" / key / "features.safetensors"
         if final.is_file():
-            log.info("features of split %s: cache hit %s", split, key)
-            return FeatureSet.load(final)
-        folder.mkdir(parents=True, exist_ok=True)
+            try:
+                fs = FeatureSet.load(final)
+            except Exception as err:  # a damaged cache file is recomputed, never fatal
+                log.warning("cached features %s are unreadable (%s); extracting again", final, type(err).__name__)
+            else:
+                log.info("features of split %s: cache hit %s", split, key)
+                return fs
+        folder = _cache_folder(cache_dir, key)
+        partial = folder / "partial" / f"batch{batch_size}"
+        parts = _load_parts(partial, n, batch_size)
+        if parts:
+            log.info("features of split %s: resuming, %d of %d images already done", split, sum(p["end"] - p["start"] for p in parts.values()), n)
 
-    chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
-    chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
-    done: dict[int, dict] = {}
-    if folder is not None:
-        for ci in range(len(chunks)):
-            f = folder / f"chunk_{ci:05d}.pt"
-            if f.is_file():
-                done[ci] = torch.load(f, map_location="cpu", weights_only=True)
-    todo = [ci for ci in range(len(chunks)) if ci not in done]
-    batches = [list(range(b, min(b + batch_size, e))) for ci in todo for (s, e) in [chunks[ci]] for b in range(s, e, batch_size)]
+    # what is left: the gaps between saved parts; every gap starts on the batch grid
+    todo, pos = [], 0
+    for start in sorted(parts) + [n]:
+        if start > pos:
+            todo.append((pos, start))
+        if start < n:
+            pos = parts[start]["end"]
+    batches = [list(range(b, min(b + batch_size, e))) for s, e in todo for b in range(s, e, batch_size)]
+    ids = data.ids(split)
+    if batches:
+        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
+                     chunk_size, chunk_seconds, progress)
+
+    ordered = [parts[s] for s in sorted(parts)]
+    covered = sum(p["end"] - p["start"] for p in ordered)
+    if covered != n:  # pragma: no cover - a bug, never silently wrong rows
+        raise RuntimeError(f"feature parts cover {covered} of {n} images")
+    skipped = [s for p in ordered for s in p["skipped"]]
+    for s in skipped:
+        log.warning("skipped unreadable image %s", s)
+    if all(p["features"].shape[0] == 0 for p in ordered):
+        raise NeuroInspectError(f"no image of split '{split}' could be read ({len(skipped)} unreadable); check the files")
+    cat = {k: torch.cat([p[k] for p in ordered if p["features"].shape[0]]) for k in PART_KEYS}
+    fs = FeatureSet(
+        cat["features"], cat["logits"], cat["labels"], cat["groups"], [ids[i] for i in cat["index"].tolist()],
+        list(data.class_names), list(data.group_names), split, skipped,
+    )
+    if folder is None:
+        return fs
+    fs.save(folder / "features.safetensors")
+    shutil.rmtree(folder / "partial", ignore_errors=True)
+    # read back what was written: a cold run returns exactly what every warm run will read
+    return FeatureSet.load(folder / "features.safetensors")
+
+
+def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
+                 chunk_size, chunk_seconds, progress) -> None:
     dataset = data.dataset(split, loaded.preprocess.transform)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_skipping,
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
-    ids = data.ids(split)
     loaded.model.to(device).eval()
-    current: dict[int, dict] = {ci: {"features": [], "logits": [], "labels": [], "groups": [], "index": [], "skipped": []} for ci in todo}
-    remaining = {ci: chunks[ci][1] - chunks[ci][0] for ci in todo}
-
-    bar = tqdm(total=n, initial=n - sum(remaining.values()), desc=f"features [{split}]", unit="img",
-               disable=None if progress else True, leave=False)
+    done_before = sum(p["end"] - p["start"] for p in parts.values())
+    bar = progress_bar(n, f"features [{split}]", "img", enabled=progress, initial=done_before)
+    acc = _new_acc(batches[0][0])
     try:
         with torch.inference_mode():
             for batch_ids, (x, labels, groups, index, errors) in zip(batches, loader):
-                ci = batch_ids[0] // chunk_size
-                acc = current[ci]
+                if batch_ids[0] != acc["end"]:  # a gap (a part saved earlier) lies between: close this part
+                    _flush(acc, parts, ids, partial)
+                    acc = _new_acc(batch_ids[0])
                 acc["skipped"].extend(errors)
                 if x is not None:
                     with _autocast(device, amp):
@@ -123,52 +221,43 @@ def extract_features(
                     acc["labels"].append(labels)
                     acc["groups"].append(groups)
                     acc["index"].append(index)
-                remaining[ci] -= len(batch_ids)
+                acc["end"] = batch_ids[-1] + 1
                 bar.update(len(batch_ids))
-                if remaining[ci] == 0:
-                    done[ci] = _finish_chunk(acc, ids, folder, ci)
-                    del current[ci]
+                if acc["end"] - acc["start"] >= chunk_size or time.monotonic() - acc["t0"] >= chunk_seconds:
+                    _flush(acc, parts, ids, partial)
+                    acc = _new_acc(acc["end"])
+            _flush(acc, parts, ids, partial)
     finally:
         bar.close()
 
-    parts = [done[ci] for ci in range(len(chunks))]
-    skipped = [s for p in parts for s in p["skipped"]]
-    for s in skipped:
-        log.warning("skipped unreadable image %s", s)
-    if all(p["features"].shape[0] == 0 for p in parts):
-        raise NeuroInspectError(f"no image of split '{split}' could be read ({len(skipped)} unreadable); check the files")
-    cat = {k: torch.cat([p[k] for p in parts if p["features"].shape[0]]) for k in PART_KEYS}
-    fs = FeatureSet(
-        cat["features"], cat["logits"], cat["labels"], cat["groups"], [ids[i] for i in cat["index"].tolist()],
-        list(data.class_names), list(data.group_names), split, skipped,
-    )
-    if folder is not None:
-        fs.save(folder / "features.safetensors")
-        for ci in range(len(chunks)):
-            (folder / f"chunk_{ci:05d}.pt").unlink(missing_ok=True)
-    return fs
+
+def _new_acc(start: int) -> dict:
+    return {"start": start, "end": start, "t0": time.monotonic(), "features": [], "logits": [], "labels": [],
+            "groups": [], "index": [], "skipped": []}
 
 
-def _finish_chunk(acc: dict, ids: list[str], folder: Path | None, ci: int) -> dict:
+def _flush(acc: dict, parts: dict[int, dict], ids: list[str], partial: Path | None) -> None:
+    """Close the part ``[start, end)``: check it, save it (when caching) and keep it in ``parts``."""
+    if acc["end"] == acc["start"]:
+        return
     if acc["features"]:
-        part = {k: torch.cat(acc[k]) for k in PART_KEYS}
-        bad = ~torch.isfinite(part["features"]).all(1)
-    else:  # every image of the chunk was unreadable: an empty part, left out when concatenating
+        part = {k: torch.cat(acc[k]).clone() for k in PART_KEYS}
+        bad = ~torch.isfinite(part["features"]).all(1) | ~torch.isfinite(part["logits"]).all(1)
+    else:  # every image of the part was unreadable: an empty part, left out when concatenating
         part = {k: torch.zeros(0, dtype=torch.long) for k in PART_KEYS}
         bad = torch.zeros(0, dtype=torch.bool)
     if bad.any():
         names = [ids[i] for i in part["index"][bad].tolist()]
         raise NeuroInspectError(
             f"the model produced NaN/inf features for {len(names)} images ({', '.join(names[:3])}{', …' if len(names) > 3 else ''}); "
-            "check the weights and the images (nothing was cached)"
+            "check the weights and the images (no NaN was cached)"
         )
-    part["skipped"] = acc["skipped"]
-    if folder is not None:
-        from .io import atomic_path
-
-        with atomic_path(folder / f"chunk_{ci:05d}.pt") as tmp:
+    part["skipped"] = list(acc["skipped"])
+    part["start"], part["end"] = acc["start"], acc["end"]
+    if partial is not None:
+        with atomic_path(partial / f"rows_{acc['start']:09d}_{acc['end']:09d}.pt") as tmp:
             torch.save(part, tmp)
-    return part
+    parts[acc["start"]] = part
 
 
 def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, fs: FeatureSet,
@@ -179,6 +268,6 @@ def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: st
     ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
     """
     dtype = _dtype_tag(device, amp)
-    folder = Path(cache_dir) / "features" / cache_key(loaded, probe, data, split, dtype)
+    folder = _cache_folder(cache_dir, cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir))
     return fs.save(folder / "features.safetensors")
 

@@ -90,7 +90,10 @@ class FeatureSet:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
-            t = {k: f.get_tensor(k) for k in f.keys()}
+            # clone: tensors read from the file sit at arbitrary byte offsets, and CPU matrix kernels
+            # round differently on unaligned memory, which made scores from cached features differ
+            # (in the last bits, then more after training) from scores of freshly computed ones
+            t = {k: f.get_tensor(k).clone(memory_format=torch.contiguous_format) for k in f.keys()}
         return cls(
             t["features"], t["logits"], t["labels"], t["groups"], json.loads(meta["ids"]),
             json.loads(meta["class_names"]), json.loads(meta["group_names"]), meta.get("split", ""),

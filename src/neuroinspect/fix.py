@@ -16,51 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .edit import GROUP_LABEL_SELECT, METHODS as EDIT_METHODS, NEURON_METHODS, EditResult, edit_head, resolve_select_by
+from .edit import EditResult, edit_head, resolve_select_by
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
+from .fix_config import (DEFAULT_METHOD, EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS,  # noqa: F401
+                         NEEDS_NEURONS, NEURON_METHODS, QUANTILE_GRID, USES_GROUP_LABELS, FixConfig)
 from .metrics import evaluate
-from .refit import DEFAULT_L2, DEFAULT_QUANTILES, REFIT_METHODS, USES_GROUP_LABELS, ablate, dfr, jtt, rebalance
-
-METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
-DEFAULT_METHOD = "rebalance"
-NEEDS_NEURONS = set(NEURON_METHODS) | {"rebalance", "ablate"}
-LR_GRID = (1e-3, 1e-2)
-LAM_GRID = (0.01, 0.1, 1.0)
-
-
-@dataclass
-class FixConfig:
-    """Every setting of a fix; ``None`` means "search on val" (see the module docstring)."""
-
-    method: str = DEFAULT_METHOD
-    lr: float | None = None  # gradient methods: Adam learning rate (searched over LR_GRID)
-    lam: float | None = None  # ratio/con: regulariser weight (searched over LAM_GRID)
-    tau: float | dict | None = None  # ratio: None = automatic
-    epochs: int = 20
-    patience: int = 5
-    warmup: float = 1.0
-    batch_size: int = 256
-    select_by: str = "auto"
-    fit_on: str = "train+val"  # rebalance: train, val (half) or both
-    quantile: float | None = None  # rebalance: pseudo-group quantile (searched over DEFAULT_QUANTILES)
-    l2: float | None = None  # refits: penalty (searched over DEFAULT_L2)
-    focal_gamma: float = 2.0
-    class_boost: float = 2.0
-    seed: int = 0
-
-    def validate(self) -> "FixConfig":
-        if self.method not in METHODS:
-            raise NeuroInspectError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
-        checks = [("lr", self.lr), ("lam", self.lam), ("l2", self.l2)]
-        for name, v in checks:
-            if v is not None and not (v == v and v > 0 and v != float("inf")):
-                raise NeuroInspectError(f"--{name} must be a positive finite number; got {v}")
-        if self.quantile is not None and not 0 < self.quantile < 1:
-            raise NeuroInspectError(f"--quantile must lie strictly between 0 and 1; got {self.quantile}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
-            raise NeuroInspectError("--epochs and --train-batch-size must be ≥ 1 and --patience ≥ 0")
-        return self
+from .refit import ablate, dfr, jtt, rebalance
 
 
 @dataclass
@@ -122,9 +84,9 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
             raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
     if cfg.method in EDIT_METHODS:
         return _edit(W, b, train, val, targets, cfg, device, progress)
-    l2 = (cfg.l2,) if cfg.l2 is not None else DEFAULT_L2
+    l2 = (cfg.l2,) if cfg.l2 is not None else L2_GRID
     if cfg.method == "rebalance":
-        qs = (cfg.quantile,) if cfg.quantile is not None else DEFAULT_QUANTILES
+        qs = (cfg.quantile,) if cfg.quantile is not None else QUANTILE_GRID
         res = rebalance(train, val, targets, fit_on=cfg.fit_on, l2=l2, quantiles=qs, seed=cfg.seed)
     elif cfg.method == "dfr":
         res = dfr(train, val, l2=l2, seed=cfg.seed, targets=targets)

@@ -6,15 +6,21 @@ a half-written file behind.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io as _io
 import json
 import math
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import NeuroInspectError
 
 
 def default_cache_dir() -> Path:
@@ -22,20 +28,144 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("NEUROINSPECT_CACHE", Path.home() / ".cache" / "neuroinspect"))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def mkdirs(path: str | os.PathLike, what: str = "folder") -> Path:
+    """``mkdir -p`` with one clear error when it cannot be done (a file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NeuroInspectError(f"{what} '{path}' is a file, not a folder; choose another path") from None
+    except NotADirectoryError:
+        raise NeuroInspectError(f"{what} '{path}' cannot be created: a part of it is a file; choose another path") from None
+    except PermissionError:
+        raise NeuroInspectError(f"{what} '{path}' cannot be created: permission denied; choose a writable path") from None
+    except OSError as err:
+        raise NeuroInspectError(f"{what} '{path}' cannot be created ({err.strerror}); choose another path") from None
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Make sure ``path`` is, or can become, a folder we can write into; fail with one line if not.
+
+    Creates nothing: it tries a temporary file in ``path`` or in its nearest existing parent.
+    Called before any long computation, so that a bad ``--out`` costs nothing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NeuroInspectError(f"{what} '{path}' is a file, not a folder; choose another path")
+    probe = path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NeuroInspectError(f"{what} '{path}' cannot be created: '{probe}' is a file; choose another path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+        where = "" if probe == path.absolute() else f": it cannot be created in '{probe}'"
+        raise NeuroInspectError(f"{what} '{path}' is not writable{where} ({reason}); choose a writable folder") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The file gets the mode a plain ``open()`` would give it (the umask is respected).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mkdirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise NeuroInspectError(f"cannot write into '{path.parent}': permission denied; choose a writable folder") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Iterator[None]:
+    """Hold back Ctrl-C for the few renames that must happen together (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def staging_dir(out: str | os.PathLike) -> Path:
+    """A fresh empty folder beside ``out`` to write a whole result into before ``publish_dir``."""
+    out = Path(out)
+    mkdirs(out.parent)
+    prefix = f".{out.name}.partial-"
+    for old in out.parent.glob(prefix + "*"):  # left by an interrupted run: of this process, or of a dead one
+        pid = old.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    atexit.register(shutil.rmtree, staging, True)  # an interrupted run leaves nothing behind at exit
+    return staging
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def publish_dir(staging: str | os.PathLike, out: str | os.PathLike, manifest: str) -> Path:
+    """Move every entry of ``staging`` into ``out``, replacing same-named entries, as one step.
+
+    ``manifest`` (e.g. ``visualizations.json``) names the file that lists the result: the old
+    one is removed first and the new one moved in last, and Ctrl-C is held back meanwhile, so a
+    reader sees either the old result, the new one, or (after a hard kill) no manifest at all —
+    never a manifest beside files of another run.
+    """
+    staging, out = Path(staging), Path(out)
+    mkdirs(out)
+    trash = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out))
+    entries = sorted(p.name for p in staging.iterdir())
+    with _no_sigint():
+        if (out / manifest).exists():
+            os.replace(out / manifest, trash / manifest)
+        for name in entries:
+            if name == manifest:
+                continue
+            if (out / name).exists() or (out / name).is_symlink():
+                os.replace(out / name, trash / name)
+            os.replace(staging / name, out / name)
+        if manifest in entries:
+            os.replace(staging / manifest, out / manifest)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -86,6 +86,40 @@ class LoadedModel:
         """A hash of the weights' *content* (parameters and buffers), not of any file name."""
         return state_fingerprint(self.model)
 
+    def structure_fingerprint(self) -> str:
+        """A hash of what the weights do not say: the module tree and code (see ``structure_fingerprint``)."""
+        return structure_fingerprint(self.model, self.extra.get("factory_source", ""))
+
+
+def _source_of(obj) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def structure_fingerprint(model: nn.Module, factory_source: str = "") -> str:
+    """A hash of the model's structure: every module's class (qualified name), its ``repr``, the
+    source of every class defined outside torch/torchvision/timm (where Python source exists),
+    and the factory's source. Catches a changed pooling, activation or ``forward`` that the
+    weights alone would not show."""
+    h = hashlib.sha256()
+    h.update(factory_source.encode())
+    sources: dict[str, str] = {}
+    for name, module in model.named_modules():
+        cls = type(module)
+        qual = f"{cls.__module__}.{cls.__qualname__}"
+        h.update(f"{name}|{qual}|{module.extra_repr()}\n".encode())
+        if qual not in sources and not cls.__module__.split(".")[0] in ("torch", "torchvision", "timm"):
+            sources[qual] = _source_of(cls)
+    h.update(repr(model).encode())
+    for qual in sorted(sources):
+        h.update(qual.encode())
+        h.update(sources[qual].encode())
+    return h.hexdigest()[:24]
+
 
 def state_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
@@ -119,6 +153,8 @@ def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, Preproc
     if num_classes is not None and weights is None:
         kwargs["num_classes"] = num_classes
     model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    if weights is not None and num_classes in (None, len(weights.meta.get("categories") or [])):
+        model.neuroinspect_class_names = list(weights.meta.get("categories") or []) or None
     ref = weights or weights_enum.DEFAULT
     tf = ref.transforms()
     crop = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
@@ -186,12 +222,22 @@ def _callable(spec: str, num_classes: int | None) -> tuple[nn.Module, Preprocess
         if factory is None:
             raise NeuroInspectError(f"module '{module_name}' has no '{attr}' (model spec '{spec}')")
     try:
-        model = factory(num_classes=num_classes) if num_classes is not None else factory()
-    except TypeError:
-        model = factory()  # the factory takes no num_classes: the head is resized below
+        try:
+            model = factory(num_classes=num_classes) if num_classes is not None else factory()
+        except TypeError:
+            if num_classes is None:
+                raise
+            model = factory()  # the factory takes no num_classes: the head is resized below
+    except NeuroInspectError:
+        raise
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise NeuroInspectError(f"the model factory '{spec}' raised {type(err).__name__}: {first}; fix the factory "
+                                "(run it in Python to see the traceback)") from None
     if not isinstance(model, nn.Module):
         raise NeuroInspectError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     pre = getattr(model, "neuroinspect_preprocess", None) or Preprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    model.neuroinspect_factory_source = _source_of(factory)
     return model, pre
 
 
@@ -228,10 +274,11 @@ def build_model(
     if weights is not None:
         load_weights(model, weights, allow_pickle=allow_pickle)
     model.eval()
-    class_names = None
+    class_names = getattr(model, "neuroinspect_class_names", None)
     if spec.startswith("efficientnet-lite") and num_classes in (None, 1000):
         class_names = imagenet_classes()
-    return LoadedModel(model, spec, pre, str(weights) if weights else None, class_names)
+    extra = {"factory_source": getattr(model, "neuroinspect_factory_source", "")}
+    return LoadedModel(model, spec, pre, str(weights) if weights else None, class_names, extra)
 
 
 def resize_head(model: nn.Module, num_classes: int, head: str | None = None, input_size: int = 224) -> None:

@@ -115,6 +115,11 @@ def find_head(model: nn.Module, head: str | None = None, input_size: int = 224, 
         if not isinstance(modules[head], nn.Linear):
             raise NeuroInspectError(f"module '{head}' is a {type(modules[head]).__name__}, not nn.Linear")
     trace = trace or _trace(model, input_size)
+    if not bool(torch.isfinite(trace.logits).all()):
+        raise NeuroInspectError(
+            "the model outputs NaN/inf on a random test input (before any data is read); check the weights "
+            "(a bad checkpoint or a factory that leaves parameters uninitialised)"
+        )
     if trace.logits.dim() != 2:
         raise NeuroInspectError(f"the model's output has shape {tuple(trace.logits.shape)}; expected [batch, classes]")
     found = None

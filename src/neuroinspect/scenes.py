@@ -330,7 +330,7 @@ def _plan(cfg: ScenesConfig) -> list[tuple[str, str, int, int]]:
 
 def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = True, cache_dir=None) -> Path:
     """Draw the benchmark described by ``cfg`` into ``out_dir`` (must not exist); returns the manifest."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     out_dir = Path(out_dir)
     images = {p: None for p in ("train", "t10k")}
@@ -342,7 +342,9 @@ def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = 
     items = _split_items(cfg, labels)
     rows = []
     plan = _plan(cfg)
-    for split, cls, i, fam in tqdm(plan, desc="drawing scenes", unit="img", disable=not progress):
+    bar = progress_bar(len(plan), "drawing scenes", "img", enabled=progress)
+    for split, cls, i, fam in plan:
+        bar.update()
         si, ci = SPLITS.index(split), cfg.classes.index(cls)
         rng = np.random.default_rng([cfg.seed, 303, si, ci, i])
         part = "train" if split == "train" else "t10k"
@@ -354,6 +356,7 @@ def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = 
         (out_dir / rel.parent).mkdir(parents=True, exist_ok=True)
         img.save(out_dir / rel, format="PNG", optimize=False, compress_level=6)
         rows.append([rel.as_posix(), cls, split, cfg.group_name(cls, fam)])
+    bar.close()
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

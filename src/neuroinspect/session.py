@@ -10,17 +10,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import ImageData, class_index, load_data
+from .data import SPLIT_ALIASES, ImageData, class_index, load_data, parse_class_names
 from .errors import NeuroInspectError
 from .explain import Explanation, explain_class
 from .featureset import FeatureSet
-from .features import extract_features
+from .features import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, extract_features
 from .io import default_cache_dir
 from .metrics import evaluate
 from .models import LoadedModel, Preprocess, build_model
 from .probe import Probe
 
 log = logging.getLogger(__name__)
+
+
+def warn_if_chance(fs: FeatureSet, C: int) -> float | None:
+    """Warn loudly when accuracy is at or below chance: most often the class order differs from the model's."""
+    known = fs.labels >= 0
+    n = int(known.sum())
+    if C < 2 or n < 2 * C:
+        return None
+    pred, true = fs.predictions[known], fs.labels[known]
+    acc = float((pred == true).float().mean())
+    if acc <= 1.0 / C:
+        # if the predictions agree with a relabelling of the classes, say which
+        confusion = torch.zeros(C, C, dtype=torch.long)
+        confusion.index_put_((true, pred), torch.ones_like(true), accumulate=True)
+        mapped = float(confusion.max(1).values.sum()) / n
+        hint = ""
+        if mapped >= 0.5 and mapped >= 2.0 / C:
+            names = fs.class_names
+            pairs = [(names[t], names[int(confusion[t].argmax())]) for t in range(C) if confusion[t].sum() > 0
+                     and int(confusion[t].argmax()) != t][:3]
+            hint = (f" The predictions match a relabelling of the classes ({100 * mapped:.0f}% agree), e.g. "
+                    + ", ".join(f"'{a}' is predicted as '{b}'" for a, b in pairs) + ".")
+        log.warning(
+            "WARNING: accuracy on '%s' is %.1f%%, at or below chance (%.1f%% for %d classes): the data's class order "
+            "probably differs from the model's.%s Give the model's order with --class-names FILE|a,b,c (or a "
+            "classes.txt beside the data); `neuroinspect classes --data …` shows the order used now.",
+            fs.split, 100 * acc, 100 / C, C, hint)
+    return acc
 
 
 def seed_everything(seed: int) -> None:
@@ -63,11 +91,22 @@ class Inspector:
         download: bool = False,
         amp: bool = True,
         progress: bool = True,
+        class_names: str | list[str] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        verify_cache: bool = False,
+        warn_chance: bool = True,
     ):
         seed_everything(seed)
         self.seed = seed
         self.device = resolve_device(device)
-        self.data = data if isinstance(data, ImageData) or data is None else load_data(data, download=download)
+        if isinstance(data, ImageData) or data is None:
+            self.data = data
+            if data is not None and class_names is not None:
+                self.data = data.with_class_order(parse_class_names(class_names))
+        else:
+            self.data = load_data(data, download=download, class_names=class_names)
+        names_only = parse_class_names(class_names) if class_names is not None and self.data is None else None
         if isinstance(model, LoadedModel):
             self.loaded = model
         elif isinstance(model, nn.Module):
@@ -76,6 +115,18 @@ class Inspector:
             self.loaded = build_model(model, weights=weights, num_classes=num_classes, head=head, allow_pickle=allow_pickle)
         self.probe = Probe(self.loaded.model, head=head, input_size=self.loaded.preprocess.input_size)
         self.loaded.model.to(self.device)
+        if names_only is not None:  # no data: the names label the model's outputs
+            if len(names_only) != self.probe.C:
+                raise NeuroInspectError(f"--class-names gives {len(names_only)} names but the model has {self.probe.C} outputs")
+            self.loaded.class_names = names_only
+        own = self.loaded.class_names
+        if (self.data is not None and not self.data.class_order and own and len(own) == self.probe.C
+                and set(self.data.class_names) <= set(own)):
+            # the model ships its own category list (e.g. torchvision weights, ImageNet): use its order
+            if list(self.data.class_names) != list(own):
+                log.info("classes follow the model's own category list (%d names)", len(own))
+            self.data = self.data.with_class_order(list(own), source="the model's category list")
+            self.data.class_order = "model"
         if self.data is not None and self.probe.C != len(self.data.class_names):
             raise NeuroInspectError(
                 f"the model has {self.probe.C} outputs but the data has {len(self.data.class_names)} classes; "
@@ -86,6 +137,10 @@ class Inspector:
         self.workers = workers
         self.amp = amp
         self.progress = progress
+        self.chunk_size = chunk_size
+        self.chunk_seconds = chunk_seconds
+        self.verify_cache = verify_cache
+        self.warn_chance = warn_chance  # off for a model whose head is still untrained
         self._features: dict[str, FeatureSet] = {}
 
     # ------------------------------------------------------------------ names
@@ -105,12 +160,19 @@ class Inspector:
         """Features of ``split`` (extracted once, then read from the on-disk cache)."""
         if self.data is None:
             raise NeuroInspectError("this needs data: pass --data (an image folder, a CSV manifest or torchvision:NAME:ROOT)")
-        split = self.data.resolve_split(split)
+        asked, split = split, self.data.resolve_split(split)
         if split not in self._features:
-            self._features[split] = extract_features(
+            if split != asked and SPLIT_ALIASES.get(asked, asked) != split:
+                log.warning("note: the data has no '%s' split; using '%s' (%d images, every image of the data)",
+                            asked, split, self.data.size(split))
+            fs = extract_features(
                 self.loaded, self.probe, self.data, split, device=self.device, batch_size=self.batch_size,
                 workers=self.workers, cache_dir=self.cache_dir, amp=self.amp, progress=self.progress,
+                chunk_size=self.chunk_size, chunk_seconds=self.chunk_seconds, verify=self.verify_cache,
             )
+            self._features[split] = fs
+            if self.warn_chance:
+                warn_if_chance(fs, self.probe.C)
         return self._features[split]
 
     def metrics(self, split: str) -> dict:

@@ -17,8 +17,9 @@ COMMANDS = ["classes", "explain", "visualize", "edit", "compare", "report", "dem
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+    from .common import OneLineParser
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="neuroinspect",
         description="Find, show and fix the neurons behind an image classifier's mistakes.",
     )
@@ -38,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a one-line argument error (exit 2)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    from ..progress import install_log_handler
+
+    install_log_handler(logging.INFO if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

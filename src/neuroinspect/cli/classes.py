@@ -14,11 +14,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..data import load_data
 
-    data = load_data(args.data, download=args.download)
+    data = load_data(args.data, download=args.download, class_names=args.class_names)
     for i, name in enumerate(data.class_names):
         print(f"{i:>5}  {name}")
     sizes = ", ".join(f"{s}: {data.size(s)}" for s in data.splits)
-    print(f"\n{len(data.class_names)} classes; splits: {sizes}")
+    order = data.class_order or "alphabetical folders / natural CSV labels; give the model's order with --class-names"
+    print(f"\n{len(data.class_names)} classes (order: {order}); splits: {sizes}")
     if data.group_names:
         print(f"groups: {', '.join(data.group_names)}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -10,12 +11,86 @@ from pathlib import Path
 from ..errors import NeuroInspectError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (what is wrong and where to look) and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- argument types
+def _number(text: str, kind, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}' (not a finite number)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = _number(text, int, "an integer, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a positive number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _number(text, float, "a number, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float, "a number")
+
+
+def fraction(text: str) -> float:
+    value = _number(text, float, "a number in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def percent(text: str) -> float:
+    value = _number(text, float, "a percentage in [0, 100]")
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text}")
+    return value
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Fail at once (before loading a model or extracting anything) if ``--out`` cannot be written."""
+    out = getattr(args, "out", None)
+    if out:
+        from ..io import check_writable_dir
+
+        check_writable_dir(out, "--out")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC",
                    help="torchvision:NAME[/WEIGHTS], timm:NAME[/pretrained], efficientnet-lite0|efficientnet-lite2, or MODULE:CALLABLE")
     g.add_argument("--weights", metavar="FILE", help="weights: a state_dict, a checkpoint holding one, or .safetensors")
-    g.add_argument("--num-classes", type=int, metavar="N", help="resize the decision layer to N classes before loading weights")
+    g.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the decision layer to N classes before loading weights")
     g.add_argument("--head", metavar="MODULE", help="name of the decision layer (nn.Linear) if it cannot be found automatically")
     g.add_argument("--allow-pickle", action="store_true", help="allow checkpoints that hold pickled objects (only for files you trust)")
 
@@ -27,14 +102,23 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                         "(path,label,split[,group]) or torchvision:NAME:ROOT")
     g.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT")
     g.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
-    g.add_argument("--batch-size", type=int, default=64, help="images per batch for feature extraction (default 64)")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    g.add_argument("--class-names", metavar="FILE|A,B,C",
+                   help="the model's class order: a file with one name per line, or a,b,c (default: a classes.txt "
+                        "beside the data, else the model's own category list, else alphabetical folders / natural CSV labels)")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="images per batch for feature extraction (default 64)")
+    g.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
+    g.add_argument("--chunk-size", type=positive_int, default=1024, metavar="N",
+                   help="save extraction progress every N images at most (default 1024) ...")
+    g.add_argument("--chunk-seconds", type=positive_float, default=60.0, metavar="S",
+                   help="... or every S seconds, whichever comes first; an interrupted run resumes from there (default 60)")
+    g.add_argument("--verify-cache", action="store_true",
+                   help="re-hash every image's bytes instead of trusting the per-file hash index (slower)")
 
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=out_required, metavar="DIR", help="folder for the results")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -49,6 +133,7 @@ def parse_int_list(text: str | None) -> list[int]:
 
 
 def make_inspector(args: argparse.Namespace):
+    check_out(args)
     from ..session import Inspector
 
     return Inspector(
@@ -65,6 +150,10 @@ def make_inspector(args: argparse.Namespace):
         allow_pickle=args.allow_pickle,
         download=getattr(args, "download", False),
         progress=not getattr(args, "no_progress", False),
+        class_names=getattr(args, "class_names", None),
+        chunk_size=getattr(args, "chunk_size", 1024),
+        chunk_seconds=getattr(args, "chunk_seconds", 60.0),
+        verify_cache=getattr(args, "verify_cache", False),
     )
 
 

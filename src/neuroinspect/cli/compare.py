@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NeuroInspectError
-from ..fix import METHODS, NEEDS_NEURONS
+from ..fix_config import METHODS, NEEDS_NEURONS
 from .common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
 from .edit import add_edit_args, fix_config, head_of, prepare
 

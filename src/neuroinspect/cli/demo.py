@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
+from .common import check_out, nonneg_int, positive_int
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "demo", help="run the built-in demo end to end and write an HTML report",
@@ -15,11 +18,11 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (about 2 minutes on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--clip", default="none",
                    help="CLIP for the visualisations, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (default none: "
                         "the class-conditional recipe without CLIP)")
-    p.add_argument("--steps", type=int, help="visualisation steps (default 200, 40 with --fast)")
+    p.add_argument("--steps", type=positive_int, help="visualisation steps (default 200, 40 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -28,6 +31,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..demo import DemoConfig, run_demo
 
+    check_out(args)
     overrides = {"seed": args.seed, "clip": args.clip}
     if args.steps:
         overrides["steps"] = args.steps

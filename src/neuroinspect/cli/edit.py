@@ -16,11 +16,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..edit import METHODS as EDIT_METHODS, SELECT_BY
 from ..errors import NeuroInspectError
-from ..fix import DEFAULT_METHOD, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS, FixConfig
-from ..refit import DEFAULT_L2, DEFAULT_QUANTILES
-from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
+from ..fix_config import (DEFAULT_METHOD, EDIT_METHODS, FIT_ON, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
+                          SELECT_BY, FixConfig)
+from .common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
+                     parse_int_list, positive_float, positive_int, write_run_json)
 
 MODEL_FILE = "edited.safetensors"
 
@@ -35,37 +35,37 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
     g.add_argument("--ranking", action="append", metavar="FILE",
                    help="ranking.json from explain; used when --neurons is not given (top --top-k insufficient "
                         "and top --top-k excessive neurons); gives the class too when --class is absent")
-    g.add_argument("--top-k", type=int, default=3, help="neurons taken from each list of a --ranking (default 3)")
+    g.add_argument("--top-k", type=positive_int, default=3, help="neurons taken from each list of a --ranking (default 3)")
     if single_method:
         g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
                        help="rebalance (default: neuron-guided rebalancing, no group labels), ratio (the paper's "
                             "edit, Eq. 8), con, class-weight, focal, erm (plain retraining), dfr (uses group labels), "
                             "jtt, ablate (zero W[c,S])")
     g.add_argument("--tau", default="auto", help="ratio: tau, 'auto' (1 + (min importance - 1)/3) or a positive number (default auto)")
-    g.add_argument("--lam", type=float, default=None,
+    g.add_argument("--lam", type=positive_float, default=None,
                    help=f"ratio/con: regulariser weight lambda (default: searched over {', '.join(map(str, LAM_GRID))} on val)")
-    g.add_argument("--lr", type=float, default=None,
+    g.add_argument("--lr", type=positive_float, default=None,
                    help=f"gradient methods: Adam learning rate after warm-up (default: searched over "
                         f"{', '.join(map(str, LR_GRID))} on val)")
     g.add_argument("--select-by", default="auto", choices=list(SELECT_BY),
                    help="validation metric for the kept epoch and the search: auto (worst pseudo-group from the chosen "
                         "neurons when there are any, else worst class; no group labels), pseudo-group, accuracy, class, "
                         "worst-class, worst-group (reads the true group labels)")
-    g.add_argument("--fit-on", default=FixConfig.fit_on, choices=["train", "val", "train+val"],
-                   help="rebalance: refit on the training split, half of val, or both (default train+val; the other "
-                        "half of val selects)")
-    g.add_argument("--quantile", type=float, default=None,
-                   help=f"rebalance: pseudo-group quantile (default: searched over "
-                        f"{', '.join(map(str, DEFAULT_QUANTILES))})")
-    g.add_argument("--l2", type=float, default=None,
+    g.add_argument("--fit-on", default=FixConfig.fit_on, choices=list(FIT_ON),
+                   help="rebalance: refit on one half of val (default; the other half selects), the training split, or both")
+    g.add_argument("--quantile", type=positive_float, default=None,
+                   help="rebalance: pseudo-groups from each class's lowest QUANTILE of spuriosity scores (default: "
+                        "searched over the midpoint rule and 0.25)")
+    g.add_argument("--l2", type=positive_float, default=None,
                    help=f"rebalance/dfr/jtt: L2 penalty on standardised features (default: searched over "
-                        f"{', '.join(map(str, DEFAULT_L2))})")
-    g.add_argument("--epochs", type=int, default=FixConfig.epochs, help=f"gradient methods: training epochs (default {FixConfig.epochs})")
-    g.add_argument("--patience", type=int, default=FixConfig.patience,
+                        f"{', '.join(map(str, L2_GRID))})")
+    g.add_argument("--epochs", type=positive_int, default=FixConfig.epochs,
+                   help=f"gradient methods: training epochs (default {FixConfig.epochs})")
+    g.add_argument("--patience", type=nonneg_int, default=FixConfig.patience,
                    help="gradient methods: stop after this many epochs without improvement on val; 0 trains all epochs "
                         f"and needs no val split (default {FixConfig.patience})")
-    g.add_argument("--warmup", type=float, default=FixConfig.warmup, help="linear warm-up length in epochs (default 1)")
-    g.add_argument("--train-batch-size", type=int, default=FixConfig.batch_size,
+    g.add_argument("--warmup", type=nonneg_float, default=FixConfig.warmup, help="linear warm-up length in epochs (default 1)")
+    g.add_argument("--train-batch-size", type=positive_int, default=FixConfig.batch_size,
                    help=f"batch size for training the head (default {FixConfig.batch_size})")
 
 
@@ -224,6 +224,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_finite_head(weight, bias, method: str) -> None:
+    """Never write a decision layer with NaN/inf in it: fail with one line instead."""
+    import torch
+
+    if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+        raise NeuroInspectError(
+            f"the {method} edit produced NaN/inf weights (nothing was written); lower --lr or --lam, or check the "
+            "features for extreme values"
+        )
+
+
 def run(args) -> int:
     from ..edit import save_edited_model
     from ..fix import fix_head, fix_record, format_table, summary_row
@@ -237,6 +248,7 @@ def run(args) -> int:
     W, b = head_of(setup)
     result = fix_head(W, b, setup.train, setup.val, setup.targets, cfg, device=ins.device,
                       progress=not getattr(args, "no_progress", False))
+    check_finite_head(result.weight, result.bias, cfg.method)
     before = evaluate(setup.test)
     after = evaluate(result.apply(setup.test))
     names = ins.class_names

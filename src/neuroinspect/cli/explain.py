@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_data_args, add_model_args, add_run_args, make_inspector, write_run_json
+from .common import (add_data_args, add_model_args, add_run_args, fraction, make_inspector, nonneg_float, nonneg_int,
+                     percent, positive_float, positive_int, write_run_json)
 
 
 def register(sub) -> None:
@@ -18,17 +19,17 @@ def register(sub) -> None:
     g = p.add_argument_group("explanation")
     g.add_argument("--class", dest="cls", required=True, metavar="NAME|INDEX", help="the class to debug")
     g.add_argument("--split", default="val", help="split whose mistakes are explained (default val)")
-    g.add_argument("--top-k", type=int, default=5, help="top-k neurons per mistake counted in the ratio (default 5)")
-    g.add_argument("--min-ratio", type=float, default=3.0, help="keep neurons in at least this %% of mistakes (default 3)")
-    g.add_argument("--lambda1", type=float, default=0.1, help="L1 weight of the edit (default 0.1)")
-    g.add_argument("--lambda2", type=float, default=0.01, help="L2 weight of the edit (default 0.01)")
-    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    g.add_argument("--max-steps", type=int, default=1000, help="step cap per mistake (default 1000)")
+    g.add_argument("--top-k", type=positive_int, default=5, help="top-k neurons per mistake counted in the ratio (default 5)")
+    g.add_argument("--min-ratio", type=percent, default=3.0, help="keep neurons in at least this %% of mistakes (default 3)")
+    g.add_argument("--lambda1", type=nonneg_float, default=0.1, help="L1 weight of the edit (default 0.1)")
+    g.add_argument("--lambda2", type=nonneg_float, default=0.01, help="L2 weight of the edit (default 0.01)")
+    g.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (default 0.01)")
+    g.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--max-steps", type=positive_int, default=1000, help="step cap per mistake (default 1000)")
     g.add_argument("--only-flipped", action="store_true", help="rank over the mistakes whose edit flipped the decision only")
-    g.add_argument("--visualize", type=int, default=0, metavar="N",
+    g.add_argument("--visualize", type=nonneg_int, default=0, metavar="N",
                    help="also render the top-N ranked neurons (insufficient and excessive) inside the class")
-    g.add_argument("--steps", type=int, default=300, help="visualisation steps with --visualize (default 300)")
+    g.add_argument("--steps", type=positive_int, default=300, help="visualisation steps with --visualize (default 300)")
     g.add_argument("--clip", default="none", help="CLIP for --visualize: open_clip:MODEL/PRETRAINED, hf:NAME or none")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -41,8 +42,9 @@ def run(args) -> int:
     ins = make_inspector(args)
     c = ins.class_index(args.cls)
     metrics = ins.metrics(args.split)
+    split = ins.data.resolve_split(args.split)
     write_json(out / "metrics.json", metrics)
-    print(f"accuracy on '{args.split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
+    print(f"accuracy on '{split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
           f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
     skipped = ins.features(args.split).skipped
     if skipped:

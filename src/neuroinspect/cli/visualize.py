@@ -4,12 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NeuroInspectError
-from .common import add_data_args, add_model_args, add_run_args, make_inspector, parse_int_list, write_run_json
+from .common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
+                     positive_float, positive_int, write_run_json)
+
+# the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
+RECIPES = ("clip-illusion", "class", "fv")
+PAPER_CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 
 
 def register(sub) -> None:
-    from ..visualize import PAPER_CLIP, RECIPES
-
     p = sub.add_parser(
         "visualize", help="render what neurons respond to inside a class (CLIP-Illusion)",
         description="Optimise images, from noise, that make each neuron fire inside a class: "
@@ -23,7 +26,7 @@ def register(sub) -> None:
     g = p.add_argument_group("visualisation")
     g.add_argument("--neurons", required=True, metavar="12,40", help="feature indices (neurons) to render")
     g.add_argument("--classes", metavar="A,B", help="classes (names or indices) to render every neuron inside")
-    g.add_argument("--top-classes", type=int, default=3, metavar="N",
+    g.add_argument("--top-classes", type=positive_int, default=3, metavar="N",
                    help="without --classes: each neuron's N classes of largest decision-layer weight (default 3)")
     g.add_argument("--recipe", choices=list(RECIPES), default="clip-illusion",
                    help="objective: clip-illusion (default), class (no CLIP) or fv (plain -a_k)")
@@ -32,15 +35,15 @@ def register(sub) -> None:
                         f"(default {PAPER_CLIP}; falls back to --recipe class with a warning when the weights cannot be had)")
     g.add_argument("--class-text", action="append", default=[], metavar="CLASS=TEXT",
                    help='text CLIP reads for a class, e.g. "waterbird=waterbird, aquatic bird" (repeatable)')
-    g.add_argument("--steps", type=int, default=300, help="optimisation steps (300: a first look, 650: the paper's quality)")
-    g.add_argument("--size", type=int, default=224, help="image size in pixels (default 224)")
-    g.add_argument("--batch", type=int, default=8, help="images optimised together (default 8)")
-    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 0.05)")
-    g.add_argument("--gamma", type=float, default=0.5, help="weight of the class logit (default 0.5)")
-    g.add_argument("--epsilon", type=float, default=0.05, help="CLIP gate offset (default 0.05)")
+    g.add_argument("--steps", type=positive_int, default=300, help="optimisation steps (300: a first look, 650: the paper's quality)")
+    g.add_argument("--size", type=positive_int, default=224, help="image size in pixels (default 224)")
+    g.add_argument("--batch", type=positive_int, default=8, help="images optimised together (default 8)")
+    g.add_argument("--lr", type=positive_float, default=None, help="AdamW learning rate (default 0.05)")
+    g.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the class logit (default 0.5)")
+    g.add_argument("--epsilon", type=finite_float, default=0.05, help="CLIP gate offset (default 0.05)")
     g.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="image parameterisation (default fourier)")
     g.add_argument("--split", help="split whose features give exemplars and class means (default train, else the only one)")
-    g.add_argument("--exemplars", type=int, default=8, help="top dataset images per neuron (default 8)")
+    g.add_argument("--exemplars", type=positive_int, default=8, help="top dataset images per neuron (default 8)")
     g.add_argument("--hard-mask", action="store_true", help="black out (instead of dim) where the neuron is quiet")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -68,6 +71,7 @@ def run(args) -> int:
             raise NeuroInspectError(f"{name} must be a positive integer, got {value}")
     parse_clip_spec(args.clip)  # a spec that does not parse fails before the model loads
     texts = _class_texts(args.class_text)
+    check_out(args)
     out = Path(args.out)
     ins = make_inspector(args)
     report = visualize_neurons(

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import NeuroInspectError
-from ..io import save_png, write_json
+from ..io import publish_dir, save_png, staging_dir, write_json
 from .augment import Augmentation, default_augmentation
 from .clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
 from .exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
@@ -175,7 +175,7 @@ def visualize_neurons(
         log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; %s",
                     ", ".join(map(str, silent)), hint)
 
-    out = Path(out_dir)
+    out = staging_dir(out_dir)  # everything is written here, then published into out_dir at once
     means = present = None
     if fs is not None and len(fs):
         counts = torch.bincount(fs.labels.long().clamp_min(0), minlength=probe.C)[: probe.C]
@@ -217,6 +217,7 @@ def visualize_neurons(
         "neurons": neuron_rows,
     }
     write_json(out / "visualizations.json", report)
+    publish_dir(out, out_dir, "visualizations.json")
     return report
 
 

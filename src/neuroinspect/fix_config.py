@@ -1,0 +1,68 @@
+"""Every method name, search grid and default of stage 3, in one place and without importing torch
+(the command line's ``--help`` reads them from here).
+
+A setting left ``None`` in :class:`FixConfig` is searched on the validation split (see
+:mod:`neuroinspect.fix`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import NeuroInspectError
+
+EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
+REFIT_METHODS = ("rebalance", "dfr", "jtt", "ablate")  # weighted refits on cached features
+METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
+DEFAULT_METHOD = "rebalance"
+NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S
+NEEDS_NEURONS = frozenset(NEURON_METHODS) | {"rebalance", "ablate"}
+USES_GROUP_LABELS = frozenset({"dfr"})
+
+# auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
+SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")
+GROUP_LABEL_SELECT = frozenset({"worst-group"})  # selections that read the true group labels
+FIT_ON = ("train", "val", "train+val")
+
+LR_GRID = (1e-3, 1e-2)  # gradient methods: Adam learning rate
+LAM_GRID = (0.01, 0.1, 1.0)  # ratio/con: regulariser weight
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # refits: penalty per sample on standardised features
+QUANTILE_GRID = (None, 0.25)  # rebalance: pseudo-group rule (None: the midpoint rule)
+UPWEIGHT_GRID = (5.0, 20.0, 50.0)  # jtt: up-weight of the identified errors
+
+
+@dataclass
+class FixConfig:
+    """Every setting of a fix; ``None`` means "search on val"."""
+
+    method: str = DEFAULT_METHOD
+    lr: float | None = None  # gradient methods: Adam learning rate (LR_GRID)
+    lam: float | None = None  # ratio/con: regulariser weight (LAM_GRID)
+    tau: float | dict | None = None  # ratio: None = automatic
+    epochs: int = 20
+    patience: int = 5
+    warmup: float = 1.0
+    batch_size: int = 256
+    select_by: str = "auto"
+    fit_on: str = "val"  # rebalance: train, val (one half of it; the other half selects) or train+val
+    quantile: float | None = None  # rebalance: pseudo-group quantile (QUANTILE_GRID)
+    l2: float | None = None  # refits: penalty (L2_GRID)
+    focal_gamma: float = 2.0
+    class_boost: float = 2.0
+    seed: int = 0
+
+    def validate(self) -> "FixConfig":
+        if self.method not in METHODS:
+            raise NeuroInspectError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
+        for name, v in (("lr", self.lr), ("lam", self.lam), ("l2", self.l2)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise NeuroInspectError(f"--{name} must be a positive finite number; got {v}")
+        if self.quantile is not None and not 0 < self.quantile < 1:
+            raise NeuroInspectError(f"--quantile must lie strictly between 0 and 1; got {self.quantile}")
+        if self.select_by not in SELECT_BY:
+            raise NeuroInspectError(f"unknown --select-by '{self.select_by}'; choose one of {', '.join(SELECT_BY)}")
+        if self.fit_on not in FIT_ON:
+            raise NeuroInspectError(f"--fit-on must be one of {', '.join(FIT_ON)}; got '{self.fit_on}'")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
+            raise NeuroInspectError("--epochs and --train-batch-size must be ≥ 1 and --patience ≥ 0")
+        return self
