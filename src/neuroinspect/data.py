@@ -8,6 +8,7 @@ Data specs
                               relative to the CSV, labels are class names
 ``torchvision:NAME:ROOT``     a torchvision dataset (Flowers102, Food101, CIFAR10, FashionMNIST, …);
                               downloading happens only with ``download=True``
+``waterbirds:ROOT``, ``metashift:ROOT:SCENARIO``   the paper's datasets (see ``datasets.py``)
 """
 from __future__ import annotations
 
@@ -277,6 +278,11 @@ def _from_torchvision(name: str, root: str, download: bool) -> ImageData:
 def load_data(spec: str | os.PathLike, download: bool = False) -> ImageData:
     """Open the dataset named by ``spec`` (see the module docstring)."""
     spec = str(spec)
+    from .datasets import load_special  # waterbirds:, metashift:, torchvision Flowers102/Food101
+
+    special = load_special(spec, download)
+    if special is not None:
+        return special
     if spec.startswith("torchvision:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[2]:
