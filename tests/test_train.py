@@ -36,6 +36,7 @@ def test_head_only_probe_learns_and_reloads_with_weights(tmp_path):
     assert ins.metrics("val")["accuracy"] == pytest.approx(res.val_metrics["accuracy"])
 
 
+@pytest.mark.slow
 def test_finetune_resumes_exactly_after_an_interruption(tmp_path):
     root = make_food101(tmp_path / "food", classes=3, train_per_class=7, test_per_class=2)
     spec = f"torchvision:Food101:{root}"

@@ -349,7 +349,7 @@ def _head_epoch(head: nn.Linear, fs, opt, sched, config: TrainConfig, g, device,
         loss.backward()
         opt.step()
         sched.step()
-        loss_sum += float(loss) * len(idx)
+        loss_sum += float(loss.detach()) * len(idx)
         correct += float((logits.argmax(1) == y[idx]).sum())
         seen += len(idx)
     return loss_sum, correct, seen
@@ -381,7 +381,7 @@ def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g,
         loss.backward()
         opt.step()
         sched.step()
-        loss_sum += float(loss) * len(y)
+        loss_sum += float(loss.detach()) * len(y)
         correct += float((logits.argmax(1) == y).sum())
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
