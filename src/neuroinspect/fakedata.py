@@ -25,11 +25,17 @@ from .models import Preprocess
 SIZE = 32
 
 
-def _image(rng: np.random.Generator, fg: tuple, bg: tuple, size: int = SIZE) -> Image.Image:
+def _image(rng: np.random.Generator, fg: tuple, bg: tuple, size: int = SIZE, scale: float = 0.5,
+           distractor: float = 0.0) -> Image.Image:
+    """A ``fg`` square (side ``scale`` × size) at a random place on a ``bg`` background; with probability
+    ``distractor`` a second square of a random colour, so that a small model still makes mistakes."""
     img = np.ones((size, size, 3)) * np.asarray(bg, dtype=float)
-    s = size // 2
-    y, x = rng.integers(0, size - s, 2)
+    s = max(2, int(size * scale))
+    y, x = rng.integers(0, size - s + 1, 2)
     img[y:y + s, x:x + s] = fg
+    if rng.random() < distractor:
+        y, x = rng.integers(0, size - s + 1, 2)
+        img[y:y + s, x:x + s] = rng.random(3)
     img += rng.normal(0, 0.04, img.shape)
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
@@ -52,7 +58,7 @@ def make_waterbirds(root: str | Path, n: dict | None = None, seed: int = 0) -> P
     n = n or {0: {(0, 0): 4, (0, 1): 1, (1, 0): 1, (1, 1): 4},
               1: {(0, 0): 2, (0, 1): 2, (1, 0): 2, (1, 1): 2},
               2: {(0, 0): 2, (0, 1): 2, (1, 0): 2, (1, 1): 2}}
-    birds = {0: (0.55, 0.35, 0.1), 1: (0.95, 0.95, 0.95)}  # brown landbird, white waterbird
+    birds = {0: (0.6, 0.45, 0.3), 1: (0.7, 0.55, 0.4)}  # similar birds: the background is the easy cue
     places = {0: (0.2, 0.6, 0.2), 1: (0.1, 0.3, 0.8)}  # green land, blue water
     rows, k = [], 0
     for split, counts in n.items():
@@ -62,7 +68,7 @@ def make_waterbirds(root: str | Path, n: dict | None = None, seed: int = 0) -> P
                 k += 1
                 rel = f"{folder}/{folder.split('.')[1]}_{k:04d}.jpg"
                 (root / folder).mkdir(parents=True, exist_ok=True)
-                _image(rng, birds[y], places[place]).save(root / rel, quality=95)
+                _image(rng, birds[y], places[place], scale=0.25).save(root / rel, quality=95)
                 rows.append([k, rel, y, split, place, f"fake/{k}.jpg"])
     with open(root / "metadata.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -93,7 +99,8 @@ def make_metashift(root: str | Path, per_subset: int = 4, seed: int = 0, fmt: st
             for _ in range(per_subset):
                 k += 1
                 ident = f"{2300000 + k}"
-                _image(rng, _colour(ci, len(METASHIFT_CLASSES)), _colour(ai + 0.5, len(METASHIFT_ATTRIBUTES))).save(
+                _image(rng, _colour(ci, len(METASHIFT_CLASSES)), _colour(ai + 0.5, len(METASHIFT_ATTRIBUTES)),
+                       scale=0.3, distractor=0.3).save(
                     images / f"{ident}.jpg", quality=95)
                 ids.append(ident)
             subsets[f"{cls}({attr})"] = ids
@@ -121,7 +128,7 @@ def make_flowers102(root: str | Path, per_split: tuple[int, int, int] = (1, 1, 1
         for key, count in zip(ids, per_split):
             for _ in range(count):
                 image_id += 1
-                _image(rng, _colour(c, 102), (0.5, 0.5, 0.5), size=16).save(base / "jpg" / f"image_{image_id:05d}.jpg")
+                _image(rng, _colour(c, 102), (0.5, 0.5, 0.5), size=16, distractor=0.5).save(base / "jpg" / f"image_{image_id:05d}.jpg")
                 labels.append(c + 1)  # 1-based, as in the release
                 ids[key].append(image_id)
     savemat(base / "imagelabels.mat", {"labels": np.asarray(labels, dtype=np.uint8)[None, :]})
@@ -145,7 +152,7 @@ def make_food101(root: str | Path, classes: int = 5, train_per_class: int = 7, t
             meta[split][name] = []
             for _ in range(count):
                 k += 1
-                _image(rng, _colour(ci, len(names)), (0.9, 0.9, 0.85)).save(base / "images" / name / f"{k}.jpg")
+                _image(rng, _colour(ci, len(names)), (0.9, 0.9, 0.85), scale=0.3, distractor=0.5).save(base / "images" / name / f"{k}.jpg")
                 meta[split][name].append(f"{name}/{k}")
     for split, listing in meta.items():
         (base / "meta" / f"{split}.json").write_text(json.dumps(listing))
