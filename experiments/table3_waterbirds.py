@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuroinspect.errors import NeuroInspectError  # noqa: E402
+
 from recipe import (TINY, Case, RecipeError, Variant, add_common_args, choose_methods, pct, run_case, settings_from,  # noqa: E402
                     write_table)
 
@@ -39,7 +41,7 @@ EXPECTED_GPU = ("about 15–25 min on one A100/H100-class GPU: fine-tuning ResNe
                 "splits (< 1 min), 2 × 30 visualisations (≈ 3–5 min), and head-only edits on cached features (< 1 min)")
 
 
-def build_case(args) -> Case:
+def build_case(args) -> tuple[Case, list[str]]:
     edit = ["--tau", "1.0", "--lam", "0.001", "--epochs", "20", "--lr", "0.001", "--train-batch-size", "128"]
     train = ["--optimizer", "sgd", "--lr", "0.001", "--weight-decay", "0.0001", "--batch", "64", "--epochs", "50"]
     model = args.model
@@ -97,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root and not args.smoke:
         p.error("--root is required (or --smoke)")
     s = settings_from(args)
-    case, missing = build_case(args)
     try:
+        case, missing = build_case(args)
         result = run_case(case, s, weights=args.weights)
-    except RecipeError as err:
+    except (RecipeError, NeuroInspectError) as err:
         print(f"table3: error: {err}", file=sys.stderr)
         return 2
     body, payload = table(result, missing)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuroinspect.errors import NeuroInspectError  # noqa: E402
+
 from recipe import (TINY, Case, RecipeError, Variant, add_common_args, choose_methods, pct, run_case,  # noqa: E402
                     settings_from, write_table)
 
@@ -118,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.flowers_root or args.food_root or args.smoke):
         p.error("give --flowers-root and/or --food-root (or --smoke)")
     s = settings_from(args)
-    cases, missing = build_cases(args)
-    if args.weights and len(cases) != 1:
+    if args.weights and bool(args.flowers_root) + bool(args.food_root) != 1:
         p.error("--weights fits one model: give only one of --flowers-root / --food-root")
     results = {}
     try:
+        cases, missing = build_cases(args)
         for case in cases:
             results[case.name] = run_case(case, s, weights=args.weights)
-    except RecipeError as err:
+    except (RecipeError, NeuroInspectError) as err:
         print(f"table4: error: {err}", file=sys.stderr)
         return 2
     body, payload = table(results, missing)
