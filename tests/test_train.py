@@ -82,3 +82,23 @@ def test_train_command_and_its_errors(tmp_path, capsys):
     assert main(["explain", "--model", TINY, "--weights", str(out / "model.safetensors"), "--num-classes", "2",
                  "--data", f"waterbirds:{root}", "--class", "waterbird", "--out", str(tmp_path / "ex"),
                  "--no-progress"]) == 0
+
+
+def test_init_weights_load_before_the_head_is_resized(tmp_path):
+    """Pretrained weights with their own head (say ImageNet's 1000 classes) seed the backbone."""
+    from safetensors.torch import save_file
+
+    from neuroinspect.fakedata import tiny_cnn
+
+    torch.manual_seed(123)
+    pretrained = tiny_cnn(num_classes=7).state_dict()
+    save_file({k: v.contiguous() for k, v in pretrained.items()}, str(tmp_path / "pre.safetensors"))
+    root = make_food101(tmp_path / "food", classes=3, train_per_class=7, test_per_class=1)
+    res = train_classifier(TINY, f"torchvision:Food101:{root}", tmp_path / "run", TrainConfig(epochs=1, batch_size=8, head_only=True),
+                           init_weights=tmp_path / "pre.safetensors", progress=False)
+    state = build_model(TINY, weights=res.weights, num_classes=3).model.state_dict()
+    assert state["fc.weight"].shape == (3, 32)
+    assert all(torch.equal(state[k], pretrained[k]) for k in pretrained if not k.startswith("fc."))
+    with pytest.raises(NeuroInspectError, match="worst-group needs group labels"):
+        train_classifier(TINY, f"torchvision:Food101:{root}", tmp_path / "r2", TrainConfig(select_by="worst-group"),
+                         progress=False)

@@ -198,12 +198,23 @@ def train_classifier(
     if not _has(data, "train") or data.size("train") == 0:
         raise NeuroInspectError(f"training needs a non-empty 'train' split; '{data.spec}' has: {', '.join(data.splits)}")
     has_val = _has(data, "val") and data.size("val") > 0
+    if config.select_by == "worst-group" and not data.group_names:
+        raise NeuroInspectError(f"--select-by worst-group needs group labels, and '{data.spec}' has none; "
+                                "use accuracy or class")
     C = len(data.class_names)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     seed_everything(config.seed)
     loaded = build_model(model, head=head, allow_pickle=allow_pickle)
-    if init_weights is not None:
+    if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
+        from .models import read_state_dict
+        from .probe import find_head
+
+        size = loaded.preprocess.input_size
+        name, linear = find_head(loaded.model, head=head, input_size=size)
+        saved = read_state_dict(init_weights, allow_pickle=allow_pickle).get(f"{name}.weight")
+        if saved is not None and saved.ndim == 2 and saved.shape[0] != linear.out_features:
+            resize_head(loaded.model, int(saved.shape[0]), head=head, input_size=size)
         load_weights(loaded.model, init_weights, allow_pickle=allow_pickle)
     resize_head(loaded.model, C, head=head, input_size=loaded.preprocess.input_size)
     probe = Probe(loaded.model, head=head, input_size=loaded.preprocess.input_size)
