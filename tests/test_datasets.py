@@ -120,7 +120,7 @@ def test_flowers102_official_splits(tmp_path):
     assert label == 1 and x.size == (16, 16)
 
 
-def test_flowers102_agrees_with_torchvision_when_checksums_allow(tmp_path):
+def test_flowers102_fake_fails_torchvision_checksums_but_reads_here(tmp_path):
     """torchvision's own class checks the .mat files' MD5, so it refuses a fake copy: say so, read ours."""
     from torchvision.datasets import Flowers102
 

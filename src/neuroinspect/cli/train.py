@@ -62,12 +62,18 @@ def run(args) -> int:
         print(f"epoch {r['epoch']:>3}/{config.epochs}  loss {r['train_loss']:.4f}  train acc {100 * r['train_acc']:.2f}%"
               f"{val}  ({r['seconds']:.1f} s)", flush=True)
 
-    result = train_classifier(
-        args.model, args.data, out, config, init_weights=args.init_weights, head=args.head, device=args.device,
-        cache_dir=args.cache_dir, workers=args.workers, eval_batch_size=args.batch_size,
-        allow_pickle=args.allow_pickle, download=args.download, resume=not args.restart,
-        progress=not args.no_progress, on_epoch=show,
-    )
+    try:
+        result = train_classifier(
+            args.model, args.data, out, config, init_weights=args.init_weights, head=args.head, device=args.device,
+            cache_dir=args.cache_dir, workers=args.workers, eval_batch_size=args.batch_size,
+            allow_pickle=args.allow_pickle, download=args.download, resume=not args.restart,
+            progress=not args.no_progress, on_epoch=show,
+        )
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT).is_file():
+            print(f"interrupted: {out / CHECKPOINT} holds the last finished epoch; rerun the same command "
+                  "(without --restart) to resume", flush=True)
+        raise
     write_run_json(out, args, model=args.model, data=args.data)
     if result.resumed_from:
         print(f"resumed after epoch {result.resumed_from}")
