@@ -170,22 +170,25 @@ def run_case(case: Case, s: Settings, weights: str | None = None) -> dict:
                  *common, "--out", ex])
         ranking = json.loads((ex / "ranking.json").read_text())
         top = [int(r["neuron"]) for r in ranking.get("insufficient", [])][: s.inspect]
-        if cls in s.neurons:
-            picked[cls] = s.neurons[cls]
-            notes.append(f"{cls}: neurons given on the command line")
-            continue
         if not top:
             top = [int(r["neuron"]) for r in ranking.get("excessive", [])][: s.inspect]
-            notes.append(f"{cls}: no insufficient neuron ranked; took the excessive ones")
-        if not top:
+            if top:
+                notes.append(f"{cls}: no insufficient neuron ranked; looked at the excessive ones")
+        given = s.neurons.get(cls)
+        shown = list(dict.fromkeys([*(given or []), *top]))
+        if not shown:
             notes.append(f"{cls}: not edited — explain ranked no neuron ({ranking.get('n_mistakes')} mistakes on val)")
             continue
         vis = out / f"visualize{tag}"
-        run_cli(["visualize", *model_args, *data_args, "--neurons", ",".join(map(str, top)), "--classes", cls,
+        run_cli(["visualize", *model_args, *data_args, "--neurons", ",".join(map(str, shown)), "--classes", cls,
                  "--clip", s.clip, "--recipe", "clip-illusion" if s.clip != "none" else "class",
                  "--steps", s.vis_steps, "--size", s.vis_size, *common, "--out", vis])
+        if given:
+            picked[cls] = given
+            notes.append(f"{cls}: neurons {given} given on the command line")
+            continue
         picked[cls] = pick_neurons(top, json.loads((vis / "visualizations.json").read_text()), cls, s.pick, case.pick_by)
-        notes.append(f"{cls}: picked {picked[cls]} by {case.pick_by} among the top {len(top)} insufficient neurons")
+        notes.append(f"{cls}: picked {picked[cls]} by {case.pick_by} among the top {len(top)} ranked neurons")
     timings["explain+visualize"] = time.perf_counter() - t
 
     # 4. the edit and the baselines, once per variant

@@ -51,13 +51,15 @@ def _check_table(out: Path, name: str, paper_value: str):
 @pytest.mark.slow
 def test_table3_waterbirds_smoke(tmp_path):
     out = tmp_path / "t3"
-    assert _script("table3_waterbirds").main(["--smoke", "--out", str(out)]) == 0
+    assert _script("table3_waterbirds").main(["--smoke", "--out", str(out), "--neurons", "waterbird=0,1"]) == 0
     data = _check_table(out, "table3", "66.04%")
     rows = {r["method"]: r for r in data["rows"]}
     assert {"ERM", "ERM+Ours", "ERM+Ours (C)", "ERM+DISC"} <= set(rows)
     assert rows["ERM"]["measured"]["worst_group"] is not None and rows["ERM"]["paper"]["avg"] == 91.73
     assert rows["ERM+DISC"]["measured"] is None
-    assert set(data["neurons"]) == {"landbird", "waterbird"}
+    assert set(data["neurons"]) == {"landbird", "waterbird"} and data["neurons"]["waterbird"] == [0, 1]
+    vis = json.loads((out / "waterbirds" / "visualize-waterbird" / "visualizations.json").read_text())
+    assert {0, 1} <= {r["neuron"] for r in vis["images"]}  # a given choice is still shown in the report
     for step in ("train/model.safetensors", "explain/ranking.json", "visualize/visualizations.json",
                  "compare/compare.json", "compare-C/compare.json", "report.html"):
         assert (out / "waterbirds" / step).is_file(), step
