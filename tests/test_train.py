@@ -57,6 +57,11 @@ def test_finetune_resumes_exactly_after_an_interruption(tmp_path):
     b = build_model(TINY, weights=tmp_path / "b" / "model.safetensors", num_classes=3).model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     assert resumed.test_metrics == pytest.approx(straight.test_metrics)
+    # the final scores went through the feature cache: the other commands read them from there
+    ins = Inspector(TINY, spec, weights=tmp_path / "b" / "model.safetensors", num_classes=3, progress=False)
+    before = set((tmp_path / "cache" / "features").iterdir())
+    assert ins.metrics("test")["accuracy"] == pytest.approx(resumed.test_metrics["accuracy"])
+    assert set((tmp_path / "cache" / "features").iterdir()) == before
     # other settings in the same folder are refused, not silently mixed
     with pytest.raises(NeuroInspectError, match="other settings \\(lr\\)"):
         train_classifier(TINY, spec, tmp_path / "b", TrainConfig(epochs=3, lr=0.02, batch_size=8), progress=False)

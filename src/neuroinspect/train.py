@@ -206,6 +206,11 @@ def train_classifier(
 
     seed_everything(config.seed)
     loaded = build_model(model, head=head, allow_pickle=allow_pickle)
+    if reload_spec(model) != model:
+        # score with the preprocessing the reloaded model will get (torchvision:resnet50/IMAGENET1K_V1 resizes to
+        # 256 px, torchvision:resnet50 to 232 px), so that train.json and the feature cache agree with later commands
+        loaded.preprocess = build_model(reload_spec(model), head=head).preprocess
+        seed_everything(config.seed)
     if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
         from .models import read_state_dict
         from .probe import find_head
@@ -323,9 +328,12 @@ def train_classifier(
         if _has(data, split) and data.size(split):
             if config.head_only:
                 metrics[split] = evaluate_split(split)
-            else:
-                metrics[split] = _evaluate_model(net, data, split, loaded.preprocess.transform, device,
-                                                 eval_batch_size, workers, config.amp, progress)
+            else:  # through the feature cache: explain/edit/compare on these weights start from it
+                from .features import extract_features
+
+                fs = extract_features(loaded, probe, data, split, device=device, batch_size=eval_batch_size,
+                                      workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
+                metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
         from .features import store_features
 
@@ -341,7 +349,7 @@ def train_classifier(
         "init_weights": str(init_weights) if init_weights else None, "best_epoch": best_epoch,
         "best_val_metric": best_val, "select_by": config.select_by if has_val else "last epoch (no val split)",
         "history": history, "val": metrics.get("val"), "test": metrics.get("test"), "resumed_from": start_epoch,
-        "reload": reload, "device": str(device),
+        "reload": reload, "device": str(device), "preprocess": loaded.preprocess.describe(),
     })
     return result
 
