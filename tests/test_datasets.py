@@ -158,3 +158,10 @@ def test_fake_images_are_distinct_per_class(tmp_path):
     a = np.asarray(data.dataset("train", None)[0][0], dtype=float)
     b = np.asarray(data.dataset("train", None)[len(data.records["train"]) - 1][0], dtype=float)
     assert np.abs(a - b).mean() > 10
+
+
+def test_a_folder_named_like_a_spec_is_still_a_folder(tmp_path, monkeypatch):
+    (tmp_path / "waterbirds" / "a").mkdir(parents=True)
+    (tmp_path / "waterbirds" / "a" / "x.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert load_data("waterbirds").class_names == ["a"]

@@ -71,7 +71,9 @@ FOOD101_VAL_FRACTION = 0.15
 
 def load_special(spec: str, download: bool = False) -> ImageData | None:
     """The dataset for ``spec`` if it names one of the layouts above, else ``None``."""
-    kind, _, rest = spec.partition(":")
+    kind, colon, rest = spec.partition(":")
+    if not colon:  # a plain path, even one named "waterbirds"
+        return None
     if kind == "waterbirds":
         return load_waterbirds(rest)
     if kind == "metashift":
