@@ -8,6 +8,7 @@ Data specs
                               relative to the CSV, labels are class names
 ``torchvision:NAME:ROOT``     a torchvision dataset (Flowers102, Food101, CIFAR10, FashionMNIST, …);
                               downloading happens only with ``download=True``
+``waterbirds:ROOT``, ``metashift:ROOT:SCENARIO``   the paper's datasets (see ``datasets.py``)
 """
 from __future__ import annotations
 
@@ -428,8 +429,13 @@ def load_data(spec: str | os.PathLike, download: bool = False, class_names: str 
     gives the order; that order is the model's output order.
     """
     spec = str(spec)
+    from .datasets import load_special  # waterbirds:, metashift:, torchvision Flowers102/Food101
+
     beside = None
-    if spec.startswith("torchvision:"):
+    special = load_special(spec, download)
+    if special is not None:
+        data = special
+    elif spec.startswith("torchvision:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[2]:
             raise NeuroInspectError(f"data spec '{spec}' should be torchvision:NAME:ROOT")

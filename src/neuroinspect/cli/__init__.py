@@ -12,7 +12,7 @@ import sys
 
 from ..errors import NeuroInspectError
 
-COMMANDS = ["classes", "explain", "visualize", "edit", "compare", "report", "demo"]
+COMMANDS = ["classes", "train", "explain", "visualize", "edit", "compare", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
