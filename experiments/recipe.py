@@ -53,6 +53,7 @@ class Case:
 class Settings:
     out: Path
     smoke: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)  # seeds of every fit in compare (rows: mean ± std)
     device: str = "cpu"
     seed: int = 0
     inspect: int = 30  # top neurons visualised per class (the paper looked at the top 30)
@@ -102,15 +103,15 @@ def settings_from(args) -> Settings:
                  workers=args.workers, progress=not args.no_progress)
     if args.smoke:  # the same steps, scaled down
         s.device, s.inspect, s.pick, s.vis_steps, s.vis_size, s.clip = "cpu", 2, 1, 2, 32, "none"
-        s.workers, s.explain_steps, s.progress = 0, 100, False
+        s.workers, s.explain_steps, s.progress, s.seeds = 0, 100, False, (0,)
     return s
 
 
 def available_methods() -> list[str]:
     """The methods ``neuroinspect compare`` accepts in this version."""
-    from neuroinspect.cli import compare
+    from neuroinspect.fix_config import METHODS
 
-    return list(getattr(compare, "ALL_METHODS", []))
+    return list(METHODS)
 
 
 def choose_methods(paper: list[str], given: str | None) -> tuple[list[str], list[str]]:
@@ -203,7 +204,8 @@ def run_case(case: Case, s: Settings, weights: str | None = None) -> dict:
             continue
         folder = out / ("compare" if not v.label else f"compare-{v.label}")
         run_cli(["compare", *model_args, *data_args, *targets, "--methods", ",".join(v.methods),
-                 "--select-by", v.select_by, *case.edit_args, *common, "--out", folder])
+                 "--select-by", v.select_by, "--seeds", ",".join(map(str, s.seeds)), *case.edit_args, *common,
+                 "--out", folder])
         comp = json.loads((folder / "compare.json").read_text())
         for row in comp["rows"]:
             name = row["method"] if not v.label or row["method"] == "original" else f"{row['method']} ({v.label})"

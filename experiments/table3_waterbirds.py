@@ -35,7 +35,7 @@ PAPER = {
     "ERM+Ours (C)": (90.65, 83.88, 72.43),
 }
 ROW_NAMES = {"original": "ERM", "ratio": "ERM+Ours", "ratio (C)": "ERM+Ours (C)", "jtt": "ERM+JTT"}
-PAPER_METHODS = ["ratio", "jtt"]
+PAPER_METHODS = ["ratio", "jtt", "rebalance", "dfr"]  # the paper's rows, our better fix, and DFR (reads group labels)
 EXPECTED_GPU = ("about 15–25 min on one A100/H100-class GPU: fine-tuning ResNet-50 on 4,795 images for 50 epochs "
                 "(≈ 240 k image passes at ≈ 500–1,000 img/s with JPEG decoding), feature extraction of the three "
                 "splits (< 1 min), 2 × 30 visualisations (≈ 3–5 min), and head-only edits on cached features (< 1 min)")
