@@ -239,6 +239,13 @@ def test_visualize_help_choices_match_the_package():
     assert tuple(cli_vis.RECIPES) == tuple(RECIPES) and cli_vis.PAPER_CLIP == PAPER_CLIP
 
 
+def test_explain_help_rankings_match_the_package():
+    from neuroinspect.cli import explain as cli_explain
+    from neuroinspect.explain import DEFAULT_RANKING, RANKINGS
+
+    assert tuple(cli_explain.RANKINGS) == tuple(RANKINGS) and cli_explain.RANKINGS[0] == DEFAULT_RANKING
+
+
 if __name__ == "__main__":  # print the table of docs/bad-inputs.md
     import contextlib
     import io

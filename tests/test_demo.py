@@ -29,11 +29,13 @@ def test_demo_writes_every_stage(tiny_run):
     ranking = json.loads((run / "ranking.json").read_text())
     assert ranking["class"] == headline["worst_class"]
     compare = json.loads((run / "compare/compare.json").read_text())
-    assert [r["method"] for r in compare["rows"]] == ["original", "ratio", "con", "class-weight", "focal", "erm"]
+    assert [r["method"] for r in compare["rows"]] == ["original", "rebalance", "ratio", "con", "class-weight", "focal",
+                                                       "erm", "jtt", "ablate", "dfr"]
+    by = {r["method"]: r for r in compare["rows"]}
+    assert by["dfr"]["uses_group_labels"] and not any(r["uses_group_labels"] for m, r in by.items() if m != "dfr")
     edit = json.loads((run / "edit/edit.json").read_text())
-    assert edit["after"]["accuracy"] == pytest.approx(compare["rows"][1]["avg_acc"])
-    assert edit["picked_by"]["rule"].startswith("lowest core relevance score")
-    assert set(edit["picked_by"]["candidates"]) <= set(edit["picked_by"]["ranked"])
+    assert edit["method"] == "rebalance" and edit["after"]["accuracy"] == pytest.approx(by["rebalance"]["avg_acc"])
+    assert edit["picked_by"]["rule"].startswith("the top 1 insufficient neurons") and edit["picked_by"]["ranking"] == "gap"
     picked = {j for ns in edit["neurons"].values() for j in ns}
     assert picked <= set(edit["picked_by"]["ranked"])
 
@@ -64,3 +66,64 @@ def test_demo_is_reproducible_from_its_seed(tiny_run, tmp_path):
     first = json.loads((run / "ranking.json").read_text())
     second = json.loads((tmp_path / "again" / "ranking.json").read_text())
     assert first["insufficient"] == second["insufficient"] and first["excessive"] == second["excessive"]
+
+
+# --------------------------------------------------------------------------- edit/compare defaults on the fast demo data
+@pytest.fixture(scope="module")
+def fast_project(tmp_path_factory):
+    """The fast demo's data, the frozen Lite0 with an ERM head (the model under debugging), and its explanation."""
+    from neuroinspect.cli import main
+    from neuroinspect.data import load_data
+    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.edit import save_edited_model
+    from neuroinspect.models import build_model
+    from neuroinspect.scenes import load_fashion_mnist, make_scenes
+    from neuroinspect.session import Inspector
+
+    root = tmp_path_factory.mktemp("fast")
+    try:
+        load_fashion_mnist("t10k", cache_dir=root / "none")
+    except Exception as err:  # no Debian package and no network
+        pytest.skip(f"Fashion-MNIST is not available here: {err}")
+    cfg = DemoConfig.fast()
+    manifest = make_scenes(root / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
+                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
+                           n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    data = load_data(manifest)
+    base = build_model(cfg.model, num_classes=len(data.class_names))
+    ins = Inspector(base, data, cache_dir=root / "cache", progress=False)
+    W, b = fit_linear_head(ins.features("train"), len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
+    weights = save_edited_model(base.model, ins.probe.head_name, W, b, root / "erm.safetensors")
+    common = ["--model", cfg.model, "--weights", str(weights), "--num-classes", "4", "--data", str(manifest),
+              "--cache-dir", str(root / "cache"), "--no-progress"]
+    assert main(["explain", *common, "--class", cfg.spurious_class, "--out", str(root / "explain")]) == 0
+    return root, common
+
+
+def _worst(metrics: dict) -> float:
+    return min(metrics["per_group"].values())
+
+
+def test_edit_with_default_flags_raises_worst_group_on_the_demo_data(fast_project):
+    from neuroinspect.cli import main
+
+    root, common = fast_project
+    out = root / "edit"
+    assert main(["edit", *common, "--ranking", str(root / "explain" / "ranking.json"), "--out", str(out)]) == 0
+    rec = json.loads((out / "edit.json").read_text())
+    assert rec["method"] == "rebalance" and not rec["uses_group_labels"]
+    assert _worst(rec["after"]) >= _worst(rec["before"]) + 0.15, (_worst(rec["before"]), _worst(rec["after"]))
+    assert rec["after"]["accuracy"] >= rec["before"]["accuracy"] - 0.02
+
+
+def test_compare_with_default_flags_puts_rebalance_above_erm_retraining(fast_project):
+    from neuroinspect.cli import main
+
+    root, common = fast_project
+    out = root / "compare"
+    assert main(["compare", *common, "--ranking", str(root / "explain" / "ranking.json"),
+                 "--methods", "rebalance,erm,ratio", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert rows["rebalance"]["n_seeds"] == 3
+    assert rows["rebalance"]["worst_group_acc"] >= rows["original"]["worst_group_acc"] + 0.15
+    assert rows["rebalance"]["worst_group_acc"] >= rows["erm"]["worst_group_acc"] + 0.1

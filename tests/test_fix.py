@@ -202,3 +202,18 @@ def test_compare_over_seeds_reports_mean_and_spread(case):
     assert by["rebalance"]["worst_group_acc"] > by["erm"]["worst_group_acc"] + 0.3
     table = format_table(rows)
     assert "| dfr | **yes** |" in table and " ± " in table
+
+
+def test_excessive_neurons_enter_the_score_with_their_sign(case):
+    """A ranking.json gives a class both lists: a neuron that fires for *another* class (excessive) counts
+    against the class's cue, so mixing the lists does not cancel the signal."""
+    F, W, b = case
+    z, y = F["train"].features, F["train"].labels
+    other = int((z[y == 0].mean(0) - z[y == shortcut.SPURIOUS].mean(0)).argmax())  # fires for class 0, not for coats
+    both = Spuriosity.fit(F["train"], {shortcut.SPURIOUS: [shortcut.CUE, other]})
+    assert both.signs[shortcut.SPURIOUS].tolist() == [1.0, -1.0]
+    alone = Spuriosity.fit(F["train"], {shortcut.SPURIOUS: [shortcut.CUE]})
+    coat = F["test"].labels == shortcut.SPURIOUS
+    has_cue = (F["test"].groups % 2 == 1)[coat].float()
+    corr = lambda s: float(torch.corrcoef(torch.stack([s.score(F["test"])[coat], has_cue]))[0, 1])  # noqa: E731
+    assert corr(both) > 0.5 and corr(alone) > 0.8

@@ -117,12 +117,35 @@ def edit_targets(neurons: list[int], explanation, W: torch.Tensor) -> dict[int, 
     return targets
 
 
+def find_and_fix(feats: dict[str, FeatureSet], cfg: DemoConfig, seed: int, *, device="cpu", head=None,
+                 explanation=None) -> tuple:
+    """One seed of find → pick → fix on cached features: an ERM head trained with ``seed`` (or ``head``),
+    its worst validation class explained with ``cfg.ranking`` (or ``explanation``), its top
+    ``cfg.n_edit`` insufficient neurons picked, and every method of ``cfg.methods`` run.
+
+    Returns ``(explanation, targets, {method: (test metrics, summary row, FixResult)})``.
+    """
+    from .explain import explain_class
+    from .fix import run_methods
+    from .metrics import evaluate
+
+    C = len(feats["train"].class_names)
+    W, b = head if head is not None else fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=seed)
+    fs = {split: f.with_logits(W, b) for split, f in feats.items()}
+    if explanation is None:
+        c = fs["val"].class_names.index(evaluate(fs["val"])["worst_class"])
+        explanation = explain_class(W, b, fs["val"], c, ranking=cfg.ranking, progress=False)
+    targets = edit_targets(pick_neurons(explanation, cfg.n_edit), explanation, W)
+    results = run_methods(W, b, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, device=device)
+    return explanation, targets, results
+
+
 def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str = "cpu", cache_dir: str | Path | None = None,
              progress: bool = True) -> dict:
     """Run the whole demo into ``out`` and return its headline numbers."""
     from .cli.common import versions
     from .edit import save_edited_model
-    from .fix import aggregate_seeds, fix_record, run_methods
+    from .fix import aggregate_seeds, fix_record
     from .explain import explain_class
     from .features import store_features
     from .metrics import evaluate
@@ -168,7 +191,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     data = load_data(manifest)
     C = len(data.class_names)
     base = build_model(cfg.model, num_classes=C)
-    ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
+    ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress, warn_chance=False)
     feats0 = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats0["train"], C, epochs=cfg.head_epochs, seed=cfg.seed)
     model_file = save_edited_model(base.model, ins0.probe.head_name, W, b, out / "model.safetensors")
@@ -221,18 +244,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     stage("fixing the decision layer")
     names = data.class_names
     per_seed, picked = [], {}
-    for seed in cfg.seeds:
-        if seed == cfg.seed:
-            Ws, bs, fs, exp_s = W, b, feats, explanation
-        else:  # the whole find → fix pipeline again, from an ERM head trained with this seed
-            Ws, bs = fit_linear_head(feats0["train"], C, epochs=cfg.head_epochs, seed=seed)
-            fs = {split: f.with_logits(Ws, bs) for split, f in feats0.items()}
-            c_s = data.class_index(evaluate(fs["val"])["worst_class"])
-            exp_s = explain_class(Ws, bs, fs["val"], c_s, ranking=cfg.ranking, progress=False)
-        targets_s = edit_targets(pick_neurons(exp_s, cfg.n_edit), exp_s, Ws)
+    seeds = [cfg.seed] + [k for k in cfg.seeds if k != cfg.seed]  # the run shown in detail comes first
+    for seed in seeds:
+        first_seed = seed == cfg.seed  # the run shown in detail: its head and explanation are the ones above
+        exp_s, targets_s, results = find_and_fix(feats0, cfg, seed, device=device, head=(W, b) if first_seed else None,
+                                                 explanation=explanation if first_seed else None)
         picked[seed] = {names[k]: v for k, v in targets_s.items()}
-        per_seed.append(run_methods(Ws, bs, fs["train"], fs["val"], fs["test"], targets_s, cfg.methods, seed,
-                                    device=device))
+        per_seed.append(results)
     rows = aggregate_seeds(per_seed)
     first = per_seed[0]
     before, res = first["original"][0], first[cfg.fix][2]
@@ -245,8 +263,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
                    "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
     ))
     write_json(out / "compare" / "compare.json", {
-        "classes": [names[k] for k in targets], "split": "test", "rows": rows, "seeds": list(cfg.seeds),
-        "neurons": picked[cfg.seeds[0]], "neurons_by_seed": {str(k): v for k, v in picked.items()},
+        "classes": [names[k] for k in targets], "split": "test", "rows": rows, "seeds": seeds,
+        "neurons": picked[cfg.seed], "neurons_by_seed": {str(k): v for k, v in picked.items()},
         "notes": [f"each seed trains its own ERM head, explains its worst class, picks its top {cfg.n_edit} "
                   f"insufficient neurons ({cfg.ranking} ranking) and runs every method"],
     })
@@ -261,7 +279,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
         return by[method][key] if method in by else None
 
     headline = {
-        "seeds": list(cfg.seeds), "fix": cfg.fix,
+        "seeds": seeds, "fix": cfg.fix,
         "worst_group_before": mean("original"), "worst_group_after": mean(cfg.fix),
         "worst_group_after_std": by[cfg.fix]["worst_group_acc_std"],
         "accuracy_before": mean("original", "avg_acc"), "accuracy_after": mean(cfg.fix, "avg_acc"),

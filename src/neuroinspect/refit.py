@@ -118,31 +118,46 @@ def split_halves(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.T
 # --------------------------------------------------------------------------- spuriosity
 @dataclass
 class Spuriosity:
-    """Scores samples by the activations of the chosen neurons (fitted on a reference split)."""
+    """Scores samples by the activations of the chosen neurons (fitted on a reference split).
+
+    Each neuron enters with a sign: + when it fires more on its class's reference samples than on
+    the other classes' (an *insufficient* neuron: the class's cue), − otherwise (an *excessive*
+    one, the cue of another class). So a ``ranking.json``'s two lists can be given together.
+    """
 
     targets: dict[int, list[int]]
     mean: torch.Tensor  # [D] per-neuron mean on the reference split
     std: torch.Tensor  # [D]
+    signs: dict[int, torch.Tensor] = field(default_factory=dict)  # per class: ±1 per neuron
 
     @classmethod
     def fit(cls, reference: FeatureSet, targets: dict[int, list[int]]) -> "Spuriosity":
         if not any(targets.values()):
             raise NeuroInspectError("rebalance needs neurons: give each edited class its --neurons (or a --ranking)")
         z = reference.features.float()
-        return cls({int(c): list(s) for c, s in targets.items()}, z.mean(0), z.std(0).clamp_min(1e-6))
+        signs = {}
+        for c, neurons in targets.items():
+            if neurons:
+                idx = torch.as_tensor(list(neurons), dtype=torch.long)
+                own = reference.labels == int(c)
+                diff = z[own][:, idx].mean(0) - z[~own][:, idx].mean(0) if own.any() and (~own).any() else torch.ones(len(idx))
+                signs[int(c)] = torch.where(diff >= 0, 1.0, -1.0)
+        return cls({int(c): list(s) for c, s in targets.items()}, z.mean(0), z.std(0).clamp_min(1e-6), signs)
+
+    def cue(self, fs: FeatureSet, c: int) -> torch.Tensor:
+        """[N]: the signed mean standardised activation of class ``c``'s neurons (high: c's cue present)."""
+        neurons = self.targets[c]
+        z = (fs.features.float() - self.mean) / self.std
+        return (z[:, torch.as_tensor(neurons, dtype=torch.long)] * self.signs[c]).mean(1)
 
     def score(self, fs: FeatureSet) -> torch.Tensor:
         """[N]: high = the sample carries the cue its class is expected to lean on (see the module docstring)."""
         s = torch.zeros(len(fs))
         for c, neurons in self.targets.items():
             if neurons:
-                cue = self.cue(fs, neurons)
+                cue = self.cue(fs, c)
                 s += torch.where(fs.labels == c, cue, -cue)
         return s
-
-    def cue(self, fs: FeatureSet, neurons: list[int]) -> torch.Tensor:
-        z = (fs.features.float() - self.mean) / self.std
-        return z[:, torch.as_tensor(neurons, dtype=torch.long)].mean(1)
 
     def thresholds(self, fs: FeatureSet, q: float | None = None) -> torch.Tensor:
         """Per class, the score at or below which a sample is in the minority, from the reference split ``fs``.
@@ -164,7 +179,7 @@ class Spuriosity:
         for c, neurons in self.targets.items():
             if not neurons:
                 continue
-            a = self.cue(fs, neurons)
+            a = self.cue(fs, c)
             own = fs.labels == c
             if not own.any() or own.all():
                 raise NeuroInspectError(f"class {c} needs samples in the reference split, and so do the other classes")

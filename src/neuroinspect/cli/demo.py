@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from .common import check_out, nonneg_int, positive_int
+from .common import check_out, nonneg_int, parse_int_list, positive_int
 
 
 def register(sub) -> None:
@@ -18,7 +18,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (about 2 minutes on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the run shown in detail (default 0)")
+    p.add_argument("--seeds", help="comma-separated seeds of the find → fix comparison; the table shows mean ± std "
+                                   "(default 0,1,2; 0 with --fast)")
     p.add_argument("--clip", default="none",
                    help="CLIP for the visualisations, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (default none: "
                         "the class-conditional recipe without CLIP)")
@@ -35,16 +37,26 @@ def run(args) -> int:
     overrides = {"seed": args.seed, "clip": args.clip}
     if args.steps:
         overrides["steps"] = args.steps
+    if args.seeds:
+        overrides["seeds"] = tuple(parse_int_list(args.seeds))
     config = DemoConfig.fast(**overrides) if args.fast else DemoConfig(**overrides)
     h = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    print(f"worst class on val: {h['worst_class']}; edited: "
+    import json
+
+    from ..fix import format_table
+
+    seeds = h["seeds"]
+    print(f"worst class on val: {h['worst_class']}; edited (seed {seeds[0]}): "
           + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
-    print(f"test worst-group accuracy: {pct(h['worst_group_before'])} → {pct(h['worst_group_after'])} "
-          f"(ERM retraining: {pct(h['erm_worst_group'])})")
+    print(f"test worst-group accuracy, mean of {len(seeds)} seed(s): {pct(h['worst_group_before'])} → "
+          f"{pct(h['worst_group_after'])} with {h['fix']} (ERM retraining: {pct(h['erm_worst_group'])}, the paper's "
+          f"ratio edit: {pct(h['ratio_worst_group'])}, DFR with group labels: {pct(h['dfr_worst_group'])})")
     print(f"test average accuracy:     {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
+    rows = json.loads((Path(args.out) / "compare" / "compare.json").read_text())["rows"]
+    print(format_table(rows))
     print(f"report: {h['report']}  ({h['seconds']:.0f} s)")
     return 0

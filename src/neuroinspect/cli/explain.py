@@ -7,6 +7,10 @@ from .common import (add_data_args, add_model_args, add_run_args, fraction, make
                      percent, positive_float, positive_int, write_run_json)
 
 
+# the rankings shown by --help, kept here so that --help does not import torch (a test checks they match)
+RANKINGS = ("gap", "additive", "multiplicative")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "explain", help="find the neurons behind a class's mistakes",
@@ -19,6 +23,10 @@ def register(sub) -> None:
     g = p.add_argument_group("explanation")
     g.add_argument("--class", dest="cls", required=True, metavar="NAME|INDEX", help="the class to debug")
     g.add_argument("--split", default="val", help="split whose mistakes are explained (default val)")
+    g.add_argument("--ranking", choices=list(RANKINGS), default=RANKINGS[0],
+                   help="how a mistake blames a neuron: gap (default: the margin the class lost because the neuron moved "
+                        "from its value on correct samples; only what is in the image can be blamed), additive (the "
+                        "paper's counterfactual edit z + delta, Eq. 1) or multiplicative (z * (1 + delta))")
     g.add_argument("--top-k", type=positive_int, default=5, help="top-k neurons per mistake counted in the ratio (default 5)")
     g.add_argument("--min-ratio", type=percent, default=3.0, help="keep neurons in at least this %% of mistakes (default 3)")
     g.add_argument("--lambda1", type=nonneg_float, default=0.1, help="L1 weight of the edit (default 0.1)")
@@ -52,6 +60,7 @@ def run(args) -> int:
     explanation = ins.explain(
         c, split=args.split, k=args.top_k, min_ratio=args.min_ratio, lambda1=args.lambda1, lambda2=args.lambda2,
         lr=args.lr, momentum=args.momentum, max_steps=args.max_steps, only_flipped=args.only_flipped,
+        ranking=args.ranking,
     )
     explanation.save(out)
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
