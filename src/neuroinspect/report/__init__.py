@@ -56,6 +56,9 @@ METHOD_LABELS = {
     "class-weight": "class re-weighting",
     "focal": "focal loss",
     "erm": "ERM retrained",
+    "jtt": "JTT",
+    "ablate": "ablate W[c,S]",
+    "dfr": "DFR (group labels)",
 }
 
 
@@ -433,7 +436,11 @@ def _edit_section(edit: dict, src: Path, run_dir: Path, assets: Path) -> dict:
     before, after = edit.get("before") or {}, edit.get("after") or {}
     sec = {
         "source": _rel(src, run_dir),
-        "method": edit.get("method"), "classes": edit.get("classes") or [],
+        "method": edit.get("method"), "label": METHOD_LABELS.get(edit.get("method"), edit.get("method")),
+        "classes": edit.get("classes") or [], "fit_on": edit.get("fit_on"),
+        "uses_group_labels": bool(edit.get("uses_group_labels")),
+        "chosen": edit.get("chosen") if isinstance(edit.get("chosen"), dict) else {},
+        "searched": bool(edit.get("search")),
         "neurons": {str(k): list(v or []) for k, v in (edit.get("neurons") or {}).items()},
         "tau": edit.get("tau") or {}, "lam": edit.get("lam"), "select_by": edit.get("select_by"),
         "best_epoch": edit.get("best_epoch"), "epochs_run": edit.get("epochs_run"), "model_file": edit.get("model_file"),
@@ -553,14 +560,15 @@ def _is_main_key(key: str) -> bool:
 def _headline(ctx: dict) -> dict | None:
     edit, comp, metrics = ctx.get("edit"), ctx.get("compare"), ctx.get("metrics")
     tiles = []
-    if edit:
+    if edit and not (comp and len(comp.get("seeds") or []) > 1):  # several seeds: the comparison's means lead
         rows = {r["name"]: r for r in edit["table"]["summary"]}
         for name in ("worst-group accuracy", "average accuracy", "worst-class accuracy"):
             r = rows.get(name)
             if r and (r["before"] is not None or r["after"] is not None):
                 tiles.append({"label": name, "before": fmt_pct(r["before"]), "after": fmt_pct(r["after"]),
                               "delta": r["delta"], "trend": r["trend"], "source": "edit.json"})
-        return {"title": f"Editing the decision layer ({edit.get('method') or 'ratio'})", "tiles": tiles[:3]}
+        return {"title": f"Editing the decision layer ({edit.get('label') or edit.get('method') or 'ratio'})",
+                "tiles": tiles[:3]}
     if comp:
         rows = {r["method"]: r for r in comp["rows"]}
         orig = rows.get("original")
