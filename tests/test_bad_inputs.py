@@ -54,7 +54,7 @@ CASES = [
     ("--steps 0 (visualize)", _vis("--steps", "0"), "--steps: must be a positive integer"),
     ("--train-batch-size 0", _edit("--train-batch-size", "0"), "--train-batch-size: must be a positive integer"),
     ("--lr -1", _edit("--lr", "-1"), "--lr: must be a positive number"),
-    ("--lam -1", _edit("--lam", "-1"), "--lam: must be 0 or more"),
+    ("--lam -1", _edit("--lam", "-1"), "--lam: must be a positive number"),
     ("--lam nan", _edit("--lam", "nan"), "not a finite number"),
     ("--epochs 0", _edit("--epochs", "0"), "--epochs: must be a positive integer"),
     ("a factory that raises", ["explain", "--model", "planted:broken_factory", "--data", "{data}", "--class", "apple",
