@@ -94,3 +94,60 @@ def test_visualize_neurons_puts_heatmaps_in_the_json_and_the_report(tmp_path):
     assert rows[0]["items"][0]["heatmap"] in html
     saved = json.loads((out / "visualizations.json").read_text())
     assert saved["heatmaps"]["k"] == 2
+
+
+class _Shy(torch.nn.Module):
+    """Neuron 0 fires only on red (it is 0 on grey noise, and so is its gradient); neuron 1 on green."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.act = torch.nn.ReLU()
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0]]).view(2, 3, 1, 1))
+            self.conv.bias.fill_(-0.5)
+            self.fc.weight.copy_(torch.eye(2))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("start", ["noise", "exemplar", "preact"])
+def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_path, start):
+    from neuroinspect.featureset import FeatureSet
+    from neuroinspect.models import LoadedModel, Preprocess
+    from neuroinspect.visualize import visualize_neurons
+
+    rng = np.random.default_rng(0)
+    ids = []
+    for i in range(3):
+        path = tmp_path / f"red_{i}.png"
+        planted.make_image("cloud", rng, red_patch=True).save(path)
+        ids.append(str(path))
+    feats = torch.tensor([[0.4, 0.0], [0.3, 0.0], [0.2, 0.0]])
+    fs = FeatureSet(feats, feats.clone(), torch.zeros(3, dtype=torch.long), torch.full((3,), -1), ids,
+                    ["red", "green"], split="train")
+    loaded = LoadedModel(_Shy().eval(), "test:shy", Preprocess(32, 32, (0.0,) * 3, (1.0,) * 3), class_names=["red", "green"])
+    rep = visualize_neurons(loaded, [0], ["red"], tmp_path / start, recipe="class", clip="none", steps=15, size=32,
+                            features=fs, start=start, heatmaps=0, progress=False)
+    im = rep["images"][0]
+    assert im["start_activation"] <= 1e-6 or start == "exemplar"
+    if start == "noise":
+        assert im["activation"] <= 1e-6 and im["note"].startswith("silent")  # said, not a blank card
+    else:
+        assert im["activation"] > (0.05 if start == "exemplar" else 0.01)
+    if start == "exemplar":
+        assert im["start"] == "exemplar" and im["start_image"] == ids[0] and "started from" in im["note"]
+
+
+def test_fourier_image_can_start_from_a_picture():
+    from neuroinspect.visualize.param import FourierImage, PixelImage
+
+    pic = torch.rand(3, 16, 16) * 0.9 + 0.05
+    for param in (FourierImage([1, 2], 16), PixelImage([1, 2], 16)):
+        param.set_image(1, pic)
+        out = param()
+        assert torch.allclose(out[1], pic, atol=1e-4) and not torch.allclose(out[0], pic, atol=0.1)
