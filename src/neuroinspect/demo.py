@@ -47,6 +47,14 @@ class DemoConfig:
     steps: int = 200
     vis_size: int = 160
     batch: int = 8
+    # visualisation cost: bf16 + channels-last on the classifier only, the classifier at the render
+    # size, a short warm-up; silent images start from their top exemplar; exemplar heatmaps per class
+    precision: str = "bf16"
+    channels_last: bool = True
+    vis_input_size: int | None = 128
+    warmup: float = 0.1
+    start: str = "exemplar"
+    heatmaps: int = 4
     clip: str = "none"
     seed: int = 0
     methods: tuple[str, ...] = ("ratio", "con", "class-weight", "focal", "erm")
@@ -195,7 +203,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     per_neuron = {j: sorted({c, k}) for k, js in targets_all.items() for j in js}
     vis = visualize_neurons(ins, ranked, per_neuron, out / "visualize", recipe="clip-illusion", clip=cfg.clip,
                             steps=cfg.steps, size=cfg.vis_size, batch=cfg.batch, seed=cfg.seed,
-                            features=feats["train"], device=device, progress=progress)
+                            features=feats["train"], device=device, progress=progress, precision=cfg.precision,
+                            channels_last=cfg.channels_last, input_size=cfg.vis_input_size, warmup=cfg.warmup,
+                            start=cfg.start, heatmaps=cfg.heatmaps)
     lap("visualize", t0)
     stages.update()
 
@@ -251,5 +261,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     stages.close()
     headline["report"] = str(report)
     headline["seconds"] = round(time.perf_counter() - started, 1)
+    headline["timings_s"] = dict(timings)
     return headline
 

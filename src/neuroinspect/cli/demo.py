@@ -42,5 +42,8 @@ def run(args) -> int:
     print(f"test worst-group accuracy: {pct(h['worst_group_before'])} → {pct(h['worst_group_after'])} "
           f"(ERM retraining: {pct(h['erm_worst_group'])})")
     print(f"test average accuracy:     {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
+    stages = h.get("timings_s") or {}
+    if stages:
+        print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + " (also in run.json)")
     print(f"report: {h['report']}  ({h['seconds']:.0f} s)")
     return 0
