@@ -3,9 +3,10 @@
 Takes a demo run's neurons and classes (its ``visualize/visualizations.json``), its trained
 model and its data, and runs the stage twice on them, alternating, ``--repeat`` times:
 "old" (this stage's settings before the cost work: fp32, contiguous memory, the classifier at
-its own 224 px input, images from noise, 200 steps at 160 px; 40 at 96 px with --fast) and
-"new" (the demo's current ``DemoConfig``: bf16 autocast and channels-last on the classifier
-only, the classifier at the render size, fewer steps with a warm-up, silent images from their
+its own 224 px input with its weights' gradients on, images from noise, 200 steps at 160 px;
+40 at 96 px with --fast) and
+"new" (the demo's current ``DemoConfig``: frozen weights, bf16 autocast and channels-last on the
+classifier only, the classifier at the render size, fewer steps with a warm-up, silent images from their
 top exemplar, plus the exemplar heatmaps the old stage did not have). Reports wall and CPU
 seconds (min and median), the speed-up, and the quality of both: the mean final activation a_k
 under a plain fp32 forward at 224 px and how many images left their neuron silent. Prints JSON.
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
     fs = ins.features("train")
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
     old = dict(steps=40 if args.fast else 200, size=96 if args.fast else 160, precision="fp32", channels_last=False,
-               input_size=None, start="noise", heatmaps=0, warmup=0.0)
+               input_size=None, start="noise", heatmaps=0, warmup=0.0, freeze=False)
     new = dict(steps=cfg.steps, size=cfg.vis_size, precision=cfg.precision, channels_last=cfg.channels_last,
                input_size=cfg.vis_input_size, start=cfg.start, heatmaps=cfg.heatmaps, warmup=cfg.warmup)
     settings = {"old": old, "new": new}

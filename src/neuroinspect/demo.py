@@ -44,8 +44,8 @@ class DemoConfig:
     n_insufficient: int = 4  # top insufficient neurons to render (the candidates for the edit)
     n_excessive: int = 2  # top excessive neurons to render
     n_edit: int = 3  # neurons to edit: the candidates with the lowest core relevance scores
-    steps: int = 200
-    vis_size: int = 160
+    steps: int = 96
+    vis_size: int = 128
     batch: int = 8
     # visualisation cost: bf16 + channels-last on the classifier only, the classifier at the render
     # size, a short warm-up; silent images start from their top exemplar; exemplar heatmaps per class
@@ -64,8 +64,8 @@ class DemoConfig:
 
     @classmethod
     def fast(cls, **overrides) -> "DemoConfig":
-        base = dict(n_train=60, n_val=30, n_test=40, head_epochs=100, n_insufficient=2, n_excessive=1, n_edit=1, steps=40,
-                    vis_size=96, image_size=64)
+        base = dict(n_train=60, n_val=30, n_test=40, head_epochs=100, n_insufficient=2, n_excessive=1, n_edit=1, steps=32,
+                    vis_size=96, vis_input_size=96, image_size=64)
         base.update(overrides)
         return cls(**base)
 

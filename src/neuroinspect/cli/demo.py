@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--clip", default="none",
                    help="CLIP for the visualisations, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (default none: "
                         "the class-conditional recipe without CLIP)")
-    p.add_argument("--steps", type=int, help="visualisation steps (default 200, 40 with --fast)")
+    p.add_argument("--steps", type=int, help="visualisation steps (default 96, 32 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)

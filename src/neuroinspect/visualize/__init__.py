@@ -112,6 +112,7 @@ def visualize_neurons(
     schedule: str = "cosine",
     warmup: float = 0.0,
     start: str = "exemplar",
+    freeze: bool = True,
     heatmaps: int = 4,
     vote_classes: int = 1,
     cache_dir: str | Path | None = None,
@@ -186,7 +187,7 @@ def visualize_neurons(
         steps=steps, size=size, batch=batch, lr=lr, weight_decay=weight_decay, param=param, seed=seed,
         device=device, precision=precision, channels_last=channels_last, input_size=input_size, schedule=schedule,
         warmup=warmup, start=start if (start != "exemplar" or init is not None) else "noise",
-        init_images=[i[0] if i else None for i in init] if init else None, progress=progress,
+        init_images=[i[0] if i else None for i in init] if init else None, freeze=freeze, progress=progress,
     )
     starts = {(pairs[j][0], pairs[j][1]): init[j] for j in range(len(pairs))} if init else {}
 

@@ -138,6 +138,7 @@ def render(
     warmup: float = 0.0,
     start: str = "noise",
     init_images: Sequence[torch.Tensor | None] | None = None,
+    freeze: bool = True,
     progress: bool = True,
 ) -> RenderResult:
     """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
@@ -157,6 +158,9 @@ def render(
     "exemplar" starts those images from ``init_images[i]`` (one per pair, e.g. the neuron's top
     dataset image of the class; ``None`` where there is none); "preact" optimises the neuron's
     pre-activation map until it fires, then the objective; "noise" does neither.
+
+    ``freeze``: turn off the models' parameter gradients while optimising (restored after); only
+    a timing comparison with the unfrozen way wants ``False``.
     """
     if start not in STARTS:
         raise NeuroInspectError(f"unknown start '{start}'; choose one of: {', '.join(STARTS)}")
@@ -186,6 +190,12 @@ def render(
         probe.model.to(memory_format=torch.channels_last)
 
     preact = _PreActivation(probe) if start == "preact" else None
+    # freeze the models while optimising images: autograd then keeps no weight-gradient paths
+    # (3-4x cheaper backward for Lite0 on a CPU); restored in the finally block below
+    frozen = [p for m in (probe.model, getattr(clip, "model", None)) if isinstance(m, torch.nn.Module)
+              for p in m.parameters() if p.requires_grad] if freeze else []
+    for p in frozen:
+        p.requires_grad_(False)
     result = RenderResult(steps=steps)
     chunks = [list(range(i, min(i + batch, len(pairs)))) for i in range(0, len(pairs), batch)]
     bar = tqdm(total=len(pairs) * steps, desc="visualize", unit="img-step", disable=not progress, leave=False)
@@ -245,6 +255,8 @@ def render(
         result.interrupted = True
     finally:
         bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
         if preact is not None:
             preact.remove()
         if channels_last:
