@@ -65,7 +65,7 @@ class DemoConfig:
     @classmethod
     def fast(cls, **overrides) -> "DemoConfig":
         base = dict(n_train=60, n_val=30, n_test=40, head_epochs=100, n_insufficient=2, n_excessive=1, n_edit=1, steps=32,
-                    vis_size=96, vis_input_size=96, image_size=64)
+                    vis_size=128, vis_input_size=128, image_size=64)
         base.update(overrides)
         return cls(**base)
 
