@@ -90,6 +90,7 @@ def main(argv=None) -> dict:
                     help='extra settings of ours to compare, e.g. \'fast:{"precision": "bf16", "channels_last": true}\' '
                          "(repeatable; 'ours' with the defaults is always run)")
     ap.add_argument("--skip-lucent", action="store_true")
+    ap.add_argument("--skip-default", action="store_true", help="run only the --ours settings, not 'ours' with the defaults")
     ap.add_argument("--out", default="runs/bench-lucent", help="folder for the image grids and the JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,7 +125,8 @@ def main(argv=None) -> dict:
                 "image": f"{name}.png"}
 
     methods = {}
-    ours = [("ours", {})] + [(s.split(":", 1)[0], json.loads(s.split(":", 1)[1])) for s in args.ours]
+    ours = ([] if args.skip_default else [("ours", {})]) + [(s.split(":", 1)[0], json.loads(s.split(":", 1)[1]))
+                                                           for s in args.ours]
     pairs = [(n, 0) for n in channels]
     render(probe, loaded.preprocess, pairs[:1], recipe="fv", steps=2, size=args.size, progress=False)  # warm-up
     for name, extra in ours:

@@ -141,6 +141,8 @@ def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_pat
         assert im["activation"] > (0.05 if start == "exemplar" else 0.01)
     if start == "exemplar":
         assert im["start"] == "exemplar" and im["start_image"] == ids[0] and "started from" in im["note"]
+    if start == "preact":
+        assert im["start"] == "preact" and "pre-activation" in im["note"]
 
 
 def test_fourier_image_can_start_from_a_picture():

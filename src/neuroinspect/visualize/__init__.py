@@ -111,7 +111,7 @@ def visualize_neurons(
     input_size: int | None = None,
     schedule: str = "cosine",
     warmup: float = 0.0,
-    start: str = "exemplar",
+    start: str = "preact",
     freeze: bool = True,
     heatmaps: int = 4,
     vote_classes: int = 1,
@@ -130,9 +130,10 @@ def visualize_neurons(
     Inspector's ``split``, "train" when there is one). ``heatmaps``: the top-k images per class
     (the classes rendered, plus the neuron's ``vote_classes`` largest-weight classes) shown with
     where the neuron fires in them (0: none); their maps are cached in ``cache_dir`` (default:
-    the Inspector's cache). ``start``: how an image whose neuron is silent on the starting noise
-    begins: "exemplar" (from the neuron's top image of that class), "preact" (push its
-    pre-activation until it fires) or "noise". ``precision``, ``channels_last``, ``input_size``,
+    the Inspector's cache). ``start``: what to do for an image whose neuron is silent on the
+    starting noise: "preact" (push its pre-activation until it fires; the default, which reached
+    the highest activations on Lite0), "exemplar" (start from the neuron's top image of that
+    class) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
     ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
     """
     if recipe not in RECIPES:
@@ -299,12 +300,17 @@ def _image_note(r, names, start) -> str | None:
     """Why an image may look empty: said on its card instead of leaving it blank."""
     cname = names[r.cls]
     if r.activation > 1e-6:
+        if r.started_from == "preact":
+            return "silent on the starting noise: its pre-activation was pushed up until it fired"
         if r.started_from == "exemplar":
             return (f"silent on the starting noise: started from its top '{cname}' image"
                     + (f" ({Path(start[1]).name})" if start else ""))
         return None
     if r.started_from == "exemplar":
         return (f"silent: neuron {r.neuron} stayed at 0 even from its top '{cname}' image; "
+                "the exemplar heatmaps show where it fires")
+    if r.started_from == "preact":
+        return (f"silent: neuron {r.neuron} stayed at 0 although its pre-activation was pushed up; "
                 "the exemplar heatmaps show where it fires")
     if start is None:
         return (f"silent: neuron {r.neuron} never fired, so no gradient reached the image, and it fires on no "

@@ -42,7 +42,7 @@ class Rendered:
     clip_similarity: float | None = None
     spatial: torch.Tensor | None = None  # [h, w]: neuron k's map on the final image (for the mask)
     steps_done: int = 0
-    started_from: str = "noise"  # "noise" or "exemplar"
+    started_from: str = "noise"  # "noise", "exemplar" or "preact" (how a silent start was handled)
     features: torch.Tensor | None = None  # [D]: all features of the final image (for the CRS)
 
 
@@ -216,6 +216,9 @@ def render(
                         state.started_from[j] = "exemplar"
                 state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
             waking = silent.clone() if preact is not None and preact.handle is not None else None
+            if waking is not None:
+                for j in waking.nonzero().flatten().tolist():
+                    state.started_from[j] = "preact"
             try:
                 for step in range(steps):
                     aug.set_progress(step / max(1, steps - 1))
