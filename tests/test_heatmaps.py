@@ -115,7 +115,7 @@ class _Shy(torch.nn.Module):
         return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
 
 
-@pytest.mark.parametrize("start", ["noise", "exemplar", "preact"])
+@pytest.mark.parametrize("start", ["noise", "exemplar", "preact", "auto"])
 def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_path, start):
     from neuroinspect.featureset import FeatureSet
     from neuroinspect.models import LoadedModel, Preprocess
@@ -134,12 +134,12 @@ def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_pat
     rep = visualize_neurons(loaded, [0], ["red"], tmp_path / start, recipe="class", clip="none", steps=15, size=32,
                             features=fs, start=start, heatmaps=0, progress=False)
     im = rep["images"][0]
-    assert im["start_activation"] <= 1e-6 or start == "exemplar"
+    assert im["start_activation"] <= 1e-6 or start in ("exemplar", "auto")
     if start == "noise":
         assert im["activation"] <= 1e-6 and im["note"].startswith("silent")  # said, not a blank card
     else:
         assert im["activation"] > (0.05 if start == "exemplar" else 0.01)
-    if start == "exemplar":
+    if start in ("exemplar", "auto"):
         assert im["start"] == "exemplar" and im["start_image"] == ids[0] and "started from" in im["note"]
     if start == "preact":
         assert im["start"] == "preact" and "pre-activation" in im["note"]

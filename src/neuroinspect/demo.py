@@ -48,12 +48,13 @@ class DemoConfig:
     vis_size: int = 128
     batch: int = 8
     # visualisation cost: bf16 + channels-last on the classifier only, the classifier at the render
-    # size, a short warm-up; silent images get their pre-activation pushed; exemplar heatmaps per class
+    # size, a short warm-up; silent images start from their top exemplar (else their pre-activation
+    # is pushed); exemplar heatmaps per class
     precision: str = "bf16"
     channels_last: bool = True
     vis_input_size: int | None = 128
     warmup: float = 0.1
-    start: str = "preact"
+    start: str = "auto"
     heatmaps: int = 4
     clip: str = "none"
     seed: int = 0

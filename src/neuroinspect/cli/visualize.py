@@ -44,9 +44,10 @@ def register(sub) -> None:
     g.add_argument("--hard-mask", action="store_true", help="black out (instead of dim) where the neuron is quiet")
     g.add_argument("--heatmaps", type=int, default=4, metavar="K",
                    help="with --data: top K images per class with where the neuron fires in them (default 4; 0: none)")
-    g.add_argument("--start", choices=["preact", "exemplar", "noise"], default="preact",
-                   help="images whose neuron is silent on the starting noise: push its pre-activation until it fires "
-                        "(preact, default), start from its top image of the class (exemplar; needs --data), or nothing")
+    g.add_argument("--start", choices=["auto", "exemplar", "preact", "noise"], default="auto",
+                   help="images whose neuron is silent on the starting noise: start from its top image of the class "
+                        "(exemplar; needs --data), push its pre-activation until it fires (preact), auto (default: "
+                        "exemplar where there is one, else preact) or nothing (noise)")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="classifier precision while optimising (bf16: about 2x faster on recent CPUs; CLIP stays fp32; "
                         "the final scores are always fp32)")

@@ -111,7 +111,7 @@ def visualize_neurons(
     input_size: int | None = None,
     schedule: str = "cosine",
     warmup: float = 0.0,
-    start: str = "preact",
+    start: str = "auto",
     freeze: bool = True,
     heatmaps: int = 4,
     vote_classes: int = 1,
@@ -131,9 +131,10 @@ def visualize_neurons(
     (the classes rendered, plus the neuron's ``vote_classes`` largest-weight classes) shown with
     where the neuron fires in them (0: none); their maps are cached in ``cache_dir`` (default:
     the Inspector's cache). ``start``: what to do for an image whose neuron is silent on the
-    starting noise: "preact" (push its pre-activation until it fires; the default, which reached
-    the highest activations on Lite0), "exemplar" (start from the neuron's top image of that
-    class) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
+    starting noise: "exemplar" (start from the neuron's top image of that class), "preact"
+    (push its pre-activation until it fires), "auto" (the default: exemplar where the neuron
+    fires on an image of the class, preact elsewhere; it left the fewest silent images on
+    Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
     ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
     """
     if recipe not in RECIPES:
@@ -182,7 +183,8 @@ def visualize_neurons(
     from .render import resolve_precision
 
     precision = resolve_precision(precision, amp)
-    init = _start_images(probe, pre, fs, pairs, getattr(ins, "data", None)) if start == "exemplar" and fs is not None else None
+    init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
+            if start in ("exemplar", "auto") and fs is not None else None)
     result = render(
         probe, pre, pairs, recipe=used, clip=choice.model, class_texts=texts, gamma=gamma, epsilon=epsilon,
         steps=steps, size=size, batch=batch, lr=lr, weight_decay=weight_decay, param=param, seed=seed,

@@ -65,7 +65,7 @@ def image_seed(seed: int, index: int) -> int:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-STARTS = ("noise", "exemplar", "preact")
+STARTS = ("auto", "noise", "exemplar", "preact")
 
 
 def _autocast(device: torch.device, precision: str):
@@ -157,7 +157,8 @@ def render(
     Silent neurons (a_k = 0 on the starting image, so no gradient reaches the image): ``start``
     "exemplar" starts those images from ``init_images[i]`` (one per pair, e.g. the neuron's top
     dataset image of the class; ``None`` where there is none); "preact" optimises the neuron's
-    pre-activation map until it fires, then the objective; "noise" does neither.
+    pre-activation map until it fires, then the objective; "auto" does the first where it has an
+    image and the second elsewhere; "noise" does neither.
 
     ``freeze``: turn off the models' parameter gradients while optimising (restored after); only
     a timing comparison with the unfrozen way wants ``False``.
@@ -189,7 +190,7 @@ def render(
     if channels_last:
         probe.model.to(memory_format=torch.channels_last)
 
-    preact = _PreActivation(probe) if start == "preact" else None
+    preact = _PreActivation(probe) if start in ("preact", "auto") else None
     # freeze the models while optimising images: autograd then keeps no weight-gradient paths
     # (3-4x cheaper backward for Lite0 on a CPU); restored in the finally block below
     frozen = [p for m in (probe.model, getattr(clip, "model", None)) if isinstance(m, torch.nn.Module)
@@ -209,13 +210,15 @@ def render(
                 text = clip.class_embeddings([class_texts[c] for c in state.classes.tolist()]).to(device)
             state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
             silent = state.start <= 1e-6
-            if start == "exemplar" and init_images is not None and silent.any():
+            if start in ("exemplar", "auto") and init_images is not None and silent.any():
                 for j, i in enumerate(index):
                     if silent[j] and init_images[i] is not None:
                         state.param.set_image(j, init_images[i].to(device))
                         state.started_from[j] = "exemplar"
                 state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
             waking = silent.clone() if preact is not None and preact.handle is not None else None
+            if waking is not None and start == "auto":  # only those without an exemplar to start from
+                waking &= torch.tensor([f != "exemplar" for f in state.started_from], device=waking.device)
             if waking is not None:
                 for j in waking.nonzero().flatten().tolist():
                     state.started_from[j] = "preact"
