@@ -49,7 +49,7 @@ def register(sub) -> None:
                         "(exemplar; needs --data), push its pre-activation until it fires (preact), auto (default: "
                         "exemplar where there is one, else preact) or nothing (noise)")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="classifier precision while optimising (bf16: about 2x faster on recent CPUs; CLIP stays fp32; "
+                   help="classifier precision while optimising (bf16: faster on CPUs with bf16 instructions; CLIP stays fp32; "
                         "the final scores are always fp32)")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory layout for the classifier (faster for CNNs)")
     g.add_argument("--input-size", type=int, metavar="PX",
