@@ -38,6 +38,14 @@ def test_demo_writes_every_stage(tiny_run):
     assert edit["picked_by"]["rule"].startswith("the top 1 insufficient neurons") and edit["picked_by"]["ranking"] == "gap"
     picked = {j for ns in edit["neurons"].values() for j in ns}
     assert picked <= set(edit["picked_by"]["ranked"])
+    run_json = json.loads((run / "run.json").read_text())
+    assert set(headline["timings_s"]) >= {"data", "features_and_head", "explain", "visualize", "edit_and_compare"}
+    assert run_json["timings_s"]["visualize"] == headline["timings_s"]["visualize"]
+    vis = json.loads((run / "visualize/visualizations.json").read_text())
+    assert vis["precision"] == "bf16" and vis["channels_last"] is True
+    # every card: exemplar heatmaps first, and a blank image is never left without a reason
+    assert all(n["exemplar_heatmaps"] for n in vis["neurons"])
+    assert all(im["activation"] > 1e-6 or im["note"] for im in vis["images"])
 
 
 def test_report_numbers_match_the_json(tiny_run):

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--clip", default="none",
                    help="CLIP for the visualisations, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (default none: "
                         "the class-conditional recipe without CLIP)")
-    p.add_argument("--steps", type=positive_int, help="visualisation steps (default 200, 40 with --fast)")
+    p.add_argument("--steps", type=positive_int, help="visualisation steps (default 96, 32 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -58,5 +58,8 @@ def run(args) -> int:
     print(f"test average accuracy:     {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
     rows = json.loads((Path(args.out) / "compare" / "compare.json").read_text())["rows"]
     print(format_table(rows))
+    stages = h.get("timings_s") or {}
+    if stages:
+        print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + " (also in run.json)")
     print(f"report: {h['report']}  ({h['seconds']:.0f} s)")
     return 0

@@ -45,6 +45,19 @@ def register(sub) -> None:
     g.add_argument("--split", help="split whose features give exemplars and class means (default train, else the only one)")
     g.add_argument("--exemplars", type=positive_int, default=8, help="top dataset images per neuron (default 8)")
     g.add_argument("--hard-mask", action="store_true", help="black out (instead of dim) where the neuron is quiet")
+    g.add_argument("--heatmaps", type=int, default=4, metavar="K",
+                   help="with --data: top K images per class with where the neuron fires in them (default 4; 0: none)")
+    g.add_argument("--start", choices=["auto", "exemplar", "preact", "noise"], default="auto",
+                   help="images whose neuron is silent on the starting noise: start from its top image of the class "
+                        "(exemplar; needs --data), push its pre-activation until it fires (preact), auto (default: "
+                        "exemplar where there is one, else preact) or nothing (noise)")
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="classifier precision while optimising (bf16: faster on CPUs with bf16 instructions; CLIP stays fp32; "
+                        "the final scores are always fp32)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout for the classifier (faster for CNNs)")
+    g.add_argument("--input-size", type=int, metavar="PX",
+                   help="classifier input size while optimising (default: its own; smaller is cheaper)")
+    g.add_argument("--warmup", type=float, default=0.0, help="fraction of steps with a linear learning-rate warm-up (default 0)")
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -66,9 +79,14 @@ def run(args) -> int:
     if not neurons:
         raise NeuroInspectError("--neurons needs at least one index, like 12,40")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch)):
+    for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch),
+                        ("--input-size", args.input_size or 1)):
         if value < 1:
             raise NeuroInspectError(f"{name} must be a positive integer, got {value}")
+    if args.heatmaps < 0:
+        raise NeuroInspectError(f"--heatmaps must be 0 or more, got {args.heatmaps}")
+    if not 0 <= args.warmup < 1:
+        raise NeuroInspectError(f"--warmup is a fraction of the steps in [0, 1), got {args.warmup}")
     parse_clip_spec(args.clip)  # a spec that does not parse fails before the model loads
     texts = _class_texts(args.class_text)
     check_out(args)
@@ -79,7 +97,8 @@ def run(args) -> int:
         class_text=texts, gamma=args.gamma, epsilon=args.epsilon, steps=args.steps, size=args.size,
         batch=args.batch, lr=args.lr if args.lr is not None else DEFAULT_LR, param=args.param, seed=args.seed,
         split=args.split, exemplars=args.exemplars, dim=0.0 if args.hard_mask else 0.5,
-        progress=not args.no_progress,
+        heatmaps=args.heatmaps, start=args.start, precision=args.precision, channels_last=args.channels_last,
+        input_size=args.input_size, warmup=args.warmup, progress=not args.no_progress,
     )
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
     if report["clip_fallback"]:
@@ -90,11 +109,17 @@ def run(args) -> int:
         crs = "-" if r["crs"] is None else f"{r['crs']:.2f}"
         print(f"{r['neuron']:>7} {r['class'][:24]:<24} {r['activation']:>8.2f} {r['start_activation']:>7.2f} "
               f"{r['logit']:>8.2f} {r['prob']:>6.3f} {clip_s:>6} {crs:>6}  {r['image']}")
+    for r in report["images"]:
+        if r.get("note"):
+            print(f"neuron {r['neuron']} in '{r['class']}': {r['note']}")
     for row in report["neurons"]:
+        for h in row.get("exemplar_heatmaps") or []:
+            if h["note"]:
+                print(f"neuron {row['neuron']}, {h['role']} '{h['class']}': {h['note']}")
         if row["dataset_top_activation"] is not None:
             print(f"neuron {row['neuron']}: top dataset activation {row['dataset_top_activation']:.2f} "
                   f"(mean of top {len(row['exemplars'])}: {row['dataset_mean_top_activation']:.2f})")
     if report["interrupted"]:
         print("interrupted: the results hold the images finished so far")
-    print(f"\nresults in {out}/ (visualizations.json, images/)")
+    print(f"\nresults in {out}/ (visualizations.json, images/, exemplars/)")
     return 130 if report["interrupted"] else 0

@@ -357,6 +357,21 @@ def _ranking_section(ranking: dict, src: Path, run_dir: Path) -> dict:
     }
 
 
+def _heatmap_rows(rows: Any, img) -> list[dict]:
+    """The neuron card's exemplar rows: per class, top images with heatmaps and crops."""
+    out = []
+    for r in rows or []:
+        if not isinstance(r, dict):
+            continue
+        items = []
+        for it in r.get("items") or []:
+            if isinstance(it, dict):
+                items.append({"id": it.get("id"), "activation": it.get("activation"),
+                              "heatmap": img(it.get("heatmap")), "crop": img(it.get("crop"))})
+        out.append({"class": r.get("class"), "role": r.get("role"), "note": r.get("note"), "items": items})
+    return out
+
+
 def _vis_section(vis: dict, src: Path, run_dir: Path, edited: set[int]) -> dict:
     base = src.parent
 
@@ -383,6 +398,7 @@ def _vis_section(vis: dict, src: Path, run_dir: Path, edited: set[int]) -> dict:
             "dataset_mean_top_activation": n.get("dataset_mean_top_activation"),
             "exemplar_strip": img(n.get("exemplar_strip")),
             "exemplars": [e for e in (n.get("exemplars") or []) if isinstance(e, dict)],
+            "heatmaps": _heatmap_rows(n.get("exemplar_heatmaps"), img),
             "images": [],
         }
     for im in vis.get("images") or []:
@@ -390,9 +406,10 @@ def _vis_section(vis: dict, src: Path, run_dir: Path, edited: set[int]) -> dict:
             continue
         card = by_neuron.setdefault(im["neuron"], {
             "neuron": im["neuron"], "top_classes": [], "dataset_top_activation": None, "dataset_mean_top_activation": None,
-            "exemplar_strip": None, "exemplars": [], "images": [],
+            "exemplar_strip": None, "exemplars": [], "heatmaps": [], "images": [],
         })
         card["images"].append({
+            "note": im.get("note"), "start": im.get("start"),
             "class": im.get("class"), "class_index": im.get("class_index"), "recipe": im.get("recipe"), "clip_used": im.get("clip_used"),
             "activation": im.get("activation"), "logit": im.get("logit"), "prob": im.get("prob"),
             "clip_similarity": im.get("clip_similarity"), "crs": im.get("crs"),

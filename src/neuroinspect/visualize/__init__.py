@@ -106,6 +106,16 @@ def visualize_neurons(
     preprocess=None,
     class_names: list[str] | None = None,
     amp: bool = False,
+    precision: str | None = None,
+    channels_last: bool = False,
+    input_size: int | None = None,
+    schedule: str = "cosine",
+    warmup: float = 0.0,
+    start: str = "auto",
+    freeze: bool = True,
+    heatmaps: int = 4,
+    vote_classes: int = 1,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Render, mask and score neurons inside classes; write PNGs and ``visualizations.json`` into ``out_dir``.
@@ -117,7 +127,15 @@ def visualize_neurons(
     ``top_classes`` classes by decision-layer weight. ``recipe``: "clip-illusion", "class" or
     "fv"; ``clip``: a CLIP spec, a loaded ``ClipModel`` or "none" (without CLIP, clip-illusion
     becomes "class"). ``features``: a ``FeatureSet`` for exemplars/CRS (default: the
-    Inspector's ``split``, "train" when there is one). Returns the JSON written.
+    Inspector's ``split``, "train" when there is one). ``heatmaps``: the top-k images per class
+    (the classes rendered, plus the neuron's ``vote_classes`` largest-weight classes) shown with
+    where the neuron fires in them (0: none); their maps are cached in ``cache_dir`` (default:
+    the Inspector's cache). ``start``: what to do for an image whose neuron is silent on the
+    starting noise: "exemplar" (start from the neuron's top image of that class), "preact"
+    (push its pre-activation until it fires), "auto" (the default: exemplar where the neuron
+    fires on an image of the class, preact elsewhere; it left the fewest silent images on
+    Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
+    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
     """
     if recipe not in RECIPES:
         raise NeuroInspectError(f"unknown recipe '{recipe}'; choose one of: {', '.join(RECIPES)}")
@@ -162,16 +180,24 @@ def visualize_neurons(
     texts = [class_text.get(name, name) for name in names]
     fs = _features_for(ins, features, split)
 
+    from .render import resolve_precision
+
+    precision = resolve_precision(precision, amp)
+    init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
+            if start in ("exemplar", "auto") and fs is not None else None)
     result = render(
         probe, pre, pairs, recipe=used, clip=choice.model, class_texts=texts, gamma=gamma, epsilon=epsilon,
         steps=steps, size=size, batch=batch, lr=lr, weight_decay=weight_decay, param=param, seed=seed,
-        device=device, amp=amp, progress=progress,
+        device=device, precision=precision, channels_last=channels_last, input_size=input_size, schedule=schedule,
+        warmup=warmup, start=start if (start != "exemplar" or init is not None) else "noise",
+        init_images=[i[0] if i else None for i in init] if init else None, freeze=freeze, progress=progress,
     )
+    starts = {(pairs[j][0], pairs[j][1]): init[j] for j in range(len(pairs))} if init else {}
 
-    silent = sorted({r.neuron for r in result.images if r.activation <= 1e-6 and r.start_activation <= 1e-6})
+    silent = sorted({r.neuron for r in result.images if r.activation <= 1e-6})
     if silent:
-        hint = ("try --recipe class (the class logit wakes them up) or another --seed" if used == "fv"
-                else "try another --seed or more --steps")
+        hint = ("their exemplar heatmaps show where they fire" if fs is not None
+                else "pass --data: silent images then start from the neuron's top image of the class")
         log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; %s",
                     ", ".join(map(str, silent)), hint)
 
@@ -182,13 +208,32 @@ def visualize_neurons(
         present = (counts > 0).nonzero().flatten()
         means = class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present]
     records = _save_images(result, probe, pre, names, out, threshold, dim, means, present, used,
-                           choice.model is not None)
+                           choice.model is not None, starts)
+    heat_rows, heat_stats = {}, None
+    if fs is not None and len(fs) and heatmaps > 0:
+        from .heatmaps import HeatmapRequest, exemplar_heatmaps
+
+        requests = []
+        for n in neurons:
+            inspected = per_neuron[n] if (given is not None or given_per is not None) else []
+            votes = [c for c, w in neuron_top_classes(probe.weight, n, max(vote_classes, 0)) if w > 0] if vote_classes else []
+            if not inspected:  # no class given: the classes rendered are the ones it votes for
+                votes = list(dict.fromkeys(per_neuron[n][: 1 if recipe == "fv" else None] + votes))
+            for c in inspected:
+                requests.append(HeatmapRequest(n, c, "inspected"))
+            for c in votes:
+                if c not in inspected:
+                    requests.append(HeatmapRequest(n, c, "votes for"))
+        cache = cache_dir if cache_dir is not None else getattr(ins, "cache_dir", None)
+        heat_rows, heat_stats = exemplar_heatmaps(
+            probe, pre, fs, requests, out, k=heatmaps, class_names=names, data=getattr(ins, "data", None),
+            cache_dir=cache, device=device)
     neuron_rows = []
     for n in neurons:
         top = neuron_top_classes(probe.weight, n, max(3, top_classes))
         row = {"neuron": n, "top_classes": [{"class": names[c], "weight": w} for c, w in top],
                "dataset_top_activation": None, "dataset_mean_top_activation": None,
-               "exemplar_strip": None, "exemplars": []}
+               "exemplar_strip": None, "exemplars": [], "exemplar_heatmaps": heat_rows.get(n, [])}
         if fs is not None and len(fs):
             row["dataset_top_activation"], row["dataset_mean_top_activation"] = dataset_activation(fs, n, exemplars)
             row["exemplars"] = top_exemplars(fs, n, exemplars)
@@ -211,8 +256,15 @@ def visualize_neurons(
         "epsilon": epsilon,
         "lr": lr,
         "param": param,
+        "precision": precision,
+        "channels_last": channels_last,
+        "input_size": input_size,
+        "schedule": schedule,
+        "warmup": warmup,
+        "start": start,
         "interrupted": result.interrupted,
         "features_split": getattr(fs, "split", None),
+        "heatmaps": heat_stats,
         "images": records,
         "neurons": neuron_rows,
     }
@@ -221,8 +273,56 @@ def visualize_neurons(
     return report
 
 
+def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:
+    """Per pair: (the neuron's top image of the class as the model sees it, its id, activation), if it fires there."""
+    from .heatmaps import _Images
+
+    if fs is None or not len(fs):
+        return None
+    images = _Images(data, getattr(fs, "split", None) or None)
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    out = []
+    for n, c in pairs:
+        rows = (fs.labels.long() == c).nonzero().flatten()
+        found = None
+        if len(rows):
+            vals = fs.features[rows, n].float()
+            for j in vals.argsort(descending=True)[:3].tolist():  # the best readable one
+                if vals[j] <= 0:
+                    break
+                pil = images.pil(fs.ids[int(rows[j])])
+                if pil is not None:
+                    found = ((pre.transform(pil) * std + mean).clamp(0, 1), fs.ids[int(rows[j])], float(vals[j]))
+                    break
+        out.append(found)
+    return out
+
+
+def _image_note(r, names, start) -> str | None:
+    """Why an image may look empty: said on its card instead of leaving it blank."""
+    cname = names[r.cls]
+    if r.activation > 1e-6:
+        if r.started_from == "preact":
+            return "silent on the starting noise: its pre-activation was pushed up until it fired"
+        if r.started_from == "exemplar":
+            return (f"silent on the starting noise: started from its top '{cname}' image"
+                    + (f" ({Path(start[1]).name})" if start else ""))
+        return None
+    if r.started_from == "exemplar":
+        return (f"silent: neuron {r.neuron} stayed at 0 even from its top '{cname}' image; "
+                "the exemplar heatmaps show where it fires")
+    if r.started_from == "preact":
+        return (f"silent: neuron {r.neuron} stayed at 0 although its pre-activation was pushed up; "
+                "the exemplar heatmaps show where it fires")
+    if start is None:
+        return (f"silent: neuron {r.neuron} never fired, so no gradient reached the image, and it fires on no "
+                f"'{cname}' image to start from; the image shows only the class logit's pull")
+    return f"silent: neuron {r.neuron} never fired on this image; the exemplar heatmaps show where it fires"
+
+
 def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, dim, means, present, recipe_used,
-                 clip_used) -> list[dict]:
+                 clip_used, starts=None) -> list[dict]:
     from .augment import ModelInput
 
     records = []
@@ -237,17 +337,22 @@ def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, 
             "clip_used": clip_used, "activation": r.activation, "start_activation": r.start_activation,
             "logit": r.logit, "prob": r.prob, "clip_similarity": r.clip_similarity, "crs": None,
             "steps_done": r.steps_done, "seed": r.seed, "image": f"{stem}.png", "masked": None, "rgba": None,
+            "start": r.started_from, "start_image": None, "note": None,
         }
+        start = (starts or {}).get((r.neuron, r.cls))
+        if r.started_from == "exemplar" and start:
+            rec["start_image"] = start[1]
+        rec["note"] = _image_note(r, names, start)
         if mask is not None:
             save_png(out / f"{stem}_masked.png", to_pil(dim_outside(r.image, mask, dim)))
             save_png(out / f"{stem}_rgba.png", to_rgba(r.image, mask))
             rec["masked"], rec["rgba"] = f"{stem}_masked.png", f"{stem}_rgba.png"
             rec["mask_fraction"] = float(mask.float().mean())
             if means is not None and (present == r.cls).any():
-                with torch.no_grad():
+                with torch.no_grad():  # f(x) came with the final scores: one forward, for f(x ⊙ M)
                     x = r.image.unsqueeze(0).to(model_input.mean.device)
                     m = mask.to(x.device, x.dtype).view(1, 1, *mask.shape)
-                    f = probe(model_input(x)).features.float().cpu()
+                    f = r.features.view(1, -1) if r.features is not None else probe(model_input(x)).features.float().cpu()
                     fm = probe(model_input(x * m)).features.float().cpu()
                 c = int((present == r.cls).nonzero()[0])
                 rec["crs"] = float(core_relevance_score(f[0], fm[0], means, c))

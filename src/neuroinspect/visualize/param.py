@@ -40,6 +40,14 @@ def _seed_noise(shape: Sequence[int], seeds: Sequence[int], sd: float) -> torch.
     return torch.stack(out)
 
 
+def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    x = image.float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=x.shape[-1] > size)[0]
+    return x
+
+
 def fft_frequencies(h: int, w: int) -> torch.Tensor:
     """|f| for each bin of ``rfft2`` of an h×w image, in cycles per pixel ([h, w // 2 + 1])."""
     fy = torch.fft.fftfreq(h).view(-1, 1)
@@ -76,6 +84,16 @@ class FourierImage(nn.Module):
     def batch_size(self) -> int:
         return self.spectrum.shape[0]
 
+    @torch.no_grad()
+    def set_image(self, index: int, image: torch.Tensor, eps: float = 0.02) -> None:
+        """Make image ``index`` equal ``image`` ([3, H, W] in [0, 1]; resized to the size if needed)."""
+        x = _fit(image, self.size).clamp(eps, 1 - eps)
+        z = torch.logit(x)
+        if self.decorrelate:
+            z = torch.einsum("ij,jhw->ihw", torch.linalg.inv(self.colors), z)
+        spec = torch.fft.rfft2(4.0 * z, norm="ortho") / self.scale
+        self.spectrum[index] = torch.view_as_real(spec).to(self.spectrum.dtype)
+
     def forward(self) -> torch.Tensor:
         s = torch.view_as_complex(self.spectrum) * self.scale
         x = torch.fft.irfft2(s, s=(self.size, self.size), norm="ortho") / 4.0  # [B, 3, H, W], decorrelated space
@@ -95,6 +113,11 @@ class PixelImage(nn.Module):
     @property
     def batch_size(self) -> int:
         return self.logits.shape[0]
+
+    @torch.no_grad()
+    def set_image(self, index: int, image: torch.Tensor, eps: float = 0.02) -> None:
+        """Make image ``index`` equal ``image`` ([3, H, W] in [0, 1]; resized to the size if needed)."""
+        self.logits[index] = torch.logit(_fit(image, self.size).clamp(eps, 1 - eps)).to(self.logits.dtype)
 
     def forward(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
