@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
@@ -175,7 +175,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     def lap(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 2)
 
-    stages = tqdm(total=7, desc="demo", unit="stage", disable=None if progress else True)
+    stages = progress_bar(7, "demo", "stage", enabled=progress)
 
     def stage(text: str) -> None:
         stages.set_postfix_str(text)

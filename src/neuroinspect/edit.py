@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
 from .fix_config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
 from .io import atomic_path
+from .progress import progress_bar
 from .refit import SELECT_QUANTILE, Spuriosity
 
 log = logging.getLogger(__name__)
@@ -406,8 +406,8 @@ def edit_head(
     best_metric, best_key, best_epoch, since_best = -math.inf, None, 0, 0
     curves: list[dict] = []
     stopped = False
-    bar = tqdm(range(1, epochs + 1), desc=f"edit ({method})", disable=not progress, leave=False)
-    for epoch in bar:
+    bar = progress_bar(epochs, f"edit ({method})", "epoch", enabled=progress)
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen)
         which = torch.randint(len(views), (n,), generator=gen) if len(views) > 1 else None
         tot_loss = tot_reg = 0.0
@@ -445,7 +445,8 @@ def edit_head(
             "epoch": epoch, "train_loss": tot_loss / n, "regulariser": tot_reg / n,
             "val_metric": metric, "val_loss": val_loss, "mean_ratio": ratios,
         })
-        bar.set_postfix(loss=f"{tot_loss / n:.4f}", val=None if metric is None else f"{metric:.4f}")
+        bar.update(1)
+        bar.set_postfix_str(f"loss {tot_loss / n:.4f}" + ("" if metric is None else f", val {metric:.4f}"))
         key = (metric, -val_loss) if use_val else None
         improved = (not use_val) or best_key is None or key > best_key
         if improved:

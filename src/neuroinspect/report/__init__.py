@@ -170,7 +170,8 @@ def _save_fig(fig, path: Path) -> Path:
     return path
 
 
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
+           "#64B5CD", "#1B3A5C", "#A6761D"]
 
 
 def _bar_chart(series: dict[str, dict[str, float]], title: str, path: Path, highlight: str | None = None) -> Path:
@@ -214,8 +215,8 @@ def _bar_chart(series: dict[str, dict[str, float]], title: str, path: Path, high
 
 def _grouped_columns(rows: list[dict], metrics: list[tuple[str, str]], path: Path) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.6, 3.6))
     n = len(rows)
+    fig, ax = plt.subplots(figsize=(7.6 if n <= 6 else 10.5, 3.6))
     width = 0.8 / max(n, 1)
     for ri, row in enumerate(rows):
         xs = [mi + (ri - (n - 1) / 2) * width for mi in range(len(metrics))]

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import NeuroInspectError
 from .augment import Augmentation, ModelInput, default_augmentation
 from .clip import ClipModel
 from .objectives import DEFAULT_EPSILON, DEFAULT_GAMMA, Context, Objective, recipe as make_recipe
 from .param import make_image
+from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def render(
         p.requires_grad_(False)
     result = RenderResult(steps=steps)
     chunks = [list(range(i, min(i + batch, len(pairs)))) for i in range(0, len(pairs), batch)]
-    bar = tqdm(total=len(pairs) * steps, desc="visualize", unit="img-step", disable=not progress, leave=False)
+    bar = progress_bar(len(pairs) * steps, "visualize", "img-step", enabled=progress)
     try:
         for chunk_no, index in enumerate(chunks):
             state = _ChunkState(pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps,
