@@ -217,3 +217,13 @@ def test_excessive_neurons_enter_the_score_with_their_sign(case):
     has_cue = (F["test"].groups % 2 == 1)[coat].float()
     corr = lambda s: float(torch.corrcoef(torch.stack([s.score(F["test"])[coat], has_cue]))[0, 1])  # noqa: E731
     assert corr(both) > 0.5 and corr(alone) > 0.8
+
+
+def test_gap_ranking_falls_back_to_the_papers_when_the_class_has_no_correct_sample(case):
+    F, W, b = case
+    c = shortcut.SPURIOUS
+    only_mistakes = F["val"].subset((F["val"].labels != c) | (F["val"].predictions != c))
+    ex = explain_class(W, b, only_mistakes, c, progress=False)
+    assert ex.settings["ranking"] == "additive" and "no" in ex.settings["ranking_note"]
+    assert ex.insufficient  # still ranks something, and says how
+    assert "ranked by the additive blame" in ex.table() and "note:" in ex.table()

@@ -62,8 +62,11 @@ class Explanation:
         """A readable text table of the ranking."""
         lines = [
             f"class {self.class_name!r} (#{self.class_index}) on split '{self.split}': {self.n_mistakes} mistakes, "
-            f"{self.counterfactuals.n_flipped} flipped by the counterfactual edit"
+            f"{self.counterfactuals.n_flipped} flipped by the counterfactual edit; neurons ranked by the "
+            f"{self.settings.get('ranking', 'additive')} blame"
         ]
+        if self.settings.get("ranking_note"):
+            lines.append(f"note: {self.settings['ranking_note']}")
         for title, rows, hint in (("insufficient", self.insufficient, "should fire more for this class"),
                                   ("excessive", self.excessive, "fire for the wrong class")):
             lines.append(f"\n{title} neurons ({hint}):")
@@ -92,7 +95,8 @@ DEFAULT_RANKING = "gap"
 
 
 def reference_features(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, c: int) -> torch.Tensor:
-    """``μ``: the mean feature of class ``c``'s correctly classified samples in ``fs`` (all of c's if none)."""
+    """``μ``: the mean feature of class ``c``'s correctly classified samples in ``fs`` (all of c's if none;
+    :func:`explain_class` falls back to the additive ranking then)."""
     z = fs.features.float()
     pred = (z @ W.detach().float().T.cpu() + b.detach().float().cpu()).argmax(1)
     own = fs.labels == c
@@ -151,7 +155,14 @@ def explain_class(
         blame = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, mode="multiplicative",
                                      **solve).delta
     else:
-        blame = contribution_gap(W, mistakes.features, predictions[mistake_mask], c, reference_features(W, b, fs, c))
+        right = (fs.labels == c) & (predictions == c)
+        if right.any():
+            blame = contribution_gap(W, mistakes.features, predictions[mistake_mask], c, reference_features(W, b, fs, c))
+        else:  # no correct sample of c to compare with: the gap is undefined, fall back to the paper's ranking
+            blame = cf.delta
+            settings["ranking"] = "additive"
+            settings["ranking_note"] = (f"'gap' needs correctly classified samples of the class in split '{fs.split}' "
+                                        "and there are none; ranked by the paper's additive counterfactual instead")
     delta = blame[cf.flipped] if only_flipped else blame
     insufficient, excessive = rank_neurons(delta, k=k, min_ratio=min_ratio)
     nan = torch.full((W.shape[1],), float("nan"))

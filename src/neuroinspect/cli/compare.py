@@ -69,6 +69,7 @@ def run(args) -> int:
     neurons = {setup.ins.class_names[c]: s for c, s in setup.targets.items()}
     write_json(out / "compare.json", {
         "classes": names, "split": setup.test_split, "rows": rows, "neurons": neurons, "seeds": seeds,
+        "select_by": cfg.select_by,
         "config": {k: v for k, v in vars(cfg).items() if k not in ("method", "seed")}, "notes": notes,
     })
     header = (f"# Fixes compared\n\nclasses: {', '.join(names)}; neurons: "
