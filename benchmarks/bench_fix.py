@@ -57,8 +57,6 @@ def demo_features(cache: Path | None):
 
 
 def measure(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
-    from dataclasses import replace
-
     from neuroinspect.demo import find_and_fix, fit_linear_head
     from neuroinspect.explain import RANKINGS, explain_class
     from neuroinspect.fix import aggregate_seeds
@@ -84,7 +82,7 @@ def measure(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
             top = [s.neuron for s in ex.insufficient[:cfg.n_edit]]
             rankings[r]["separation"].append(float(separation[top].mean()) if top else 0.0)
             rankings[r]["rank"] += [int(rank_of[j]) for j in top]
-        per_seed.append(find_and_fix(feats, replace(cfg, methods=tuple(cfg.methods)), seed, head=(W, b))[2])
+        per_seed.append(find_and_fix(feats, cfg, seed, head=(W, b))[2])
     ranking_out = {r: {"separation_mean": statistics.fmean(v["separation"]),
                        "ranks_of_selected": v["rank"], "D": int(len(separation))} for r, v in rankings.items()}
     rows = aggregate_seeds(per_seed)
@@ -113,10 +111,8 @@ def planted(seeds) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import shortcut
 
-    from neuroinspect.demo import DemoConfig
+    from neuroinspect.demo import DemoConfig, find_and_fix
     from neuroinspect.fix import aggregate_seeds
-
-    from neuroinspect.demo import find_and_fix
 
     cfg = DemoConfig(n_edit=1, methods=("rebalance", "erm", "ratio", "dfr"))
     per_seed = []

@@ -19,8 +19,8 @@ import torch
 from .edit import EditResult, edit_head, resolve_select_by
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
-from .fix_config import (DEFAULT_METHOD, EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS,  # noqa: F401
-                         NEEDS_NEURONS, NEURON_METHODS, QUANTILE_GRID, USES_GROUP_LABELS, FixConfig)
+from .fix_config import (EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
+                         NEURON_METHODS, QUANTILE_GRID, USES_GROUP_LABELS, FixConfig)
 from .metrics import evaluate
 from .refit import ablate, dfr, jtt, rebalance
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from .errors import NeuroInspectError
 
 EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
-REFIT_METHODS = ("rebalance", "dfr", "jtt", "ablate")  # weighted refits on cached features
 METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
 DEFAULT_METHOD = "rebalance"
 NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S

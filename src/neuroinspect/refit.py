@@ -34,14 +34,12 @@ from .errors import NeuroInspectError
 from .featureset import FeatureSet
 from .fix_config import L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
 
-DEFAULT_L2, DEFAULT_QUANTILES, DEFAULT_UPWEIGHTS = L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID
-DEFAULT_FIT_ON = FixConfig.fit_on
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
 
 
 # --------------------------------------------------------------------------- the weighted fit
 def fit_logistic_path(z: torch.Tensor, y: torch.Tensor, C: int, weight: torch.Tensor | None = None,
-                      l2s=DEFAULT_L2, max_iter: int = 100) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                      l2s=L2_GRID, max_iter: int = 100) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Weighted multinomial logistic regression ``argmin Σ w_i CE_i / Σ w_i + l2/2 ||W'||²`` for each ``l2``.
 
     Features are standardised with the (weighted) mean and std of ``z``; the penalty acts on the
@@ -234,8 +232,8 @@ def _predict(W, b, fs: FeatureSet) -> torch.Tensor:
     return (fs.features.float() @ W.T + b).argmax(1)
 
 
-def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = DEFAULT_FIT_ON,
-              l2=DEFAULT_L2, quantiles=DEFAULT_QUANTILES, seed: int = 0) -> RefitResult:
+def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = FixConfig.fit_on,
+              l2=L2_GRID, quantiles=QUANTILE_GRID, seed: int = 0) -> RefitResult:
     """Neuron-guided rebalancing (module docstring). ``fit_on``: ``train``, ``val`` or ``train+val``."""
     if fit_on not in ("train", "val", "train+val"):
         raise NeuroInspectError(f"--fit-on must be train, val or train+val; got '{fit_on}'")
@@ -272,7 +270,7 @@ def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list
                        best_val_metric=best, select_by="worst pseudo-group accuracy")
 
 
-def dfr(train: FeatureSet, val: FeatureSet | None, *, l2=DEFAULT_L2, seed: int = 0, targets=None) -> RefitResult:
+def dfr(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0, targets=None) -> RefitResult:
     """Deep Feature Reweighting with the true groups of the validation split (module docstring)."""
     if val is None or not (val.groups >= 0).any():
         raise NeuroInspectError("dfr needs group labels in the validation split (a group column in the manifest)")
@@ -292,7 +290,7 @@ def dfr(train: FeatureSet, val: FeatureSet | None, *, l2=DEFAULT_L2, seed: int =
                        best_val_metric=best, select_by="worst group accuracy (true groups)")
 
 
-def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=DEFAULT_L2, upweights=DEFAULT_UPWEIGHTS, identify_l2: float = 1.0,
+def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, upweights=UPWEIGHT_GRID, identify_l2: float = 1.0,
         seed: int = 0, targets=None) -> RefitResult:
     """Just Train Twice on cached features (module docstring)."""
     C = len(train.class_names) or int(train.labels.max()) + 1
