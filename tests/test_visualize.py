@@ -216,6 +216,31 @@ def test_fourier_image_favours_low_frequencies():
     assert spec[1:4, 1:4].mean() > 5 * spec[20:30, 20:30].mean()
 
 
+def test_fourier_image_matches_a_numpy_reference():
+    """The image is sigmoid(C · irfft2(scale · spectrum) / 4), computed here with NumPy alone: the
+    frequency scale 1 / max(|f|, 1/size) (times 224 / size), the orthonormal inverse real FFT and the
+    colour matrix applied across channels; ``set_image`` inverts it."""
+    size = 24
+    img = FourierImage([3, 4], size)
+    spec = img.spectrum.detach().double().numpy()
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    scale = 1.0 / np.maximum(np.sqrt(fx ** 2 + fy ** 2), 1.0 / size) * (224 / size)
+    complex_spec = (spec[..., 0] + 1j * spec[..., 1]) * scale  # [B, 3, H, W//2+1]
+    x = np.fft.irfft2(complex_spec, s=(size, size), norm="ortho") / 4.0
+    colors = color_decorrelation_matrix().double().numpy()
+    rgb = np.einsum("ij,bjhw->bihw", colors, x)
+    expected = 1.0 / (1.0 + np.exp(-rgb))
+    np.testing.assert_allclose(img().detach().double().numpy(), expected, atol=1e-5)
+    # without decorrelation the channels stay as they are
+    plain = FourierImage([3], size, decorrelate=False)
+    np.testing.assert_allclose(plain().detach().double().numpy(), 1.0 / (1.0 + np.exp(-x[:1])), atol=1e-5)
+    # set_image puts a picture back exactly (up to the clamp at eps)
+    picture = torch.rand(3, size, size) * 0.9 + 0.05
+    img.set_image(1, picture)
+    torch.testing.assert_close(img()[1].detach(), picture, atol=1e-4, rtol=0)
+
+
 # ---------------------------------------------------------------------------- objectives
 def _ctx():
     features = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
