@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from demo_run import open_demo_run
 
 
 def _cpu() -> float:
@@ -33,11 +34,8 @@ def _cpu() -> float:
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.data import load_data
     from neuroinspect.demo import DemoConfig
     from neuroinspect.io import write_json
-    from neuroinspect.models import build_model
-    from neuroinspect.session import Inspector
     from neuroinspect.visualize import visualize_neurons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,15 +47,12 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run)
-    run = json.loads((run_dir / "run.json").read_text())
     vis = json.loads((run_dir / "visualize" / "visualizations.json").read_text())
     per_neuron: dict[int, list[int]] = {}
     for im in vis["images"]:
         per_neuron.setdefault(im["neuron"], []).append(im["class_index"])
     neurons = list(per_neuron)
-    data = load_data(run["data"])
-    loaded = build_model(run["config"]["model"], num_classes=len(data.class_names), weights=run_dir / run["model_file"])
-    ins = Inspector(loaded, data, progress=False)
+    _, ins = open_demo_run(args.run)
     fs = ins.features("train")
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
     old = dict(steps=40 if args.fast else 200, size=96 if args.fast else 160, precision="fp32", channels_last=False,

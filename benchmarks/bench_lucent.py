@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from demo_run import open_demo_run
 
 
 def _import_lucent():
@@ -72,10 +73,7 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.data import load_data
     from neuroinspect.io import write_json
-    from neuroinspect.models import build_model
-    from neuroinspect.session import Inspector
     from neuroinspect.visualize import render
     from neuroinspect.visualize.augment import ModelInput
 
@@ -96,11 +94,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
 
-    run = json.loads((Path(args.run) / "run.json").read_text())
-    data = load_data(run["data"])
-    loaded = build_model(run["config"]["model"], num_classes=len(data.class_names),
-                         weights=Path(args.run) / run["model_file"])
-    ins = Inspector(loaded, data, progress=False)
+    run, ins = open_demo_run(args.run)
+    data, loaded = ins.data, ins.loaded
     fs = ins.features("train")
     model = loaded.model.eval().requires_grad_(False)
     probe = ins.probe

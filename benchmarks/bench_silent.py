@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 import torch
+from demo_run import open_demo_run
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.data import load_data
     from neuroinspect.io import write_json
-    from neuroinspect.session import Inspector
-    from neuroinspect.models import build_model
     from neuroinspect.visualize import visualize_neurons
     from neuroinspect.visualize.render import _ChunkState, _evaluate
     from neuroinspect.visualize.augment import ModelInput
@@ -42,11 +40,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run = json.loads((Path(args.run) / "run.json").read_text())
-    data = load_data(run["data"])
-    loaded = build_model(run["config"]["model"], num_classes=len(data.class_names),
-                         weights=Path(args.run) / run["model_file"])
-    ins = Inspector(loaded, data, progress=False)
+    run, ins = open_demo_run(args.run)
+    data, loaded = ins.data, ins.loaded
     fs = ins.features("train")
     c = data.class_index(args.cls or run["headline"]["worst_class"])
     # neurons silent on the starting noise of the (seed, size) the render will use

@@ -52,7 +52,7 @@ from .featureset import FeatureSet
 from .fix_config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
 from .io import atomic_path
 from .progress import progress_bar
-from .refit import SELECT_QUANTILE, Spuriosity
+from .refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,23 @@ def probability_ratio(W: torch.Tensor, b: torch.Tensor | None, z: torch.Tensor, 
     return r[0] if single else r
 
 
+def _logits_dropping_each(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at ``z̄`` [C] and, row j, the logits with ``z̄_j := 0`` [D, C]."""
+    W = W.detach().float()
+    b = _bias(W, None if b is None else b.detach().float())
+    z = z_mean.detach().float().to(W.device)
+    logits = W @ z + b
+    return logits, logits.unsqueeze(0) - z.unsqueeze(1) * W.T
+
+
 def neuron_importance(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor, c: int, neurons=None) -> torch.Tensor:
     """``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` for every neuron j at once (METHOD.md §1).
 
     Returns a [D] tensor, or only the entries of ``neurons`` when given. ``imp_j > 1``: neuron j
     (at its mean activation) pushes the decision toward class ``c``.
     """
-    W = W.detach().float()
-    b = _bias(W, None if b is None else b.detach().float())
-    z = z_mean.detach().float().to(W.device)
-    logits = W @ z + b  # [C]
+    logits, dropped = _logits_dropping_each(W, b, z_mean)
     base = torch.log_softmax(logits, 0)[c]
-    dropped = logits.unsqueeze(0) - z.unsqueeze(1) * W.T  # [D, C]: logits with z_j := 0, row j
     log_p = dropped[:, c] - torch.logsumexp(dropped, dim=1)
     imp = (base - log_p).exp()
     if neurons is not None:
@@ -117,11 +122,7 @@ def neuron_log_odds(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tenso
 
     The importance ratio ``imp_j`` saturates at 1 when ``p(c | z̄) ≈ 1``; the log-odds change does not.
     """
-    W = W.detach().float()
-    b = _bias(W, None if b is None else b.detach().float())
-    z = z_mean.detach().float().to(W.device)
-    logits = W @ z + b
-    dropped = logits.unsqueeze(0) - z.unsqueeze(1) * W.T  # [D, C]
+    logits, dropped = _logits_dropping_each(W, b, z_mean)
 
     def log_odds(lg):  # log p_c − log(1 − p_c) = lg_c − logsumexp over the other classes
         others = torch.cat([lg[..., :c], lg[..., c + 1:]], dim=-1)
@@ -198,18 +199,15 @@ def selection_metric(logits: torch.Tensor, fs: FeatureSet, select_by: str, class
     pred = logits.argmax(1)
     correct = (pred == fs.labels.to(pred.device)).float()
     labels = fs.labels.to(pred.device)
-    if select_by == "pseudo-group":
-        keys = pseudo_groups.to(pred.device)
-        return min(float(correct[keys == g].mean()) for g in keys.unique().tolist())
+    worst_over = {"pseudo-group": pseudo_groups, "worst-class": fs.labels, "worst-group": fs.groups}
+    if select_by in worst_over:
+        return worst_of(pred, labels, worst_over[select_by].to(pred.device))
     if select_by == "accuracy":
         return float(correct.mean())
     if select_by == "class":
         accs = [float(correct[labels == k].mean()) for k in classes if (labels == k).any()]
         return sum(accs) / len(accs)
-    if select_by == "worst-class":
-        return min(float(correct[labels == k].mean()) for k in labels.unique().tolist())
-    groups = fs.groups.to(pred.device)
-    return min(float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0)
+    raise NeuroInspectError(f"unknown --select-by '{select_by}'; choose one of {', '.join(SELECT_BY)}")
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -403,7 +401,7 @@ def edit_head(
         return base, reg
 
     best = None
-    best_metric, best_key, best_epoch, since_best = -math.inf, None, 0, 0
+    best_key, best_epoch, since_best = None, 0, 0  # best_key: (val metric, -val loss) of the kept epoch
     curves: list[dict] = []
     stopped = False
     bar = progress_bar(epochs, f"edit ({method})", "epoch", enabled=progress)
@@ -450,7 +448,7 @@ def edit_head(
         key = (metric, -val_loss) if use_val else None
         improved = (not use_val) or best_key is None or key > best_key
         if improved:
-            best_metric, best_key = (metric, key) if use_val else (best_metric, None)
+            best_key = key
             best_epoch, since_best = epoch, 0
             best = (weight.detach().clone(), None if bias is None else bias.detach().clone())
         else:
@@ -463,7 +461,7 @@ def edit_head(
     return EditResult(
         weight=new_w.cpu(), bias=None if new_b is None else new_b.cpu(), best_epoch=best_epoch,
         epochs_run=len(curves), curves=curves, tau=taus, method=method, lam=lam, select_by=select_by,
-        targets=targets, best_val_metric=best_metric if use_val else None, stopped_early=stopped, importance=imps,
+        targets=targets, best_val_metric=best_key[0] if use_val else None, stopped_early=stopped, importance=imps,
     )
 
 

@@ -20,7 +20,7 @@ from .edit import EditResult, edit_head, resolve_select_by
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
 from .fix_config import (EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
-                         NEURON_METHODS, QUANTILE_GRID, USES_GROUP_LABELS, FixConfig)
+                         NEURON_METHODS, QUANTILE_GRID, FixConfig)
 from .metrics import evaluate
 from .refit import ablate, dfr, jtt, rebalance
 
@@ -128,15 +128,11 @@ def aggregate(method: str, runs: list[dict], per_group: list[dict], info: dict) 
     return row
 
 
-def method_info(method: str, result: FixResult | None = None) -> dict:
-    """Which data and which labels a method uses (for the table)."""
-    if method == "original":
+def method_info(result: FixResult | None) -> dict:
+    """Which data and which labels a method used (for the table); ``None``: the original head."""
+    if result is None:
         return {"uses_group_labels": False, "fit_on": "—", "select_by": "—"}
-    return {
-        "uses_group_labels": bool(result.uses_group_labels) if result else method in USES_GROUP_LABELS,
-        "fit_on": result.fit_on if result else "",
-        "select_by": result.select_by if result else "",
-    }
+    return {"uses_group_labels": result.uses_group_labels, "fit_on": result.fit_on, "select_by": result.select_by}
 
 
 def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
@@ -161,7 +157,7 @@ def aggregate_seeds(per_seed: list[dict[str, tuple[dict, dict, FixResult | None]
     rows = []
     for method in per_seed[0]:
         runs = [s[method] for s in per_seed if method in s]
-        info = method_info(method, result=runs[0][2])
+        info = method_info(runs[0][2])
         rows.append(aggregate(method, [r[1] for r in runs], [r[0]["per_group"] for r in runs], info))
     return rows
 

@@ -16,7 +16,6 @@ METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
 DEFAULT_METHOD = "rebalance"
 NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S
 NEEDS_NEURONS = frozenset(NEURON_METHODS) | {"rebalance", "ablate"}
-USES_GROUP_LABELS = frozenset({"dfr"})
 
 # auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
 SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")

@@ -11,9 +11,12 @@ multinomial logistic regression (full batch, L-BFGS, on standardised features, L
     Within each class, the samples whose cue is on the wrong side of the midpoint between the
     class's and the other classes' mean cue activation (in training) form the *minority*
     pseudo-group (cue absent where the class expects it, present where it misleads); the rest the
-    majority. (Or, with ``q``, each class's lowest ``q`` fraction of training scores.) The head is refit so that every (class, pseudo-group) weighs the same,
-    on the training split and on one half of the validation split; the other half selects the
-    penalty and ``q`` by its worst pseudo-group accuracy.
+    majority. (Or, with ``q``, each class's lowest ``q`` fraction of training scores.) The head is
+    refit from scratch so that every (class, pseudo-group) weighs the same, on one half of the
+    validation split by default (``fit_on``: or the training split, or both); the other half
+    selects the penalty and the pseudo-group rule by its worst pseudo-group accuracy. With
+    ``fit_on="val"`` this is last-layer retraining on held-out data, as DFR does, with
+    pseudo-groups from the neurons in place of the true groups.
 ``dfr`` — Deep Feature Reweighting (Kirichenko et al., ICLR 2023): the same refit on one half of the
     validation split with the *true* groups balanced, selected by true worst-group accuracy on the
     other half. **Uses group labels**: a reference, not a method for a user without them.
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 
 from .errors import NeuroInspectError
 from .featureset import FeatureSet
-from .fix_config import L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
+from .fix_config import FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
 
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
 
@@ -202,30 +205,28 @@ class RefitResult:
     method: str
     targets: dict[int, list[int]]
     fit_on: str
-    select_on: str
     uses_group_labels: bool
     chosen: dict  # the selected hyper-parameters
     search: list[dict] = field(default_factory=list)  # every candidate with its selection score
     best_val_metric: float | None = None
     select_by: str = ""
 
-    def apply(self, fs: FeatureSet) -> FeatureSet:
-        return fs.with_logits(self.weight, self.bias)
-
 
 def _concat(parts: list[FeatureSet]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p.features.float() for p in parts]), torch.cat([p.labels for p in parts])
 
 
-def _select(fitted, score) -> tuple[dict, tuple, list[dict]]:
-    """Keep the best of ``fitted`` ``[(params, (W, b))]`` by ``score`` (ties: the earlier, i.e. more penalised)."""
+def _select(fitted, score) -> tuple[dict, tuple, list[dict], float]:
+    """Keep the best of ``fitted`` ``[(params, (W, b))]`` by ``score`` (ties: the earlier, i.e. more penalised).
+
+    Returns the chosen params, ``(W, b)``, every candidate's row and the chosen one's metric."""
     best, best_key, rows = None, None, []
     for params, (W, b) in fitted:
         metric, tie = score(W, b)
         rows.append({**params, "metric": metric, "tie_break": tie})
         if best_key is None or (metric, tie) > best_key:
             best, best_key = (params, (W, b)), (metric, tie)
-    return best[0], best[1], rows
+    return best[0], best[1], rows, best_key[0]
 
 
 def _predict(W, b, fs: FeatureSet) -> torch.Tensor:
@@ -235,8 +236,8 @@ def _predict(W, b, fs: FeatureSet) -> torch.Tensor:
 def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = FixConfig.fit_on,
               l2=L2_GRID, quantiles=QUANTILE_GRID, seed: int = 0) -> RefitResult:
     """Neuron-guided rebalancing (module docstring). ``fit_on``: ``train``, ``val`` or ``train+val``."""
-    if fit_on not in ("train", "val", "train+val"):
-        raise NeuroInspectError(f"--fit-on must be train, val or train+val; got '{fit_on}'")
+    if fit_on not in FIT_ON:
+        raise NeuroInspectError(f"--fit-on must be one of {', '.join(FIT_ON)}; got '{fit_on}'")
     if "val" in fit_on and val is None:
         raise NeuroInspectError("rebalance --fit-on val/train+val needs a validation split; add one or pass --fit-on train")
     C = len(train.class_names) or int(train.labels.max()) + 1
@@ -244,15 +245,13 @@ def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list
     if val is not None:
         fit_idx, sel_idx = split_halves(val.labels, seed)
         val_fit, val_sel = val.subset(fit_idx), val.subset(sel_idx)
-        select_on = "val (other half)"
     else:
         val_fit, val_sel = None, train
-        select_on = "train (no validation split)"
     parts = [p for name, p in (("train", train), ("val", val_fit)) if name in fit_on]
+    z, y = _concat(parts)
 
     def path(q):
         t = spur.thresholds(train, q)
-        z, y = _concat(parts)
         keys = torch.cat([spur.pseudo_groups(p, t) for p in parts])
         return [({"l2": a, "q": q}, wb) for a, wb in zip(l2, fit_logistic_path(z, y, C, balanced_weights(keys), l2))]
 
@@ -264,9 +263,8 @@ def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list
         pred = _predict(W, b, val_sel)
         return worst_of(pred, val_sel.labels, sel_keys), float((pred == val_sel.labels).float().mean())
 
-    chosen, (W, b), rows = _select([cand for q in quantiles for cand in path(q)], score)
-    best = max(r["metric"] for r in rows)
-    return RefitResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), select_on, False, chosen, rows,
+    chosen, (W, b), rows, best = _select([cand for q in quantiles for cand in path(q)], score)
+    return RefitResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), False, chosen, rows,
                        best_val_metric=best, select_by="worst pseudo-group accuracy")
 
 
@@ -278,15 +276,13 @@ def dfr(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0,
     fit_idx, sel_idx = split_halves(val.labels * (int(val.groups.max()) + 2) + val.groups + 1, seed)
     val_fit, val_sel = val.subset(fit_idx), val.subset(sel_idx)
 
-
     def score(W, b):
         pred = _predict(W, b, val_sel)
         return worst_of(pred, val_sel.labels, val_sel.groups), float((pred == val_sel.labels).float().mean())
 
     fitted = fit_logistic_path(val_fit.features, val_fit.labels, C, balanced_weights(val_fit.groups), l2)
-    chosen, (W, b), rows = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
-    best = max(r["metric"] for r in rows)
-    return RefitResult(W, b, "dfr", dict(targets or {}), "val (half)", "val (other half)", True, chosen, rows,
+    chosen, (W, b), rows, best = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
+    return RefitResult(W, b, "dfr", dict(targets or {}), "val (half)", True, chosen, rows,
                        best_val_metric=best, select_by="worst group accuracy (true groups)")
 
 
@@ -307,12 +303,10 @@ def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, upweights=UPWE
         pred = _predict(W, b, sel)
         return worst_of(pred, sel.labels, sel.labels), float((pred == sel.labels).float().mean())
 
-    chosen, (W, b), rows = _select([cand for u in upweights for cand in path(u)], score)
+    chosen, (W, b), rows, best = _select([cand for u in upweights for cand in path(u)], score)
     chosen = {**chosen, "n_errors": int(errors.sum())}
-    best = max(r["metric"] for r in rows)
-    return RefitResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)",
-                       "val" if val is not None else "train", False, chosen, rows, best_val_metric=best,
-                       select_by="worst-class accuracy")
+    return RefitResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)", False, chosen, rows,
+                       best_val_metric=best, select_by="worst-class accuracy")
 
 
 def ablate(W: torch.Tensor, b: torch.Tensor | None, targets: dict[int, list[int]]) -> RefitResult:
@@ -322,4 +316,4 @@ def ablate(W: torch.Tensor, b: torch.Tensor | None, targets: dict[int, list[int]
         if neurons:
             W[c, torch.as_tensor(neurons, dtype=torch.long)] = 0.0
     bias = None if b is None else b.detach().float().clone().cpu()
-    return RefitResult(W, bias, "ablate", targets, "—", "—", False, {})
+    return RefitResult(W, bias, "ablate", targets, "—", False, {})
