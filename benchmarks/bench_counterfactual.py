@@ -11,11 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from neuroinspect.counterfactual import counterfactual_edits, counterfactual_edits_loop
+from neuroinspect.find.counterfactual import counterfactual_edits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import counterfactual_edits_loop  # noqa: E402 (the tests' one-sample-at-a-time reference)
 
 
 def problem(M: int, D: int, C: int, seed: int = 0):

@@ -35,8 +35,8 @@ def _cpu() -> float:
 
 def main(argv=None) -> dict:
     from neuroinspect.demo import DemoConfig
-    from neuroinspect.io import write_json
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.io import write_json
+    from neuroinspect.show.visualize import visualize_neurons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder")

@@ -1,6 +1,6 @@
 """Decision-layer edit on cached features vs re-running the frozen backbone every epoch.
 
-The edit (METHOD.md §3) only retrains W, b, so it can train on features cached once. The
+The edit (paper Sec. III-E) only retrains W, b, so it can train on features cached once. The
 original approach pushed every training (and validation) image through the frozen backbone in
 every epoch. This script times
 
@@ -24,7 +24,7 @@ import torch
 
 def synthetic_features(n: int, d: int, c: int, seed: int, split: str):
     """Post-ReLU-like features with a weak class signal (values do not affect the timing)."""
-    from neuroinspect.featureset import FeatureSet
+    from neuroinspect.core.featureset import FeatureSet
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % c
@@ -35,7 +35,7 @@ def synthetic_features(n: int, d: int, c: int, seed: int, split: str):
 
 
 def time_edit(args) -> dict:
-    from neuroinspect.edit import edit_head
+    from neuroinspect.fix.edit import edit_head
 
     train = synthetic_features(args.n, args.d, args.c, 0, "train")
     n_val = int(round(args.val_frac * args.n))

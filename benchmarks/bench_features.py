@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from neuroinspect.data import collate_skipping, load_data
-from neuroinspect.features import extract_features
-from neuroinspect.models import build_model
-from neuroinspect.probe import Probe
+from neuroinspect.core.data import collate_skipping, load_data
+from neuroinspect.core.features import extract_features
+from neuroinspect.core.models import build_model
+from neuroinspect.core.probe import Probe
 
 
 def write_images(root: Path, n: int, size: int, classes: int = 4) -> None:

@@ -39,11 +39,11 @@ def _ms(values: list[float]) -> dict:
 
 
 def demo_features(cache: Path | None):
-    from neuroinspect.data import load_data
+    from neuroinspect.core.data import load_data
     from neuroinspect.demo import DemoConfig
-    from neuroinspect.io import default_cache_dir
-    from neuroinspect.models import build_model
-    from neuroinspect.scenes import make_scenes
+    from neuroinspect.core.io import default_cache_dir
+    from neuroinspect.core.models import build_model
+    from neuroinspect.core.scenes import make_scenes
     from neuroinspect.session import Inspector
 
     cfg = DemoConfig()
@@ -58,8 +58,8 @@ def demo_features(cache: Path | None):
 
 def measure(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
     from neuroinspect.demo import find_and_fix, fit_linear_head
-    from neuroinspect.explain import RANKINGS, explain_class
-    from neuroinspect.fix import aggregate_seeds
+    from neuroinspect.find.ranking import RANKINGS, explain_class
+    from neuroinspect.fix.compare import aggregate_seeds
 
     te = feats["test"]
     own = [i for i, g in enumerate(te.group_names) if g.startswith(spurious + "/")]
@@ -112,7 +112,7 @@ def planted(seeds) -> dict:
     import shortcut
 
     from neuroinspect.demo import DemoConfig, find_and_fix
-    from neuroinspect.fix import aggregate_seeds
+    from neuroinspect.fix.compare import aggregate_seeds
 
     cfg = DemoConfig(n_edit=1, methods=("rebalance", "erm", "ratio", "dfr"))
     per_seed = []

@@ -62,7 +62,7 @@ def _cpu() -> float:
 def _grid(images: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
-    from neuroinspect.io import save_png
+    from neuroinspect.core.io import save_png
 
     x = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     b, h, w, _ = x.shape
@@ -73,9 +73,9 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.io import write_json
-    from neuroinspect.visualize import render
-    from neuroinspect.visualize.augment import ModelInput
+    from neuroinspect.core.io import write_json
+    from neuroinspect.show.visualize import render
+    from neuroinspect.show.augment import ModelInput
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder: its training features give the top dataset images")

@@ -24,10 +24,10 @@ from demo_run import open_demo_run
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.io import write_json
-    from neuroinspect.visualize import visualize_neurons
-    from neuroinspect.visualize.render import _ChunkState, _evaluate
-    from neuroinspect.visualize.augment import ModelInput
+    from neuroinspect.core.io import write_json
+    from neuroinspect.show.visualize import visualize_neurons
+    from neuroinspect.show.render import _ChunkState, _evaluate
+    from neuroinspect.show.augment import ModelInput
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder (its model.safetensors and run.json)")

@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from neuroinspect.io import write_json
-from neuroinspect.models import build_model
-from neuroinspect.probe import Probe
-from neuroinspect.visualize import render, resolve_clip
-from neuroinspect.visualize.exemplars import neuron_top_classes
+from neuroinspect.core.io import write_json
+from neuroinspect.core.models import build_model
+from neuroinspect.core.probe import Probe
+from neuroinspect.show.visualize import render, resolve_clip
+from neuroinspect.show.exemplars import neuron_top_classes
 
 
 def timed(fn):

@@ -143,7 +143,7 @@ def test_out_is_checked_before_the_model_or_data_are_touched(tmp_path, capsys, m
 
 # --------------------------------------------------------------------------- accepted, but now said out loud
 def test_duplicate_manifest_rows_are_counted_and_used_once(tmp_path, caplog):
-    from neuroinspect.data import load_data
+    from neuroinspect.core.data import load_data
 
     root = write_folder(tmp_path / "data", n_red_apples=0, n_per_class=2)
     rows = [[p.relative_to(root).as_posix(), p.parent.name, p.parts[-3]] for p in sorted(root.rglob("*.png"))]
@@ -157,7 +157,7 @@ def test_duplicate_manifest_rows_are_counted_and_used_once(tmp_path, caplog):
 
 
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):
-    from neuroinspect.data import _load_rgb
+    from neuroinspect.core.data import _load_rgb
 
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.png")
@@ -234,14 +234,14 @@ def test_help_does_not_import_torch():
 
 def test_visualize_help_choices_match_the_package():
     from neuroinspect.cli import visualize as cli_vis
-    from neuroinspect.visualize import PAPER_CLIP, RECIPES
+    from neuroinspect.show.visualize import PAPER_CLIP, RECIPES
 
     assert tuple(cli_vis.RECIPES) == tuple(RECIPES) and cli_vis.PAPER_CLIP == PAPER_CLIP
 
 
 def test_explain_help_rankings_match_the_package():
     from neuroinspect.cli import explain as cli_explain
-    from neuroinspect.explain import DEFAULT_RANKING, RANKINGS
+    from neuroinspect.find.ranking import DEFAULT_RANKING, RANKINGS
 
     assert tuple(cli_explain.RANKINGS) == tuple(RANKINGS) and cli_explain.RANKINGS[0] == DEFAULT_RANKING
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.visualize import clip as C
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.show import clip as C
 
 TINY_OPEN_CLIP = {
     "embed_dim": 16,
@@ -116,8 +116,8 @@ def test_bad_specs_and_files_fail_with_one_clear_line(open_clip_files, tmp_path)
 
 
 def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_path):
-    from neuroinspect.models import LoadedModel
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.show.visualize import visualize_neurons
     from test_visualize import PRE, STRIPE, StripeCNN
 
     monkeypatch.setattr(C, "_hub_reachable", lambda *a, **k: False)
@@ -138,8 +138,8 @@ def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_pa
 
 
 def test_clip_illusion_renders_end_to_end_on_a_random_clip(open_clip_files, tmp_path):
-    from neuroinspect.models import LoadedModel
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.show.visualize import visualize_neurons
     from test_visualize import PRE, STRIPE, StripeCNN
 
     d = open_clip_files

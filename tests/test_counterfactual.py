@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from neuroinspect.counterfactual import counterfactual_edits, counterfactual_edits_loop, rank_neurons
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.edit import neuron_importance
+from neuroinspect.find.counterfactual import counterfactual_edits, rank_neurons
+from reference import counterfactual_edits_loop
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.importance import neuron_importance
 
 
 def _problem(M=30, D=48, C=20, seed=0):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from neuroinspect.data import load_data
-from neuroinspect.errors import NeuroInspectError
+from neuroinspect.core.data import load_data
+from neuroinspect.core.errors import NeuroInspectError
 
 
 def _write_idx(path, array: np.ndarray) -> None:

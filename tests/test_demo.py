@@ -81,11 +81,11 @@ def test_demo_is_reproducible_from_its_seed(tiny_run, tmp_path):
 def fast_project(tmp_path_factory):
     """The fast demo's data, the frozen Lite0 with an ERM head (the model under debugging), and its explanation."""
     from neuroinspect.cli import main
-    from neuroinspect.data import load_data
+    from neuroinspect.core.data import load_data
     from neuroinspect.demo import fit_linear_head
-    from neuroinspect.edit import save_edited_model
-    from neuroinspect.models import build_model
-    from neuroinspect.scenes import load_fashion_mnist, make_scenes
+    from neuroinspect.fix.edit import save_edited_model
+    from neuroinspect.core.models import build_model
+    from neuroinspect.core.scenes import load_fashion_mnist, make_scenes
     from neuroinspect.session import Inspector
 
     root = tmp_path_factory.mktemp("fast")

@@ -1,4 +1,4 @@
-"""Decision-layer editing (METHOD.md §3): the pure core, the trainer, the saved model and the CLI."""
+"""Decision-layer editing (paper Sec. III-E): the pure core, the trainer, the saved model and the CLI."""
 from __future__ import annotations
 
 import json
@@ -10,21 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.edit import (
+from neuroinspect.fix.edit import (
     auto_tau,
     class_weights,
     con_regulariser,
     edit_head,
     focal_loss,
-    neuron_importance,
     neuron_mask,
     probability_ratio,
     ratio_regulariser,
     save_edited_model,
 )
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.featureset import FeatureSet
-from neuroinspect.metrics import evaluate
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.importance import neuron_importance
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.metrics import evaluate
 
 
 @pytest.fixture(autouse=True)
@@ -316,7 +316,7 @@ def test_class_without_training_samples_is_refused(planted_case):
 TINY_NET = '''
 import torch
 from torch import nn
-from neuroinspect.models import Preprocess
+from neuroinspect.core.models import Preprocess
 
 
 class TinyNet(nn.Module):
@@ -386,8 +386,8 @@ def _base_args(root, weights, data="data"):
 
 
 def test_save_edited_model_reloads_with_new_head_and_same_backbone(image_project, tmp_path):
-    from neuroinspect.models import build_model, read_state_dict
-    from neuroinspect.probe import Probe
+    from neuroinspect.core.models import build_model, read_state_dict
+    from neuroinspect.core.probe import Probe
 
     root, weights = image_project
     loaded = build_model("tinynet_edit_test:make", weights=weights, num_classes=3)
@@ -407,7 +407,7 @@ def test_save_edited_model_reloads_with_new_head_and_same_backbone(image_project
 
 def test_cli_edit_end_to_end_reload_reproduces_metrics(image_project, tmp_path):
     from neuroinspect.cli import main
-    from neuroinspect.models import read_state_dict
+    from neuroinspect.core.models import read_state_dict
     from neuroinspect.session import Inspector
 
     root, weights = image_project
@@ -487,7 +487,7 @@ def test_cli_errors_leave_no_model_file(image_project, tmp_path, capsys):
 
 def test_cli_neurons_from_ranking(image_project, tmp_path):
     from neuroinspect.cli import main
-    from neuroinspect.io import write_json
+    from neuroinspect.core.io import write_json
 
     root, weights = image_project
     ranking = tmp_path / "ranking.json"

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroinspect.data import load_data
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.features import extract_features
-from neuroinspect.models import LoadedModel
-from neuroinspect.probe import Probe
+from neuroinspect.core.data import load_data
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.features import extract_features
+from neuroinspect.core.models import LoadedModel
+from neuroinspect.core.probe import Probe
 from planted import planted_cnn, write_folder
 
 

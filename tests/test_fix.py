@@ -7,14 +7,16 @@ import pytest
 import torch
 
 import shortcut
-from neuroinspect.counterfactual import counterfactual_edits, counterfactual_edits_loop
-from neuroinspect.edit import REFERENCE_BATCH, edit_head, neuron_log_odds
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.explain import explain_class
-from neuroinspect.featureset import FeatureSet
-from neuroinspect.fix import FixConfig, compare_methods, fix_head, format_table
-from neuroinspect.metrics import evaluate
-from neuroinspect.refit import Spuriosity, balanced_weights, fit_logistic, split_halves
+from neuroinspect.find.counterfactual import counterfactual_edits
+from reference import counterfactual_edits_loop
+from neuroinspect.find.importance import neuron_log_odds
+from neuroinspect.fix.edit import REFERENCE_BATCH, edit_head
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.ranking import explain_class
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.fix.compare import FixConfig, compare_methods, fix_head, format_table
+from neuroinspect.core.metrics import evaluate
+from neuroinspect.fix.refit import Spuriosity, balanced_weights, fit_logistic, split_halves
 
 
 def _worst(fs: FeatureSet) -> float:
@@ -60,7 +62,7 @@ def test_log_odds_do_not_saturate_where_importance_does():
     W = torch.tensor([[30.0, 1.0], [0.0, 0.0]])
     b = torch.zeros(2)
     z = torch.tensor([1.0, 2.0])  # p(0 | z) ≈ 1: dropping neuron 1 leaves it ≈ 1
-    from neuroinspect.edit import neuron_importance
+    from neuroinspect.find.importance import neuron_importance
 
     imp = neuron_importance(W, b, z, 0)
     lo = neuron_log_odds(W, b, z, 0)
@@ -181,7 +183,7 @@ def test_ratio_penalty_is_calibrated_to_the_authors_batch_of_32(case):
     # one epoch, one batch of the whole split: the logged regulariser is the plain norm times sqrt(32 / B)
     res = edit_head(W, b, F["train"], None, targets, method="ratio", lam=0.0, epochs=1, patience=None, lr=1e-9,
                     batch_size=len(F["train"]))
-    from neuroinspect.edit import neuron_mask, ratio_regulariser, resolve_tau
+    from neuroinspect.fix.edit import neuron_mask, ratio_regulariser, resolve_tau
 
     tau = resolve_tau(W, b, F["train"], targets, None)[0][shortcut.SPURIOUS]
     plain = float(ratio_regulariser(W, b, F["train"].features, shortcut.SPURIOUS, neuron_mask(shortcut.D, [shortcut.CUE]), tau))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import planted
-from neuroinspect.visualize.heatmaps import HeatmapRequest, exemplar_heatmaps, hot_box
+from neuroinspect.show.heatmaps import HeatmapRequest, exemplar_heatmaps, hot_box
 
 
 def _red_box(path) -> tuple[int, int, int, int]:
@@ -79,7 +79,7 @@ def test_hot_box_is_the_connected_region_around_the_peak():
 
 def test_visualize_neurons_puts_heatmaps_in_the_json_and_the_report(tmp_path):
     from neuroinspect.report import build_report
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.show.visualize import visualize_neurons
 
     ins = _inspector(tmp_path)
     out = tmp_path / "vis"
@@ -117,9 +117,9 @@ class _Shy(torch.nn.Module):
 
 @pytest.mark.parametrize("start", ["noise", "exemplar", "preact", "auto"])
 def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_path, start):
-    from neuroinspect.featureset import FeatureSet
-    from neuroinspect.models import LoadedModel, Preprocess
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.models import LoadedModel, Preprocess
+    from neuroinspect.show.visualize import visualize_neurons
 
     rng = np.random.default_rng(0)
     ids = []
@@ -146,7 +146,7 @@ def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_pat
 
 
 def test_fourier_image_can_start_from_a_picture():
-    from neuroinspect.visualize.param import FourierImage, PixelImage
+    from neuroinspect.show.param import FourierImage, PixelImage
 
     pic = torch.rand(3, 16, 16) * 0.9 + 0.05
     for param in (FourierImage([1, 2], 16), PixelImage([1, 2], 16)):

@@ -9,14 +9,14 @@ import pytest
 pytestmark = pytest.mark.slow
 import torch
 
-from neuroinspect.data import load_data
+from neuroinspect.core.data import load_data
 from neuroinspect.demo import DemoConfig, fit_linear_head
-from neuroinspect.fix import fix_head
-from neuroinspect.explain import explain_class
-from neuroinspect.metrics import evaluate
-from neuroinspect.models import build_model
-from neuroinspect.scenes import DEFAULT_FAMILIES, FASHION_CLASSES, _background, compose, load_fashion_mnist, load_photo
-from neuroinspect.scenes import make_scenes
+from neuroinspect.fix.compare import fix_head
+from neuroinspect.find.ranking import explain_class
+from neuroinspect.core.metrics import evaluate
+from neuroinspect.core.models import build_model
+from neuroinspect.core.scenes import DEFAULT_FAMILIES, FASHION_CLASSES, _background, compose, load_fashion_mnist, load_photo
+from neuroinspect.core.scenes import make_scenes
 from neuroinspect.session import Inspector, seed_everything
 
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.models import build_model, load_weights, read_state_dict
-from neuroinspect.probe import Probe, find_head
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.models import build_model, load_weights, read_state_dict
+from neuroinspect.core.probe import Probe, find_head
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuroinspect.errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.report import build_report, fmt_num, fmt_pct
 
 EVIL = "<script>alert('x')</script>Coat"

@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from neuroinspect.errors import NeuroInspectError
-from neuroinspect.featureset import FeatureSet
-from neuroinspect.models import Preprocess
-from neuroinspect.probe import Probe
-from neuroinspect.visualize import augment as A
-from neuroinspect.visualize.masks import core_relevance_score, dim_outside, neuron_mask, to_rgba
-from neuroinspect.visualize.objectives import ClassLogit, ClipSimilarity, Context, NeuronActivation, recipe
-from neuroinspect.visualize.param import FourierImage, PixelImage, color_decorrelation_matrix
-from neuroinspect.visualize.render import render
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.models import Preprocess
+from neuroinspect.core.probe import Probe
+from neuroinspect.show import augment as A
+from neuroinspect.show.masks import core_relevance_score, dim_outside, neuron_mask, to_rgba
+from neuroinspect.show.objectives import ClassLogit, ClipSimilarity, Context, NeuronActivation, recipe
+from neuroinspect.show.param import FourierImage, PixelImage, color_decorrelation_matrix
+from neuroinspect.show.render import render
 
 STRIPE = 2  # the channel of StripeCNN that detects red vertical stripes
 
@@ -316,7 +316,7 @@ def test_mask_marks_the_half_with_the_pattern():
 
 
 def test_batched_rendering_keeps_pairs_and_seeds_and_ctrl_c_returns_partial_results():
-    from neuroinspect.visualize.objectives import Objective
+    from neuroinspect.show.objectives import Objective
 
     probe = Probe(StripeCNN(), input_size=32)
     pairs = [(STRIPE, 0), (0, 1), (STRIPE, 1)]
@@ -382,8 +382,8 @@ def _feature_set(tmp_path, n=6):
 
 
 def test_visualize_neurons_writes_images_masks_and_json(tmp_path):
-    from neuroinspect.models import LoadedModel
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.show.visualize import visualize_neurons
 
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
     fs = _feature_set(tmp_path)
@@ -408,8 +408,8 @@ def test_visualize_neurons_writes_images_masks_and_json(tmp_path):
 
 
 def test_bad_input_leaves_nothing_behind(tmp_path):
-    from neuroinspect.models import LoadedModel
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.show.visualize import visualize_neurons
 
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
     out = tmp_path / "vis"
@@ -463,8 +463,8 @@ def test_explain_visualize_renders_the_ranked_neurons(tmp_path):
 
 def test_vit_probe_renders_and_masks_from_patch_tokens(tmp_path):
     timm = pytest.importorskip("timm")
-    from neuroinspect.models import LoadedModel
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.show.visualize import visualize_neurons
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=3,

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.runinfo import __version__
 
-__version__ = "0.1.0"
 _LAZY = {
-    "Explanation": ".explain", "explain_class": ".explain", "FeatureSet": ".featureset", "ImageData": ".data",
-    "load_data": ".data", "LoadedModel": ".models", "Preprocess": ".models", "build_model": ".models",
-    "Probe": ".probe", "Inspector": ".session",
+    "Explanation": ".find.ranking", "explain_class": ".find.ranking", "FeatureSet": ".core.featureset",
+    "ImageData": ".core.data", "load_data": ".core.data", "LoadedModel": ".core.models", "Preprocess": ".core.models",
+    "build_model": ".core.models", "Probe": ".core.probe", "Inspector": ".session",
 }
 __all__ = [
     "Explanation", "FeatureSet", "ImageData", "Inspector", "LoadedModel", "NeuroInspectError", "Preprocess", "Probe",

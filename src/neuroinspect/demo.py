@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from .progress import progress_bar
+from neuroinspect.core.progress import progress_bar
 
-from .errors import NeuroInspectError
-from .featureset import FeatureSet
-from .io import write_json
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DemoConfig:
     n_insufficient: int = 4  # top insufficient neurons to render (the candidates for the edit)
     n_excessive: int = 2  # top excessive neurons to render
     n_edit: int = 3  # neurons to edit: the top insufficient neurons of the ranking
-    ranking: str = "gap"  # how explain blames neurons (see neuroinspect.explain)
+    ranking: str = "gap"  # how explain blames neurons (see neuroinspect.find.ranking)
     steps: int = 96
     vis_size: int = 128
     batch: int = 8
@@ -134,9 +134,9 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: DemoConfig, seed: int, *, de
 
     Returns ``(explanation, targets, {method: (test metrics, summary row, FixResult)})``.
     """
-    from .explain import explain_class
-    from .fix import run_methods
-    from .metrics import evaluate
+    from neuroinspect.find.ranking import explain_class
+    from neuroinspect.fix.compare import run_methods
+    from neuroinspect.core.metrics import evaluate
 
     C = len(feats["train"].class_names)
     W, b = head if head is not None else fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=seed)
@@ -152,18 +152,18 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: DemoConfig, seed: int, *, de
 def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str = "cpu", cache_dir: str | Path | None = None,
              progress: bool = True) -> dict:
     """Run the whole demo into ``out`` and return its headline numbers."""
-    from .cli.common import versions
-    from .edit import save_edited_model
-    from .fix import aggregate_seeds, fix_record
-    from .explain import explain_class
-    from .features import store_features
-    from .metrics import evaluate
-    from .models import build_model
-    from .report import build_report
-    from .scenes import make_scenes
-    from .io import default_cache_dir
-    from .session import Inspector, seed_everything
-    from .visualize import visualize_neurons
+    from neuroinspect.core.runinfo import versions
+    from neuroinspect.fix.edit import save_edited_model
+    from neuroinspect.fix.compare import aggregate_seeds, fix_record
+    from neuroinspect.find.ranking import explain_class
+    from neuroinspect.core.features import store_features
+    from neuroinspect.core.metrics import evaluate
+    from neuroinspect.core.models import build_model
+    from neuroinspect.report import build_report
+    from neuroinspect.core.scenes import make_scenes
+    from neuroinspect.core.io import default_cache_dir
+    from neuroinspect.session import Inspector, seed_everything
+    from neuroinspect.show.visualize import visualize_neurons
 
     cfg = config or DemoConfig()
     out = Path(out)
@@ -195,7 +195,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     t0 = time.perf_counter()
     stage("extracting features and training the head (ERM)")
     seed_everything(cfg.seed)
-    from .data import load_data
+    from neuroinspect.core.data import load_data
 
     data = load_data(manifest)
     C = len(data.class_names)

@@ -10,15 +10,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import SPLIT_ALIASES, ImageData, class_index, load_data, parse_class_names
-from .errors import NeuroInspectError
-from .explain import Explanation, explain_class
-from .featureset import FeatureSet
-from .features import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, extract_features
-from .io import default_cache_dir
-from .metrics import evaluate
-from .models import LoadedModel, Preprocess, build_model
-from .probe import Probe
+from neuroinspect.core.data import SPLIT_ALIASES, ImageData, class_index, load_data, parse_class_names
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.ranking import Explanation, explain_class
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.features import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, extract_features
+from neuroinspect.core.io import default_cache_dir
+from neuroinspect.core.metrics import evaluate
+from neuroinspect.core.models import LoadedModel, Preprocess, build_model
+from neuroinspect.core.probe import Probe
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import ImageData, collate_skipping, load_data
-from .errors import NeuroInspectError
-from .io import atomic_path, write_json
+from neuroinspect.core.data import ImageData, collate_skipping, load_data
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +185,10 @@ def train_classifier(
     ``init_weights`` are loaded before the head is resized to the data's classes (say, a local
     copy of ImageNet weights). Returns where the best weights are and the training record.
     """
-    from .io import default_cache_dir
-    from .models import build_model, load_weights, resize_head
-    from .probe import Probe
-    from .session import resolve_device, seed_everything
+    from neuroinspect.core.io import default_cache_dir
+    from neuroinspect.core.models import build_model, load_weights, resize_head
+    from neuroinspect.core.probe import Probe
+    from neuroinspect.session import resolve_device, seed_everything
 
     config = config or TrainConfig()
     config.check()
@@ -212,8 +212,8 @@ def train_classifier(
         loaded.preprocess = build_model(reload_spec(model), head=head).preprocess
         seed_everything(config.seed)
     if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
-        from .models import read_state_dict
-        from .probe import find_head
+        from neuroinspect.core.models import read_state_dict
+        from neuroinspect.core.probe import find_head
 
         size = loaded.preprocess.input_size
         name, linear = find_head(loaded.model, head=head, input_size=size)
@@ -245,7 +245,7 @@ def train_classifier(
 
     # ---------------------------------------------------------------- what is trained, on what
     if config.head_only:
-        from .features import extract_features
+        from neuroinspect.core.features import extract_features
 
         net.eval()
         feats = {s: extract_features(loaded, probe, data, s, device=device, batch_size=eval_batch_size,
@@ -329,13 +329,13 @@ def train_classifier(
             if config.head_only:
                 metrics[split] = evaluate_split(split)
             else:  # through the feature cache: explain/edit/compare on these weights start from it
-                from .features import extract_features
+                from neuroinspect.core.features import extract_features
 
                 fs = extract_features(loaded, probe, data, split, device=device, batch_size=eval_batch_size,
                                       workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
                 metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
-        from .features import store_features
+        from neuroinspect.core.features import store_features
 
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
@@ -376,7 +376,7 @@ def _head_epoch(head: nn.Linear, fs, opt, sched, config: TrainConfig, g, device,
 
 def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g, device, workers: int,
                     progress: bool, epoch: int):
-    from .probe import model_logits
+    from neuroinspect.core.probe import model_logits
 
     net.train()
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=g,
@@ -410,7 +410,7 @@ def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g,
 @torch.no_grad()
 def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, device, batch_size: int, workers: int,
                     amp: bool, progress: bool) -> dict:
-    from .probe import model_logits
+    from neuroinspect.core.probe import model_logits
 
     net.eval()
     loader = torch.utils.data.DataLoader(data.dataset(split, transform), batch_size=batch_size, shuffle=False,

@@ -10,14 +10,14 @@ import importlib
 import logging
 import sys
 
-from ..errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 COMMANDS = ["classes", "train", "explain", "visualize", "edit", "compare", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-    from .common import OneLineParser
+    from neuroinspect import __version__
+    from neuroinspect.cli.common import OneLineParser
 
     parser = OneLineParser(
         prog="neuroinspect",
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a one-line argument error (exit 2)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
-    from ..progress import install_log_handler
+    from neuroinspect.core.progress import install_log_handler
 
     install_log_handler(logging.INFO if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):

@@ -1,7 +1,7 @@
 """``neuroinspect classes``: list a dataset's class names and indices."""
 from __future__ import annotations
 
-from .common import add_data_args
+from neuroinspect.cli.common import add_data_args
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import load_data
+    from neuroinspect.core.data import load_data
 
     data = load_data(args.data, download=args.download, class_names=args.class_names)
     for i, name in enumerate(data.class_names):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
-from ..errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -80,7 +79,7 @@ def check_out(args: argparse.Namespace) -> None:
     """Fail at once (before loading a model or extracting anything) if ``--out`` cannot be written."""
     out = getattr(args, "out", None)
     if out:
-        from ..io import check_writable_dir
+        from neuroinspect.core.io import check_writable_dir
 
         check_writable_dir(out, "--out")
 
@@ -134,7 +133,7 @@ def parse_int_list(text: str | None) -> list[int]:
 
 def make_inspector(args: argparse.Namespace):
     check_out(args)
-    from ..session import Inspector
+    from neuroinspect.session import Inspector
 
     return Inspector(
         args.model,
@@ -157,19 +156,10 @@ def make_inspector(args: argparse.Namespace):
     )
 
 
-def versions() -> dict:
-    import torch
-    import torchvision
-
-    from .. import __version__
-
-    return {"neuroinspect": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
 def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
     """Record what was run (command line, options, versions) in ``OUT/run.json``."""
-    from ..io import write_json
+    from neuroinspect.core.io import write_json
+    from neuroinspect.core.runinfo import versions
 
     options = {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
     write_json(Path(out) / "run.json", {

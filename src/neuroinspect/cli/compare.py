@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import NeuroInspectError
-from ..fix_config import METHODS, NEEDS_NEURONS
-from .common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
-from .edit import add_edit_args, fix_config, head_of, prepare
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.fix.config import METHODS, NEEDS_NEURONS
+from neuroinspect.cli.common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
+from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, prepare
 
 DEFAULT_METHODS = ["rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr"]
 
@@ -39,8 +39,8 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from ..fix import compare_methods, format_table
-    from ..io import write_json, write_text
+    from neuroinspect.fix.compare import compare_methods, format_table
+    from neuroinspect.core.io import write_json, write_text
 
     methods = parse_methods(args.methods)
     seeds = parse_int_list(args.seeds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from .common import check_out, nonneg_int, parse_int_list, positive_int
+from neuroinspect.cli.common import check_out, nonneg_int, parse_int_list, positive_int
 
 
 def register(sub) -> None:
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import DemoConfig, run_demo
+    from neuroinspect.demo import DemoConfig, run_demo
 
     check_out(args)
     overrides = {"seed": args.seed, "clip": args.clip}
@@ -47,7 +47,7 @@ def run(args) -> int:
 
     import json
 
-    from ..fix import format_table
+    from neuroinspect.fix.compare import format_table
 
     seeds = h["seeds"]
     print(f"worst class on val: {h['worst_class']}; edited (seed {seeds[0]}): "

@@ -16,10 +16,10 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NeuroInspectError
-from ..fix_config import (DEFAULT_METHOD, EDIT_METHODS, FIT_ON, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.fix.config import (DEFAULT_METHOD, EDIT_METHODS, FIT_ON, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
                           SELECT_BY, FixConfig)
-from .common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
+from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
                      parse_int_list, positive_float, positive_int, write_run_json)
 
 MODEL_FILE = "edited.safetensors"
@@ -86,13 +86,13 @@ class EditSetup:
 
 
 def _has_split(ins, name: str) -> bool:
-    from ..data import SPLIT_ALIASES
+    from neuroinspect.core.data import SPLIT_ALIASES
 
     return SPLIT_ALIASES.get(name, name) in ins.data.splits
 
 
 def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
-    from ..io import read_json
+    from neuroinspect.core.io import read_json
 
     p = Path(path)
     if not p.is_file():
@@ -236,10 +236,10 @@ def check_finite_head(weight, bias, method: str) -> None:
 
 
 def run(args) -> int:
-    from ..edit import save_edited_model
-    from ..fix import fix_head, fix_record, format_table, summary_row
-    from ..io import write_json
-    from ..metrics import evaluate
+    from neuroinspect.fix.edit import save_edited_model
+    from neuroinspect.fix.compare import fix_head, fix_record, format_table, summary_row
+    from neuroinspect.core.io import write_json
+    from neuroinspect.core.metrics import evaluate
 
     out = Path(args.out)
     cfg = fix_config(args)

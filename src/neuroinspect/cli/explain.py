@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (add_data_args, add_model_args, add_run_args, fraction, make_inspector, nonneg_float, nonneg_int,
+from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, fraction, make_inspector, nonneg_float, nonneg_int,
                      percent, positive_float, positive_int, write_run_json)
 
 
@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import write_json
+    from neuroinspect.core.io import write_json
 
     out = Path(args.out)
     ins = make_inspector(args)
@@ -69,7 +69,7 @@ def run(args) -> int:
     else:
         print(explanation.table())
     if args.visualize and explanation.n_mistakes:
-        from ..visualize import visualize_ranked
+        from neuroinspect.show.visualize import visualize_ranked
 
         visualize_ranked(ins, explanation, args.visualize, out / "visualize", steps=args.steps, clip=args.clip,
                          seed=args.seed, progress=not args.no_progress)

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import build_report
+    from neuroinspect.report import build_report
 
     path = build_report(args.run_dir)
     print(path)

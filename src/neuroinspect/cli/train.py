@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_data_args, add_run_args, write_run_json
+from neuroinspect.cli.common import add_data_args, add_run_args, write_run_json
 
 
 def register(sub) -> None:
@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train import CHECKPOINT, MODEL_FILE, TrainConfig, train_classifier
+    from neuroinspect.train import CHECKPOINT, MODEL_FILE, TrainConfig, train_classifier
 
     out = Path(args.out)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch, optimizer=args.optimizer,

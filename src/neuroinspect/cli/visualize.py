@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import NeuroInspectError
-from .common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
                      positive_float, positive_int, write_run_json)
 
 # the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
@@ -73,7 +73,7 @@ def _class_texts(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from ..visualize import DEFAULT_LR, parse_clip_spec, visualize_neurons
+    from neuroinspect.show.visualize import DEFAULT_LR, parse_clip_spec, visualize_neurons
 
     neurons = parse_int_list(args.neurons)
     if not neurons:

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import NeuroInspectError
-from ..io import atomic_path, write_text
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -688,7 +688,7 @@ def _environment():
 
 
 def render_html(ctx: dict, title: str = "NeuroInspect report") -> str:
-    from .. import __version__
+    from neuroinspect.core.runinfo import __version__
 
     env = _environment()
     template = env.get_template("report.html")

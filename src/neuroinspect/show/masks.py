@@ -1,4 +1,4 @@
-"""Masks from a neuron's spatial map, masked images, and the core relevance score (METHOD.md §2)."""
+"""Masks from a neuron's spatial map, masked images, and the core relevance score (paper Sec. III-D)."""
 from __future__ import annotations
 
 import numpy as np

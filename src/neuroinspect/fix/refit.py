@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .errors import NeuroInspectError
-from .featureset import FeatureSet
-from .fix_config import FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.fix.config import FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
 
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
-from .errors import NeuroInspectError
-from .edit import neuron_importance, neuron_log_odds
-from .featureset import FeatureSet
-from .io import write_csv, write_json
+from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.importance import neuron_importance, neuron_log_odds
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.io import write_csv, write_json
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2 as T
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -283,7 +283,7 @@ def build_model(
 
 def resize_head(model: nn.Module, num_classes: int, head: str | None = None, input_size: int = 224) -> None:
     """Replace the decision layer by a fresh ``nn.Linear`` with ``num_classes`` outputs if needed."""
-    from .probe import find_head
+    from neuroinspect.core.probe import find_head
 
     name, linear = find_head(model, head=head, input_size=input_size)
     if linear.out_features == num_classes:

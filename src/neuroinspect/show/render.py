@@ -14,12 +14,12 @@ from typing import Sequence
 
 import torch
 
-from ..errors import NeuroInspectError
-from .augment import Augmentation, ModelInput, default_augmentation
-from .clip import ClipModel
-from .objectives import DEFAULT_EPSILON, DEFAULT_GAMMA, Context, Objective, recipe as make_recipe
-from .param import make_image
-from ..progress import progress_bar
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
+from neuroinspect.show.clip import ClipModel
+from neuroinspect.show.objectives import DEFAULT_EPSILON, DEFAULT_GAMMA, Context, Objective, recipe as make_recipe
+from neuroinspect.show.param import make_image
+from neuroinspect.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def render(
 ) -> RenderResult:
     """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
 
-    ``probe`` is a ``neuroinspect.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
+    ``probe`` is a ``neuroinspect.core.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
     (its input size, mean and std). ``objective`` (a loss) overrides ``recipe``. With a CLIP
     objective, ``clip`` and ``class_texts`` (the text of every class, by index) are needed.
     Ctrl-C stops early and returns the images finished so far plus the current batch as it is.

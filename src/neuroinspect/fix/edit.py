@@ -1,4 +1,4 @@
-"""Fix false correlations by retraining only the decision layer (METHOD.md §3, paper Eqs. 5–9).
+"""Fix false correlations by retraining only the decision layer (paper Sec. III-E, paper Eqs. 5–9).
 
 Let ``S`` be neurons chosen as false correlations for class ``c`` and ``m`` the mask that
 zeroes them. For a training sample ``z`` the *probability ratio* is
@@ -30,7 +30,7 @@ Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epoc
 improvement of the validation metric, and the best epoch's ``W, b`` are returned. The metric is
 coarse (a handful of samples decide a worst group), so an epoch that ties the best metric with a
 lower validation loss counts as an improvement: a strict ``>`` would keep the first epoch. The backbone
-is never touched: everything here works on :class:`~neuroinspect.featureset.FeatureSet` s.
+is never touched: everything here works on :class:`~neuroinspect.core.featureset.FeatureSet` s.
 
 >>> result = edit_head(W, b, train, val, targets={3: [12, 40]})
 >>> fixed = test.with_logits(result.weight, result.bias)
@@ -47,12 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import NeuroInspectError
-from .featureset import FeatureSet
-from .fix_config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
-from .io import atomic_path
-from .progress import progress_bar
-from .refit import SELECT_QUANTILE, Spuriosity, worst_of
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.fix.config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
+from neuroinspect.core.io import atomic_path
+from neuroinspect.core.progress import progress_bar
+from neuroinspect.find.importance import bias_or_zeros, neuron_importance
+from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,9 @@ def neuron_mask(D: int, neurons, device=None) -> torch.Tensor:
     return m
 
 
-def _bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return torch.zeros(W.shape[0], dtype=W.dtype, device=W.device) if b is None else b
-
-
 def log_probability_ratio(W: torch.Tensor, b: torch.Tensor | None, z: torch.Tensor, c: int, mask: torch.Tensor) -> torch.Tensor:
     """``log r(z) = log p(c|z) − log p(c|z ⊙ m)`` for each row of ``z`` [N, D]; returns [N]."""
-    b = _bias(W, b)
+    b = bias_or_zeros(W, b)
     logits = z @ W.T + b
     masked = (z * mask.to(z)) @ W.T + b
     return torch.log_softmax(logits, dim=1)[:, c] - torch.log_softmax(masked, dim=1)[:, c]
@@ -91,44 +88,6 @@ def probability_ratio(W: torch.Tensor, b: torch.Tensor | None, z: torch.Tensor, 
     single = z.dim() == 1
     r = log_probability_ratio(W, b, z.unsqueeze(0) if single else z, c, mask).exp()
     return r[0] if single else r
-
-
-def _logits_dropping_each(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits at ``z̄`` [C] and, row j, the logits with ``z̄_j := 0`` [D, C]."""
-    W = W.detach().float()
-    b = _bias(W, None if b is None else b.detach().float())
-    z = z_mean.detach().float().to(W.device)
-    logits = W @ z + b
-    return logits, logits.unsqueeze(0) - z.unsqueeze(1) * W.T
-
-
-def neuron_importance(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor, c: int, neurons=None) -> torch.Tensor:
-    """``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` for every neuron j at once (METHOD.md §1).
-
-    Returns a [D] tensor, or only the entries of ``neurons`` when given. ``imp_j > 1``: neuron j
-    (at its mean activation) pushes the decision toward class ``c``.
-    """
-    logits, dropped = _logits_dropping_each(W, b, z_mean)
-    base = torch.log_softmax(logits, 0)[c]
-    log_p = dropped[:, c] - torch.logsumexp(dropped, dim=1)
-    imp = (base - log_p).exp()
-    if neurons is not None:
-        imp = imp[torch.as_tensor(list(neurons), dtype=torch.long, device=imp.device)]
-    return imp
-
-
-def neuron_log_odds(W: torch.Tensor, b: torch.Tensor | None, z_mean: torch.Tensor, c: int) -> torch.Tensor:
-    """``logit p(c | z̄) − logit p(c | z̄ with z̄_j := 0)`` for every neuron j [D].
-
-    The importance ratio ``imp_j`` saturates at 1 when ``p(c | z̄) ≈ 1``; the log-odds change does not.
-    """
-    logits, dropped = _logits_dropping_each(W, b, z_mean)
-
-    def log_odds(lg):  # log p_c − log(1 − p_c) = lg_c − logsumexp over the other classes
-        others = torch.cat([lg[..., :c], lg[..., c + 1:]], dim=-1)
-        return lg[..., c] - torch.logsumexp(others, dim=-1)
-
-    return log_odds(logits) - log_odds(dropped)
 
 
 def auto_tau(importances) -> float:

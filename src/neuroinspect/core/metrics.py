@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .featureset import FeatureSet
+from neuroinspect.core.featureset import FeatureSet
 
 
 def accuracy_by(labels: torch.Tensor, predictions: torch.Tensor, keys: torch.Tensor, names: list[str]) -> dict[str, float]:

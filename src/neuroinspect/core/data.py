@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class FileHashIndex:
     def save(self) -> None:
         if self.path is None or not self.changed:
             return
-        from .io import write_text
+        from neuroinspect.core.io import write_text
 
         try:
             write_text(self.path, json.dumps(self.entries))
@@ -429,7 +429,7 @@ def load_data(spec: str | os.PathLike, download: bool = False, class_names: str 
     gives the order; that order is the model's output order.
     """
     spec = str(spec)
-    from .datasets import load_special  # waterbirds:, metashift:, torchvision Flowers102/Food101
+    from neuroinspect.core.datasets import load_special  # waterbirds:, metashift:, torchvision Flowers102/Food101
 
     beside = None
     special = load_special(spec, download)

@@ -2,14 +2,14 @@
 (the command line's ``--help`` reads them from here).
 
 A setting left ``None`` in :class:`FixConfig` is searched on the validation split (see
-:mod:`neuroinspect.fix`).
+:mod:`neuroinspect.fix.compare`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
 METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")

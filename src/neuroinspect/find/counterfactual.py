@@ -1,4 +1,4 @@
-"""Neuron-based counterfactual explanations (METHOD.md §1, paper Eq. 1).
+"""Neuron-based counterfactual explanations (paper Sec. III-C, paper Eq. 1).
 
 For each mistake ``i`` of class ``c`` find ``δ_i`` (from 0) minimising
 
@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from .progress import progress_bar
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.progress import progress_bar
 
 
 CF_MODES = ("additive", "multiplicative")
@@ -118,43 +117,6 @@ def counterfactual_edits(
     return Counterfactuals(delta.cpu(), flipped.cpu(), steps.cpu())
 
 
-def counterfactual_edits_loop(
-    W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, target: int, *, lambda1: float = 0.1, lambda2: float = 0.01,
-    lr: float = 0.01, momentum: float = 0.9, max_steps: int = 1000, mode: str = "additive",
-) -> Counterfactuals:
-    """The reference: one sample at a time with autograd and ``torch.optim.SGD``, as the authors did.
-
-    Kept for tests and benchmarks; same loss and stopping rule as :func:`counterfactual_edits`.
-    """
-    W = W.detach().float()
-    b = b.detach().float()
-    Z = Z.detach().float()
-    _check(W, b, Z)
-    M, D = Z.shape
-    out = torch.zeros_like(Z)
-    steps = torch.zeros(M, dtype=torch.long)
-    flipped = torch.zeros(M, dtype=torch.bool)
-    y = torch.tensor([target])
-    for i in range(M):
-        delta = torch.zeros(1, D, requires_grad=True)
-        opt = torch.optim.SGD([delta], lr=lr, momentum=momentum)
-        for step in range(max_steps + 1):
-            edited = Z[i : i + 1] * (1 + delta) if mode == "multiplicative" else Z[i : i + 1] + delta
-            logits = edited @ W.T + b
-            if int(logits.argmax(1)) == target:
-                flipped[i] = True
-                break
-            if step == max_steps:
-                break
-            loss = F.cross_entropy(logits, y) + lambda1 * delta.abs().sum() / D + lambda2 * delta.norm() / D
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps[i] += 1
-        out[i] = delta.detach()[0]
-    return Counterfactuals(out, flipped, steps)
-
-
 @dataclass
 class NeuronScore:
     neuron: int
@@ -170,7 +132,7 @@ class NeuronScore:
 
 
 def rank_neurons(delta: torch.Tensor, k: int = 5, min_ratio: float = 3.0) -> tuple[list[NeuronScore], list[NeuronScore]]:
-    """Rank neurons by how often they are in a mistake's top-k edits (METHOD.md §1).
+    """Rank neurons by how often they are in a mistake's top-k edits (paper Sec. III-C).
 
     Returns ``(insufficient, excessive)``: neurons whose ratio (percent of the M mistakes having
     the neuron among their k largest positive / most negative edits) is at least ``min_ratio``,

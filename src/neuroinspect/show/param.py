@@ -128,7 +128,7 @@ PARAMETERISATIONS = {"fourier": FourierImage, "pixel": PixelImage}
 
 def make_image(kind: str, seeds: Sequence[int], size: int, device: str | torch.device = "cpu", **options) -> nn.Module:
     """Build the parameterisation ``kind`` ("fourier" or "pixel") for one image per seed."""
-    from ..errors import NeuroInspectError
+    from neuroinspect.core.errors import NeuroInspectError
 
     if kind not in PARAMETERISATIONS:
         raise NeuroInspectError(f"unknown image parameterisation '{kind}'; choose one of: {', '.join(PARAMETERISATIONS)}")

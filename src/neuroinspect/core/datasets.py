@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageData, Record
-from .errors import NeuroInspectError
+from neuroinspect.core.data import ImageData, Record
+from neuroinspect.core.errors import NeuroInspectError
 
 log = logging.getLogger(__name__)
 

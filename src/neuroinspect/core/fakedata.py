@@ -1,13 +1,13 @@
 """Tiny fake copies of the paper's dataset layouts, for tests and ``--smoke`` runs.
 
 Each builder writes a handful of generated images in exactly the layout the real dataset
-ships in (see :mod:`neuroinspect.datasets`), so the data specs, ``train`` and the experiment
+ships in (see :mod:`neuroinspect.core.datasets`), so the data specs, ``train`` and the experiment
 recipes run end to end without the real data. The images are coloured squares on a
 coloured background (class → square colour, attribute/place → background), small enough to
 build in well under a second; the numbers they give mean nothing about the real datasets.
 
 :func:`tiny_cnn` is a small random-weight CNN (32 px input) that trains in seconds on CPU:
-``--model neuroinspect.fakedata:tiny_cnn``.
+``--model neuroinspect.core.fakedata:tiny_cnn``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .models import Preprocess
+from neuroinspect.core.models import Preprocess
 
 SIZE = 32
 
@@ -85,7 +85,7 @@ def make_metashift(root: str | Path, per_subset: int = 4, seed: int = 0, fmt: st
 
     Every class gets ``per_subset`` images in each attribute subset ``"<class>(<attribute>)"``.
     """
-    from .datasets import METASHIFT_CLASSES, METASHIFT_IMAGES
+    from neuroinspect.core.datasets import METASHIFT_CLASSES, METASHIFT_IMAGES
 
     root = Path(root)
     images = root / METASHIFT_IMAGES

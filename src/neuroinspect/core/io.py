@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 
 def default_cache_dir() -> Path:

@@ -2,7 +2,7 @@
 
 An objective maps a ``Context`` (what the models said about a batch of images) to one value
 per image, shape ``[B]``. Objectives combine with ``+ - * /`` and with plain numbers, so the
-recipes of METHOD.md §2 read like their equations::
+recipes of paper Sec. III-D read like their equations::
 
     a, s, sim = NeuronActivation(), ClassLogit(), ClipSimilarity()
     fv    = -a                                  # plain feature visualisation
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError
 
 RECIPES = ("clip-illusion", "class", "fv")
 DEFAULT_GAMMA = 0.5
@@ -170,7 +170,7 @@ class ClipSimilarity(Objective):
 
 
 def recipe(name: str, gamma: float = DEFAULT_GAMMA, epsilon: float = DEFAULT_EPSILON) -> Objective:
-    """The loss of a named recipe of METHOD.md §2: ``fv``, ``class`` or ``clip-illusion``."""
+    """The loss of a named recipe of paper Sec. III-D: ``fv``, ``class`` or ``clip-illusion``."""
     a, s = NeuronActivation(), ClassLogit()
     if name == "fv":
         return -a

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import NeuroInspectError
-from .augment import ModelInput
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.show.augment import ModelInput
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from .data import ImageData, collate_skipping
-from .errors import NeuroInspectError
-from .featureset import FeatureSet
-from .io import atomic_path, mkdirs
-from .models import LoadedModel
-from .probe import Probe
-from .progress import progress_bar
+from neuroinspect.core.data import ImageData, collate_skipping
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.io import atomic_path, mkdirs
+from neuroinspect.core.models import LoadedModel
+from neuroinspect.core.probe import Probe
+from neuroinspect.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
@@ -70,7 +70,7 @@ def _autocast(device: torch.device, amp: bool):
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
     """The cache entry's folder, created; one clear line when the cache is a file or not writable."""
-    from .io import check_writable_dir
+    from neuroinspect.core.io import check_writable_dir
 
     hint = "; pass --cache-dir DIR (or set NEUROINSPECT_CACHE) to a writable folder"
     try:

@@ -236,7 +236,7 @@ class Augmentation(nn.Sequential):
 
 def default_augmentation(rotation: float = 15.0, translation: float = 0.15, scale: tuple[float, float] = (0.7, 1.2),
                          blur_sigma: float = 0.5, color: float = 0.08, noise: float = 0.02) -> Augmentation:
-    """METHOD.md's augmentations: jitter, then scale, rotation, translation, then a light blur."""
+    """The augmentations of paper Sec. III-D: jitter, then scale, rotation, translation, then a light blur."""
     return Augmentation(
         ColorJitter(color),
         NoiseJitter(noise),
@@ -264,5 +264,5 @@ class ModelInput(nn.Module):
 
     @classmethod
     def for_classifier(cls, preprocess) -> "ModelInput":
-        """From a ``neuroinspect.models.Preprocess``."""
+        """From a ``neuroinspect.core.models.Preprocess``."""
         return cls(preprocess.input_size, preprocess.mean, preprocess.std)

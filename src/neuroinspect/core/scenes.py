@@ -16,7 +16,7 @@ CSV manifest ``path,label,split,group`` (paths relative to the CSV) that every
 command accepts as ``--data``. It is built once per set of parameters into a cache
 folder, atomically, and the same parameters and seed give byte-identical files.
 
->>> from neuroinspect.scenes import make_scenes
+>>> from neuroinspect.core.scenes import make_scenes
 >>> manifest = make_scenes()          # ~/.cache/neuroinspect/scenes/scenes-<key>/manifest.csv
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .errors import NeuroInspectError
-from .io import default_cache_dir
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.io import default_cache_dir
 
 # Bump when the drawing code changes, so old caches are not served for new code.
 GENERATOR_VERSION = 1
@@ -330,7 +330,7 @@ def _plan(cfg: ScenesConfig) -> list[tuple[str, str, int, int]]:
 
 def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = True, cache_dir=None) -> Path:
     """Draw the benchmark described by ``cfg`` into ``out_dir`` (must not exist); returns the manifest."""
-    from .progress import progress_bar
+    from neuroinspect.core.progress import progress_bar
 
     out_dir = Path(out_dir)
     images = {p: None for p in ("train", "t10k")}

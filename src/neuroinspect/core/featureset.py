@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_path
+from neuroinspect.core.io import atomic_path
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Stage 3 as one call: fix a class's false correlations with any method, tuned on val by default.
 
-``fix_head`` dispatches to the paper's gradient edit and its baselines (:mod:`neuroinspect.edit`:
+``fix_head`` dispatches to the paper's gradient edit and its baselines (:mod:`neuroinspect.fix.edit`:
 ``ratio``, ``con``, ``class-weight``, ``focal``, ``erm``) or to the refits
-(:mod:`neuroinspect.refit`: ``rebalance``, ``dfr``, ``jtt``, ``ablate``). A setting left as
+(:mod:`neuroinspect.fix.refit`: ``rebalance``, ``dfr``, ``jtt``, ``ablate``). A setting left as
 ``None`` in :class:`FixConfig` is chosen by a small, seeded search on the validation split by
 the selection metric (learning rate and λ for the gradient methods; penalty and pseudo-group
 quantile for the refits), and the search is recorded. ``compare_methods`` runs several methods
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .edit import EditResult, edit_head, resolve_select_by
-from .errors import NeuroInspectError
-from .featureset import FeatureSet
-from .fix_config import (EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
+from neuroinspect.fix.edit import EditResult, edit_head, resolve_select_by
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.fix.config import (EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
                          NEURON_METHODS, QUANTILE_GRID, FixConfig)
-from .metrics import evaluate
-from .refit import ablate, dfr, jtt, rebalance
+from neuroinspect.core.metrics import evaluate
+from neuroinspect.fix.refit import ablate, dfr, jtt, rebalance
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 One call does the common thing::
 
-    from neuroinspect.visualize import visualize_neurons
+    from neuroinspect.show.visualize import visualize_neurons
     report = visualize_neurons(inspector, neurons=[12, 40], classes=["tabby"], out_dir="vis/",
                                clip="open_clip:ViT-B-32/laion2b_s34b_b79k", steps=300)
 
@@ -22,15 +22,15 @@ from typing import Sequence
 
 import torch
 
-from ..errors import NeuroInspectError
-from ..io import publish_dir, save_png, staging_dir, write_json
-from .augment import Augmentation, default_augmentation
-from .clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
-from .exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
-from .masks import class_means, core_relevance_score, dim_outside, neuron_mask, to_pil, to_rgba
-from .objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, RECIPES, ClassLogit, ClipSimilarity, Context,
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.io import publish_dir, save_png, staging_dir, write_json
+from neuroinspect.show.augment import Augmentation, default_augmentation
+from neuroinspect.show.clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
+from neuroinspect.show.exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
+from neuroinspect.show.masks import class_means, core_relevance_score, dim_outside, neuron_mask, to_pil, to_rgba
+from neuroinspect.show.objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, RECIPES, ClassLogit, ClipSimilarity, Context,
                          NeuronActivation, Objective, recipe)
-from .render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render
+from neuroinspect.show.render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render
 
 __all__ = [
     "visualize_neurons", "visualize_ranked", "render", "recipe", "resolve_clip", "load_clip", "parse_clip_spec",
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 def _unpack(source, preprocess=None, class_names=None):
     """(probe, preprocess, class names, model spec, data-or-None) from an Inspector, LoadedModel or Probe."""
-    from ..models import LoadedModel
-    from ..probe import Probe
+    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.probe import Probe
 
     if hasattr(source, "probe") and hasattr(source, "loaded"):  # an Inspector
         return source.probe, source.loaded.preprocess, list(class_names or source.class_names), source.loaded.spec, source
@@ -70,7 +70,7 @@ def _features_for(ins, features, split):
 
 
 def _class_index(names: list[str], value, C: int) -> int:
-    from ..data import class_index
+    from neuroinspect.core.data import class_index
 
     idx = class_index(names, value)
     if idx >= C:
@@ -180,7 +180,7 @@ def visualize_neurons(
     texts = [class_text.get(name, name) for name in names]
     fs = _features_for(ins, features, split)
 
-    from .render import resolve_precision
+    from neuroinspect.show.render import resolve_precision
 
     precision = resolve_precision(precision, amp)
     init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
@@ -211,7 +211,7 @@ def visualize_neurons(
                            choice.model is not None, starts)
     heat_rows, heat_stats = {}, None
     if fs is not None and len(fs) and heatmaps > 0:
-        from .heatmaps import HeatmapRequest, exemplar_heatmaps
+        from neuroinspect.show.heatmaps import HeatmapRequest, exemplar_heatmaps
 
         requests = []
         for n in neurons:
@@ -275,7 +275,7 @@ def visualize_neurons(
 
 def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:
     """Per pair: (the neuron's top image of the class as the model sees it, its id, activation), if it fires there."""
-    from .heatmaps import _Images
+    from neuroinspect.show.heatmaps import _Images
 
     if fs is None or not len(fs):
         return None
@@ -323,7 +323,7 @@ def _image_note(r, names, start) -> str | None:
 
 def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, dim, means, present, recipe_used,
                  clip_used, starts=None) -> list[dict]:
-    from .augment import ModelInput
+    from neuroinspect.show.augment import ModelInput
 
     records = []
     model_input = ModelInput.for_classifier(pre).to(probe.head.weight.device)

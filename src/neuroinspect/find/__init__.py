@@ -1,0 +1,1 @@
+"""Stage 1, *find*: counterfactual edits of the penultimate features, neuron rankings, importance."""
