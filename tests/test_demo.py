@@ -8,8 +8,8 @@ pytestmark = pytest.mark.slow
 
 from neuroinspect.demo import DemoConfig, run_demo
 
-TINY = dict(n_train=16, n_val=10, n_test=10, head_epochs=60, n_insufficient=2, n_excessive=1, n_edit=1, steps=6, vis_size=64,
-            image_size=48, batch=8)
+TINY = dict(scenes=dict(n_train=16, n_val=10, n_test=10, size=48), head_epochs=60,
+            pipeline=dict(n_insufficient=2, n_excessive=1, n_edit=1), render=dict(steps=6, size=64, batch=8))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_report_numbers_match_the_json(tiny_run):
 def test_demo_is_reproducible_from_its_seed(tiny_run, tmp_path):
     run, headline = tiny_run
     again = run_demo(tmp_path / "again", DemoConfig.fast(**TINY), cache_dir=tmp_path / "cache", progress=False)
-    for key in ("worst_class", "edited", "accuracy_before", "accuracy_after", "worst_group_before", "worst_group_after"):
+    for key in ("worst_class", "edited", "accuracy_before", "accuracy_after", "worst_before", "worst_after"):
         assert again[key] == headline[key], key
     first = json.loads((run / "ranking.json").read_text())
     second = json.loads((tmp_path / "again" / "ranking.json").read_text())
@@ -94,9 +94,7 @@ def fast_project(tmp_path_factory):
     except Exception as err:  # no Debian package and no network
         pytest.skip(f"Fashion-MNIST is not available here: {err}")
     cfg = DemoConfig.fast()
-    manifest = make_scenes(root / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
-                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
-                           n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    manifest = make_scenes(root / "scenes", cfg.scenes, seed=cfg.seed, progress=False)
     data = load_data(manifest)
     base = build_model(cfg.model, num_classes=len(data.class_names))
     ins = Inspector(base, data, cache_dir=root / "cache", progress=False)
@@ -104,7 +102,7 @@ def fast_project(tmp_path_factory):
     weights = save_edited_model(base.model, ins.probe.head_name, W, b, root / "erm.safetensors")
     common = ["--model", cfg.model, "--weights", str(weights), "--num-classes", "4", "--data", str(manifest),
               "--cache-dir", str(root / "cache"), "--no-progress"]
-    assert main(["explain", *common, "--class", cfg.spurious_class, "--out", str(root / "explain")]) == 0
+    assert main(["explain", *common, "--class", cfg.scenes.spurious_class, "--out", str(root / "explain")]) == 0
     return root, common
 
 

@@ -28,9 +28,7 @@ def setup(tmp_path_factory):
         pytest.skip(f"Fashion-MNIST is not available here: {err}")
     cfg = DemoConfig()
     cache = tmp_path_factory.mktemp("cache")
-    manifest = make_scenes(cache / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
-                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
-                           n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    manifest = make_scenes(cache / "scenes", cfg.scenes, seed=cfg.seed, progress=False)
     data = load_data(manifest)
     seed_everything(cfg.seed)
     loaded = build_model(cfg.model, num_classes=len(data.class_names))
@@ -46,7 +44,7 @@ def setup(tmp_path_factory):
 def _pairs(cfg, n=24, seed=7):
     """The same items (same place, size and tint) on a family-A and on a family-B background."""
     images, labels = load_fashion_mnist("t10k")
-    wanted = [FASHION_CLASSES.index(c) for c in cfg.classes]
+    wanted = [FASHION_CLASSES.index(c) for c in cfg.scenes.classes]
     idx = np.flatnonzero(np.isin(labels, wanted))[:n]
     fam_a, fam_b = (DEFAULT_FAMILIES[k] for k in DEFAULT_FAMILIES)
     pairs = []
@@ -79,7 +77,7 @@ def test_ranked_neurons_lean_toward_the_shortcut_background(setup, paired_featur
     background family that class had in training (A) than random neurons do."""
     cfg, ins, feats, W, b, explanation = setup
     za, zb, std, random = paired_features
-    assert explanation.class_name == cfg.spurious_class  # the shortcut's victim is the class explained
+    assert explanation.class_name == cfg.scenes.spurious_class  # the shortcut's victim is the class explained
     preference = (za - zb).mean(0) / std  # >0: fires more on family A, in the neuron's own units
     top = [s.neuron for s in explanation.insufficient[:8]]
     assert float(preference[top].mean()) > float(preference[random].mean()) + 0.1
@@ -112,7 +110,7 @@ def test_gap_ranking_finds_shortcut_neurons_the_paper_ranking_misses(setup):
     c = explanation.class_index
     te = feats["test"]
     names = te.group_names
-    own = [i for i, g in enumerate(names) if g.startswith(cfg.spurious_class + "/")]
+    own = [i for i, g in enumerate(names) if g.startswith(cfg.scenes.spurious_class + "/")]
     za, zb = te.features[te.groups == own[0]], te.features[te.groups == own[1]]
     separation = (_auc(za, zb) - 0.5).abs()
     gap = [s.neuron for s in explanation.insufficient[:3]]
@@ -123,7 +121,7 @@ def test_gap_ranking_finds_shortcut_neurons_the_paper_ranking_misses(setup):
 
 def test_rebalance_with_defaults_beats_erm_retraining_by_a_wide_margin(setup):
     cfg, ins, feats, W, b, explanation = setup
-    targets = {explanation.class_index: [s.neuron for s in explanation.insufficient[:cfg.n_edit]]}
+    targets = {explanation.class_index: [s.neuron for s in explanation.insufficient[:cfg.pipeline.n_edit]]}
 
     def run(method):
         res = fix_head(W, b, feats["train"], feats["val"], targets, method=method, seed=cfg.seed)

@@ -12,7 +12,7 @@ import sys
 
 from neuroinspect.core.errors import NeuroInspectError
 
-COMMANDS = ["classes", "train", "explain", "visualize", "edit", "compare", "report", "demo"]
+COMMANDS = ["classes", "train", "explain", "visualize", "edit", "compare", "debug", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,3 +171,33 @@ def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
         **extra,
     })
 
+
+
+def run_record(args: argparse.Namespace, **extra) -> dict:
+    """What was run (command, argv, options), for a run.json that the library writes."""
+    options = {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
+    return {"command": args.command, "argv": sys.argv[1:], "options": options,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+
+
+def print_headline(h: dict, out: str | Path) -> None:
+    """The few lines a pipeline run (``debug`` or ``demo``) prints: the classes, the fix, the table."""
+    import json
+
+    from neuroinspect.fix.compare import format_table
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    seeds, metric = h["seeds"], h["metric"].replace("_acc", "").replace("_", "-")
+    print(f"debugged: {', '.join(h['classes'])}; edited (seed {seeds[0]}): "
+          + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
+    others = ", ".join(f"{m}: {pct(v)}" for m, v in h["by_method"].items() if m not in ("original", h["fix"]))
+    print(f"{h['split']} {metric} accuracy, mean of {len(seeds)} seed(s): {pct(h['worst_before'])} → "
+          f"{pct(h['worst_after'])} with {h['fix']}" + (f" ({others})" if others else ""))
+    print(f"{h['split']} average accuracy:  {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
+    rows = json.loads((Path(out) / "compare" / "compare.json").read_text())["rows"]
+    print(format_table(rows))
+    if h.get("timings_s"):
+        print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in h["timings_s"].items()) + " (also in run.json)")
+    print(f"report: {h['report']}  ({h['seconds']:.0f} s)")

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from neuroinspect.cli.common import check_out, nonneg_int, parse_int_list, positive_int
+from neuroinspect.cli.common import check_out, nonneg_int, parse_int_list, positive_int, print_headline
 
 
 def register(sub) -> None:
@@ -34,32 +33,9 @@ def run(args) -> int:
     from neuroinspect.demo import DemoConfig, run_demo
 
     check_out(args)
-    overrides = {"seed": args.seed, "clip": args.clip}
-    if args.steps:
-        overrides["steps"] = args.steps
-    if args.seeds:
-        overrides["seeds"] = tuple(parse_int_list(args.seeds))
-    config = DemoConfig.fast(**overrides) if args.fast else DemoConfig(**overrides)
-    h = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
-
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.1f}%"
-
-    import json
-
-    from neuroinspect.fix.compare import format_table
-
-    seeds = h["seeds"]
-    print(f"worst class on val: {h['worst_class']}; edited (seed {seeds[0]}): "
-          + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
-    print(f"test worst-group accuracy, mean of {len(seeds)} seed(s): {pct(h['worst_group_before'])} → "
-          f"{pct(h['worst_group_after'])} with {h['fix']} (ERM retraining: {pct(h['erm_worst_group'])}, the paper's "
-          f"ratio edit: {pct(h['ratio_worst_group'])}, DFR with group labels: {pct(h['dfr_worst_group'])})")
-    print(f"test average accuracy:     {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
-    rows = json.loads((Path(args.out) / "compare" / "compare.json").read_text())["rows"]
-    print(format_table(rows))
-    stages = h.get("timings_s") or {}
-    if stages:
-        print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + " (also in run.json)")
-    print(f"report: {h['report']}  ({h['seconds']:.0f} s)")
+    render = {"clip": args.clip, **({"steps": args.steps} if args.steps else {})}
+    pipeline = {"seeds": tuple(parse_int_list(args.seeds))} if args.seeds else {}
+    config = (DemoConfig.fast if args.fast else DemoConfig)().with_(seed=args.seed, render=render, pipeline=pipeline)
+    headline = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
+    print_headline(headline, args.out)
     return 0

@@ -31,7 +31,7 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -372,32 +372,25 @@ def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = 
     return out_dir / "manifest.csv"
 
 
-def make_scenes(
-    root: str | os.PathLike | None = None,
-    *,
-    classes: tuple[str, ...] | list[str] = ScenesConfig.classes,
-    spurious_class: str = ScenesConfig.spurious_class,
-    correlation: float = ScenesConfig.correlation,
-    size: int = ScenesConfig.size,
-    n_train: int = ScenesConfig.n_train,
-    n_val: int = ScenesConfig.n_val,
-    n_test: int = ScenesConfig.n_test,
-    seed: int = 0,
-    families: dict[str, tuple[str, ...]] | None = None,
-    progress: bool = True,
-) -> Path:
+def make_scenes(root: str | os.PathLike | None = None, config: ScenesConfig | None = None, *, progress: bool = True,
+                **overrides) -> Path:
     """Build (once) the spurious-scenes benchmark and return the path of its CSV manifest.
 
-    ``root`` is the cache folder (default ``$NEUROINSPECT_CACHE/scenes``, i.e.
-    ``~/.cache/neuroinspect/scenes``); the dataset goes into ``root/scenes-<key>/`` where
-    the key hashes every parameter, so a second call with the same parameters returns at
-    once and different parameters never collide. Sizes count images per class.
+    ``config`` (default :class:`ScenesConfig`) with any of its fields replaced by ``overrides``
+    (e.g. ``n_train=40``; ``families`` may be a dict). ``root`` is the cache folder (default
+    ``$NEUROINSPECT_CACHE/scenes``, i.e. ``~/.cache/neuroinspect/scenes``); the dataset goes into
+    ``root/scenes-<key>/`` where the key hashes every parameter, so a second call with the same
+    parameters returns at once and different parameters never collide. Sizes count images per class.
     """
-    cfg = ScenesConfig(
-        classes=tuple(classes), spurious_class=spurious_class, correlation=float(correlation), size=int(size),
-        n_train=int(n_train), n_val=int(n_val), n_test=int(n_test), seed=int(seed),
-        families=tuple((families or DEFAULT_FAMILIES).items()),
-    )
+    cfg = config or ScenesConfig()
+    if overrides:
+        unknown = sorted(set(overrides) - {f.name for f in fields(ScenesConfig)})
+        if unknown:
+            raise NeuroInspectError(f"make_scenes got unknown settings {unknown}; "
+                                    f"use fields of ScenesConfig: {', '.join(f.name for f in fields(ScenesConfig))}")
+        if isinstance(overrides.get("families"), dict):
+            overrides["families"] = tuple(overrides["families"].items())
+        cfg = replace(cfg, **overrides)
     return build(cfg, root, progress=progress)
 
 

@@ -1,0 +1,90 @@
+"""``neuroinspect debug``: the whole pipeline (find → show → pick → fix → compare → report) on your model."""
+from __future__ import annotations
+
+import argparse
+
+from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_int,
+                                     parse_int_list, positive_int, print_headline, run_record)
+
+# defaults shown by --help, copied here so that --help does not import torch; a test checks them
+# against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
+DEFAULTS = dict(worst_classes=1, explain_split="val", eval_split="test", ranking="gap", n_insufficient=4, n_excessive=2,
+                n_edit=3, fix="rebalance", seeds=(0,))
+RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=96, size=128)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "debug", help="find, show and fix a class's mistakes in one run, with an HTML report",
+        description="The whole method on your model and data: measure every class, explain the worst class's "
+                    "mistakes on --explain-split (or the classes you name), render the top neurons inside the class, "
+                    "fix the decision layer with its top insufficient neurons, compare every method over --seeds on "
+                    "--eval-split, and write one run folder with report.html. `neuroinspect demo` is this command "
+                    "on the built-in benchmark.",
+    )
+    add_model_args(p)
+    add_data_args(p)
+    d = DEFAULTS
+    g = p.add_argument_group("what to debug")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="classes", metavar="NAME[,NAME…]",
+                       help="the class(es) to debug, by name or index (default: the worst ones)")
+    which.add_argument("--worst-classes", type=positive_int, default=d["worst_classes"], metavar="N",
+                       help=f"debug the N least accurate classes on --explain-split (default {d['worst_classes']})")
+    g.add_argument("--explain-split", default=d["explain_split"],
+                   help=f"split whose mistakes are explained; rebalance fits and every method selects on it "
+                        f"(default {d['explain_split']})")
+    g.add_argument("--eval-split", default=d["eval_split"], help=f"split where before/after is measured (default {d['eval_split']})")
+    g.add_argument("--ranking", choices=("gap", "additive", "multiplicative"), default=d["ranking"],
+                   help=f"how a mistake blames a neuron (default {d['ranking']}; see `neuroinspect explain --help`)")
+    g.add_argument("--n-edit", type=positive_int, default=d["n_edit"], metavar="N",
+                   help=f"neurons fixed per class: its top N insufficient ones (default {d['n_edit']})")
+    g.add_argument("--n-insufficient", type=nonneg_int, default=d["n_insufficient"], metavar="N",
+                   help=f"top insufficient neurons rendered per class (default {d['n_insufficient']})")
+    g.add_argument("--n-excessive", type=nonneg_int, default=d["n_excessive"], metavar="N",
+                   help=f"top excessive neurons rendered per class (default {d['n_excessive']})")
+    f = p.add_argument_group("fix")
+    from neuroinspect.fix.config import METHODS
+
+    f.add_argument("--fix", choices=METHODS, default=d["fix"],
+                   help=f"the method saved as the edited model (default {d['fix']})")
+    f.add_argument("--methods", metavar="M[,M…]",
+                   help="methods compared in the table (default: all; dfr only when the data has group labels)")
+    f.add_argument("--seeds", metavar="S[,S…]", help="seeds of the comparison; the table shows mean ± std (default 0)")
+    r = p.add_argument_group("pictures")
+    r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"],
+                   help=f"visualisation recipe (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")
+    r.add_argument("--clip", default=RENDER_DEFAULTS["clip"],
+                   help="CLIP guide: open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME or none "
+                        f"(default {RENDER_DEFAULTS['clip']})")
+    r.add_argument("--steps", type=positive_int, default=RENDER_DEFAULTS["steps"],
+                   help=f"optimisation steps per picture (default {RENDER_DEFAULTS['steps']})")
+    r.add_argument("--size", type=positive_int, default=RENDER_DEFAULTS["size"],
+                   help=f"picture size in pixels (default {RENDER_DEFAULTS['size']})")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def config_from(args: argparse.Namespace):
+    from neuroinspect.fix.config import METHODS
+    from neuroinspect.pipeline import PipelineConfig
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    return PipelineConfig(
+        classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
+        worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
+        ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
+        fix=args.fix, methods=methods, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
+        render=dict(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
+    ).validate()
+
+
+def run(args) -> int:
+    from neuroinspect.pipeline import run_pipeline
+
+    config = config_from(args)  # bad settings fail before the model loads
+    ins = make_inspector(args)
+    headline = run_pipeline(ins, args.out, config, progress=not args.no_progress,
+                            run_info=run_record(args, model=args.model, data=args.data))
+    print_headline(headline, args.out)
+    return 0

@@ -1,0 +1,355 @@
+"""One pipeline for any classifier and data: find → show → pick → fix → compare → report.
+
+``neuroinspect debug --model M --data D`` runs it on a user's model; the built-in demo runs it on
+its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
+
+======================================  ==============================================================
+``metrics.json``                        accuracy per class and group on the evaluation split
+``metrics_all_splits.json``             the same for every split used
+``ranking.json``, ``mistakes.csv``      stage 1 for the first class debugged (``find/CLASS/`` for the others)
+``visualize/``                          stage 2: each picked neuron inside its class and the class it votes for
+``edit/edit.json``, ``edit/*.safetensors``  stage 3: the chosen fix, applied to the model
+``compare/compare.json``                every method of stage 3 (mean ± std over seeds)
+``run.json``, ``report.html``           what ran, and the HTML report of all of it
+======================================  ==============================================================
+
+Which classes: the ones named, or the ``worst_classes`` worst on the explanation split. Which
+neurons are fixed: the top ``n_edit`` insufficient neurons of each class's ranking (its excessive
+ones when it has no insufficient one), each edited in the class it is a false correlation of
+(:func:`edit_targets`). Seeds vary the fixes' own randomness; a caller can also retrain the head
+per seed (``retrain_head``), as the demo does, and the classes and neurons are then chosen again
+for each seed's head by the same rule.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from neuroinspect.core.data import class_index as class_index_of
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.io import mkdirs, write_json
+from neuroinspect.core.metrics import evaluate
+from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.runinfo import versions
+from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
+from neuroinspect.fix.compare import aggregate_seeds, fix_record, run_methods
+from neuroinspect.fix.config import DEFAULT_METHOD, METHODS
+from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.report import build_report
+from neuroinspect.session import Inspector
+from neuroinspect.show.visualize import visualize_neurons
+
+log = logging.getLogger(__name__)
+
+GROUP_LABEL_METHODS = ("dfr",)  # methods that read true group labels: run only when the data has them
+
+
+@dataclass
+class PipelineConfig:
+    """What the pipeline debugs and how; every default of ``neuroinspect debug`` lives here."""
+
+    classes: tuple[str, ...] = ()  # classes to debug (names or indices); empty: the worst ones
+    worst_classes: int = 1  # with no classes named: debug this many of the worst classes on explain_split
+    explain_split: str = "val"  # whose mistakes are explained, and where rebalance fits and methods select
+    eval_split: str = "test"  # where before/after is measured
+    ranking: str = DEFAULT_RANKING
+    n_insufficient: int = 4  # top insufficient neurons rendered per class (the candidates for the fix)
+    n_excessive: int = 2  # top excessive neurons rendered per class
+    n_edit: int = 3  # neurons fixed per class: its top insufficient neurons
+    fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
+    methods: tuple[str, ...] = METHODS  # every method compared (the table's rows)
+    seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
+    render: dict = field(default_factory=dict)  # settings of stage 2 (see show.visualize.visualize_neurons)
+
+    def validate(self) -> "PipelineConfig":
+        unknown = [m for m in (self.fix, *self.methods) if m not in METHODS]
+        if unknown:
+            raise NeuroInspectError(f"unknown method '{unknown[0]}'; choose from {', '.join(METHODS)}")
+        if not self.seeds:
+            raise NeuroInspectError("give at least one seed")
+        if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
+            raise NeuroInspectError("--worst-classes and --n-edit must be ≥ 1, the render counts ≥ 0")
+        return self
+
+
+HeadFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def pick_neurons(explanation: Explanation, n: int) -> list[int]:
+    """The top ``n`` insufficient neurons of the ranking (excessive ones when there are none)."""
+    pool = explanation.insufficient or explanation.excessive
+    if not pool:
+        raise NeuroInspectError(f"class '{explanation.class_name}' has no ranked neurons; nothing to fix "
+                                f"(try another class, or --min-ratio lower)")
+    return [s.neuron for s in pool[:n]]
+
+
+def edit_targets(neurons: list[int], explanation: Explanation, W: torch.Tensor) -> dict[int, list[int]]:
+    """Which class each neuron is a false correlation *of*.
+
+    An insufficient neuron of class c is one c relies on: edit c. An excessive neuron pushes
+    c's mistakes toward another class: edit the class the mistakes are most often taken for
+    when the neuron votes for it, else the class it votes for most.
+    """
+    c = explanation.class_index
+    insufficient = {s.neuron for s in explanation.insufficient}
+    predicted = explanation.mistakes.predictions
+    confused = int(predicted.bincount(minlength=W.shape[0]).argmax()) if len(predicted) else None
+    targets: dict[int, list[int]] = {}
+    for j in neurons:
+        if j in insufficient:
+            k = c
+        elif confused is not None and confused != c and W[confused, j] > 0:
+            k = confused
+        else:
+            column = W[:, j].detach().clone()
+            column[c] = -float("inf")
+            k = int(column.argmax())
+        targets.setdefault(k, []).append(j)
+    return targets
+
+
+def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int]) -> list[int]:
+    """The classes named in ``cfg.classes``, else the ``cfg.worst_classes`` least accurate ones on ``fs``."""
+    if cfg.classes:
+        return list(dict.fromkeys(class_index(c) for c in cfg.classes))
+    per_class = evaluate(fs)["per_class"]
+    names = fs.class_names
+    ranked = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
+    return [names.index(n) for n in ranked[: cfg.worst_classes]]
+
+
+def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:
+    merged: dict[int, list[int]] = {}
+    for part in parts:
+        for k, js in part.items():
+            merged.setdefault(k, [])
+            merged[k] += [j for j in js if j not in merged[k]]
+    return merged
+
+
+def crs_of(vis: dict) -> dict[int, float]:
+    """The core relevance score of each rendered neuron inside the class under debugging (for display)."""
+    return {rec["neuron"]: rec["crs"] for rec in vis.get("images", []) if rec.get("crs") is not None}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
+
+
+def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
+    """The explanations that rank at least one neuron (a class without mistakes ranks none); one line if none does."""
+    kept = [e for e in explanations if e.insufficient or e.excessive]
+    if not kept:
+        names = ", ".join(f"'{e.class_name}' ({e.n_mistakes} mistakes)" for e in explanations)
+        raise NeuroInspectError(f"no ranked neurons for {names}; nothing to show or fix (debug another class with "
+                                f"--class, or lower explain's --min-ratio)")
+    return kept
+
+
+def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
+                    device="cpu", progress: bool = False) -> list[Explanation]:
+    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one."""
+    fs = fs.with_logits(W, b)
+    return [explain_class(W, b, fs, c, ranking=cfg.ranking, device=device, progress=progress)
+            for c in choose_classes(fs, cfg, class_index)]
+
+
+@dataclass
+class SeedRun:
+    """One seed of find → pick → fix: its head, explanations, targets and ``{method: (metrics, row, FixResult)}``."""
+
+    seed: int
+    head: tuple[torch.Tensor, torch.Tensor]
+    explanations: list[Explanation]
+    targets: dict[int, list[int]]
+    results: dict
+
+
+def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *, head, explanations=None,
+                 class_index: Callable[[str], int] | None = None, device="cpu") -> SeedRun:
+    """One seed on cached features (``feats``: ``train``, ``val``, ``test``): the classes explained on val with
+    ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run."""
+    fs = {k: v.with_logits(*head) for k, v in feats.items()}
+    if explanations is None:
+        names = fs["val"].class_names
+        explanations = explain_classes(*head, fs["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
+                                       device=device)
+    targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
+    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, device=device)
+    return SeedRun(seed, head, explanations, targets, results)
+
+
+class Pipeline:
+    """The stages over one :class:`~neuroinspect.session.Inspector`, writing into one run folder."""
+
+    def __init__(self, inspector: Inspector, out: str | Path, config: PipelineConfig | None = None, *,
+                 retrain_head: HeadFn | None = None, progress: bool = True):
+        self.ins = inspector
+        self.out = mkdirs(out, "run folder")
+        self.cfg = (config or PipelineConfig()).validate()
+        self.retrain_head = retrain_head
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _lap(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+
+    def _splits(self) -> dict[str, FeatureSet]:
+        """Features by role: ``train``, ``val`` (the explanation split) and ``test`` (the evaluation split)."""
+        data = self.ins.data
+        if data is None:
+            raise NeuroInspectError("debug needs data: pass --data (an image folder, a CSV manifest or torchvision:NAME:ROOT)")
+        wanted = {"train": "train", "val": self.cfg.explain_split, "test": self.cfg.eval_split}
+        for role, split in wanted.items():  # every split and class name checked before any work
+            try:
+                data.resolve_split(split)
+            except NeuroInspectError as err:
+                flag = {"val": " (--explain-split)", "test": " (--eval-split)"}.get(role, "")
+                raise NeuroInspectError(f"{err}; choose another split{flag}") from None
+        for name in self.cfg.classes:
+            self.ins.class_index(name)
+        return {role: self.ins.features(split) for role, split in wanted.items()}
+
+    def _methods(self, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
+        """The methods to compare: the fix first, the references that read group labels last (left out
+        when the data has none)."""
+        notes = []
+        methods = tuple(dict.fromkeys((self.cfg.fix, *self.cfg.methods)))
+        labelled = tuple(m for m in methods if m in GROUP_LABEL_METHODS)
+        if labelled and not val.group_names:
+            notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
+            labelled = ()
+        return tuple(m for m in methods if m not in GROUP_LABEL_METHODS) + labelled, notes
+
+    # ------------------------------------------------------------------ the run
+    def run(self, run_info: dict | None = None) -> dict:
+        """Run every stage; returns the headline (also in ``run.json``)."""
+        cfg, out, ins = self.cfg, self.out, self.ins
+        started = time.perf_counter()
+        bar = progress_bar(5, "debug", "stage", enabled=self.progress)
+
+        def stage(text: str) -> None:
+            bar.set_postfix_str(text)
+            if not self.progress:
+                log.info("debug: %s", text)
+
+        # 1. features and metrics -----------------------------------------------------------
+        t0 = time.perf_counter()
+        stage("features and metrics")
+        feats = self._splits()
+        W, b = ins.probe.weight.detach().cpu(), ins.probe.bias.detach().cpu()
+        names = ins.class_names
+        metrics = {split: evaluate(fs) for split, fs in
+                   {cfg.explain_split: feats["val"], "train": feats["train"], cfg.eval_split: feats["test"]}.items()}
+        write_json(out / "metrics.json", {**metrics[cfg.eval_split], "split": cfg.eval_split})
+        write_json(out / "metrics_all_splits.json", metrics)
+        self._lap("features", t0)
+        bar.update()
+
+        # 2. find ---------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        stage("explaining mistakes")
+        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, device=ins.device, progress=self.progress)
+        for i, e in enumerate(explanations):
+            e.save(out if i == 0 else out / "find" / _slug(e.class_name))
+        self._lap("explain", t0)
+        bar.update()
+
+        # 3. show ---------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        stage("rendering the top neurons")
+        ranked: list[int] = []
+        per_neuron: dict[int, set[int]] = {}
+        notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
+                 f"nothing to show or fix there" for e in explanations if e not in with_neurons(explanations)]
+        for e in with_neurons(explanations):
+            mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
+            mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
+            ranked += [j for j in mine if j not in ranked]
+            # each neuron inside the class under debugging and inside the class its edit would target
+            for k, js in edit_targets(mine, e, W).items():
+                for j in js:
+                    per_neuron.setdefault(j, set()).update({e.class_index, k})
+        vis = visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
+                                features=feats["train"], device=ins.device, progress=self.progress, **cfg.render)
+        self._lap("visualize", t0)
+        bar.update()
+
+        # 4. pick, fix and compare over seeds ------------------------------------------------
+        t0 = time.perf_counter()
+        stage("fixing the decision layer")
+        methods, method_notes = self._methods(feats["val"])
+        notes += method_notes
+        run_cfg = replace(cfg, methods=methods)
+        runs = []
+        for seed in cfg.seeds:
+            again = bool(runs) and self.retrain_head is not None  # a further seed with its own head and explanations
+            head = self.retrain_head(seed) if again else (W, b)
+            runs.append(find_and_fix(feats, run_cfg, seed, head=head, explanations=None if again else explanations,
+                                     class_index=ins.class_index, device=ins.device))
+        first = runs[0]
+        rows = aggregate_seeds([r.results for r in runs])
+        before, after, res = first.results["original"][0], first.results[cfg.fix][0], first.results[cfg.fix][2]
+        edited_file = save_edited_model(ins.loaded.model, ins.probe.head_name, res.weight, res.bias,
+                                        out / "edit" / "model_edited.safetensors")
+        rule = (f"the top {cfg.n_edit} insufficient neurons of " + ", ".join(f"'{e.class_name}'" for e in explanations)
+                + f" by the {cfg.ranking} ranking")
+        write_json(out / "edit" / "edit.json", fix_record(
+            res, names, before, after, edited_file.name, split=cfg.eval_split,
+            picked_by={"rule": rule, "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
+        ))
+        picked = {r.seed: {names[k]: v for k, v in r.targets.items()} for r in runs}
+        if self.retrain_head is not None and len(runs) > 1:
+            notes.append(f"each seed trains its own head, explains its worst class, picks its top {cfg.n_edit} "
+                         f"insufficient neurons ({cfg.ranking} ranking) and runs every method")
+        write_json(out / "compare" / "compare.json", {
+            "classes": [names[k] for k in first.targets], "split": cfg.eval_split, "rows": rows, "seeds": list(cfg.seeds),
+            "neurons": picked[cfg.seeds[0]], "neurons_by_seed": {str(k): v for k, v in picked.items()}, "notes": notes,
+        })
+        self._lap("edit_and_compare", t0)
+        bar.update()
+
+        # 5. run.json and the report ---------------------------------------------------------
+        stage("writing the report")
+        headline = self.headline(rows, explanations, first.targets)
+        info = {"command": "debug", **(run_info or {})}
+        earlier = info.pop("timings_s", {})  # stages the caller ran before the pipeline (the demo's data and head)
+        self.timings = {**earlier, **self.timings, "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
+        write_json(out / "run.json", {
+            **info, "pipeline": asdict(cfg), "device": str(ins.device), "versions": versions(),
+            "timings_s": dict(self.timings), "headline": headline, "probe": ins.probe.describe(),
+        })
+        report = build_report(out)
+        bar.update()
+        bar.close()
+        return {**headline, "report": str(report), "seconds": self.timings["total"], "timings_s": dict(self.timings)}
+
+    def headline(self, rows: list[dict], explanations: list[Explanation], targets: dict[int, list[int]]) -> dict:
+        """The run in a few numbers: worst group (worst class when the data has no groups), before and after."""
+        by = {r["method"]: r for r in rows}
+        key = "worst_group_acc" if by["original"]["worst_group_acc"] is not None else "worst_class_acc"
+        fix = by[self.cfg.fix]
+        names = self.ins.class_names
+        return {
+            "seeds": list(self.cfg.seeds), "fix": self.cfg.fix, "metric": key, "split": self.cfg.eval_split,
+            "worst_before": by["original"][key], "worst_after": fix[key], "worst_after_std": fix[key + "_std"],
+            "accuracy_before": by["original"]["avg_acc"], "accuracy_after": fix["avg_acc"],
+            "by_method": {m: r[key] for m, r in by.items()},
+            "classes": [e.class_name for e in explanations], "worst_class": explanations[0].class_name,
+            "edited": {names[k]: v for k, v in targets.items()},
+        }
+
+
+def run_pipeline(inspector: Inspector, out: str | Path, config: PipelineConfig | None = None, *,
+                 retrain_head: HeadFn | None = None, run_info: dict | None = None, progress: bool = True) -> dict:
+    """Run find → show → pick → fix → compare → report on ``inspector``'s model and data into ``out``."""
+    return Pipeline(inspector, out, config, retrain_head=retrain_head, progress=progress).run(run_info)

@@ -1,0 +1,106 @@
+"""``neuroinspect debug``: the one pipeline (find → show → pick → fix → compare → report) on a user's model.
+
+The planted CNN (tests/planted.py) reads a red patch as "berry"; red-patched apples are its
+mistakes. The pipeline must find the red neuron, show it, fix the decision layer so that the
+red-patched apples recover, and write one run folder with a report.
+"""
+import csv
+import json
+
+import pytest
+
+from neuroinspect.cli import main
+from planted import CLASSES, GREEN, RED, write_folder
+
+
+def manifest_with_test(tmp_path, n_red: int = 6):
+    """train/val from one draw, test from another; groups apple/red, apple/plain, berry, cloud."""
+    a = write_folder(tmp_path / "a", n_per_class=8, n_red_apples=n_red, seed=0)
+    b = write_folder(tmp_path / "b", n_per_class=8, n_red_apples=n_red, seed=1)
+    path = tmp_path / "list.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split", "group"])
+        for root, splits in ((a, {"train": "train", "val": "val"}), (b, {"val": "test"})):
+            for p in sorted(root.rglob("*.png")):
+                rel = p.relative_to(root)
+                if rel.parts[0] not in splits:
+                    continue
+                group = f"{rel.parts[1]}/{'red' if p.name.startswith('red') else 'plain'}"
+                w.writerow([p.as_posix(), rel.parts[1], splits[rel.parts[0]], group])
+    return path
+
+
+def debug(data, out, *extra):
+    return main(["debug", "--model", "planted:planted_cnn", "--data", str(data), "--out", str(out), "--no-progress",
+                 "--steps", "4", "--size", "32", "--clip", "none", *extra])
+
+
+@pytest.mark.slow
+def test_debug_finds_shows_and_fixes_the_planted_neuron(tmp_path, capsys):
+    data = manifest_with_test(tmp_path)
+    out = tmp_path / "run"
+    assert debug(data, out, "--methods", "dfr,erm,rebalance", "--seeds", "0,1") == 0
+    for name in ("run.json", "metrics.json", "ranking.json", "mistakes.csv", "visualize/visualizations.json",
+                 "edit/edit.json", "edit/model_edited.safetensors", "compare/compare.json", "report.html"):
+        assert (out / name).is_file(), name
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["class"] == "apple"  # the worst class on val, chosen without being named
+    assert ranking["excessive"][0]["neuron"] == RED
+    edit = json.loads((out / "edit" / "edit.json").read_text())
+    # the patch hides the apple's green: green is apple's top insufficient neuron, and the fix is made in apple
+    assert edit["method"] == "rebalance" and list(edit["neurons"]) == ["apple"] and edit["neurons"]["apple"][0] == GREEN
+    vis = json.loads((out / "visualize" / "visualizations.json").read_text())
+    assert {RED, GREEN} <= {n["neuron"] for n in vis["neurons"]}  # both neurons are shown
+    rows = {r["method"]: r for r in json.loads((out / "compare" / "compare.json").read_text())["rows"]}
+    assert list(rows) == ["original", "rebalance", "erm", "dfr"]  # the fix first, the group-label reference last
+    assert rows["original"]["worst_group_acc"] == 0.0  # every red apple is called a berry
+    assert rows["rebalance"]["worst_group_acc"] >= 0.8 > rows["erm"]["worst_group_acc"]  # no group labels read
+    assert rows["rebalance"]["avg_acc"] >= rows["original"]["avg_acc"]
+    assert rows["rebalance"]["n_seeds"] == 2 and not rows["rebalance"]["uses_group_labels"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "debug" and run["pipeline"]["seeds"] == [0, 1] and run["options"]["methods"] == "dfr,erm,rebalance"
+    assert "apple" in capsys.readouterr().out
+    html = (out / "report.html").read_text()
+    assert "apple" in html and str(RED) in html
+
+
+def test_debug_named_classes_and_no_group_labels(tmp_path):
+    root = write_folder(tmp_path / "data", n_per_class=6, n_red_apples=5)  # a folder: no groups, no test split
+    out = tmp_path / "run"
+    assert debug(root, out, "--class", "apple,berry", "--eval-split", "val", "--methods", "rebalance,dfr",
+                 "--n-insufficient", "1", "--n-excessive", "0", "--steps", "2") == 0
+    compare = json.loads((out / "compare" / "compare.json").read_text())
+    assert [r["method"] for r in compare["rows"]] == ["original", "rebalance"]  # dfr needs group labels
+    assert any("dfr" in n for n in compare["notes"])
+    assert any("'berry' has no ranked neurons" in n for n in compare["notes"])  # no mistakes: skipped, said so
+    assert json.loads((out / "ranking.json").read_text())["class"] == "apple"
+    assert (out / "find" / "berry" / "ranking.json").is_file()  # the second class's stage-1 output
+
+
+def test_debug_bad_input_is_one_line(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_per_class=2, n_red_apples=1)
+    assert debug(root, tmp_path / "run", "--class", "banana", "--eval-split", "val") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "banana" in err[0]
+    assert debug(root, tmp_path / "run2", "--methods", "rebalance,magic") == 2
+    assert "magic" in capsys.readouterr().err
+    assert debug(root, tmp_path / "run3") == 2  # a folder with train and val only: no test split to evaluate on
+    assert "--eval-split" in capsys.readouterr().err
+    assert not (tmp_path / "run3" / "run.json").exists()
+
+
+def test_cli_defaults_match_the_pipeline_config():
+    from neuroinspect.cli.debug import DEFAULTS, RENDER_DEFAULTS
+    from neuroinspect.pipeline import PipelineConfig
+    from neuroinspect.show.visualize import visualize_neurons
+    import inspect
+
+    cfg = PipelineConfig()
+    for k, v in DEFAULTS.items():
+        assert getattr(cfg, k) == v, k
+    params = inspect.signature(visualize_neurons).parameters
+    for k, v in RENDER_DEFAULTS.items():
+        if k in params and k not in ("clip", "steps", "size"):
+            assert params[k].default == v, k
+    assert CLASSES == ["apple", "berry", "cloud"]
