@@ -270,7 +270,7 @@ class Pipeline:
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
         notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
-                 f"nothing to show or fix there" for e in explanations if e not in with_neurons(explanations)]
+                 f"nothing to show or fix there" for e in explanations if not (e.insufficient or e.excessive)]
         for e in with_neurons(explanations):
             mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
