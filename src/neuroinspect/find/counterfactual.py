@@ -102,6 +102,7 @@ class _Step:
     def __init__(self, W: torch.Tensor, target: int, cfg: SolverConfig):
         self.W, self.target, self.cfg = W, target, cfg
         self.W16 = W.to(torch.bfloat16) if cfg.precision == "bf16" else None
+        self.w_max = float(W.norm(dim=1).max()) if self.W16 is not None else 0.0  # the largest class row norm
         D = W.shape[1]
         self.l1, self.l2 = cfg.lambda1 / D, cfg.lambda2 / D
 
@@ -109,7 +110,22 @@ class _Step:
         x = d if scale is None else d * scale
         if self.W16 is None:
             return torch.addmm(base, x, self.W.T)
-        return (x.to(torch.bfloat16) @ self.W16.T).float().add_(base)
+        if x.is_cuda:  # bf16 inputs, fp32 accumulation and output
+            return torch.mm(x.to(torch.bfloat16), self.W16.T, out_dtype=torch.float32).add_(base)
+        # on the CPU the product's output is rounded to bf16 as well: where that rounding could change the
+        # decision (the target's margin within the error bound), redo the row exactly (a few rows per step)
+        prod = (x.to(torch.bfloat16) @ self.W16.T).float()
+        out = prod + base
+        t = self.target
+        other = out.clone()
+        other[:, t] = float("-inf")
+        margin = (out[:, t] - other.amax(1)).abs()
+        # first-order bound: inputs rounded (2^-8 relative each, Cauchy-Schwarz) + output rounded, both logits
+        bound = 2.0**-6 * x.norm(dim=1) * self.w_max + 2.0**-7 * prod.abs().amax(1)
+        near = margin <= bound
+        if near.any():
+            out[near] = torch.addmm(base[near], x[near], self.W.T)
+        return out
 
     def _back(self, g: torch.Tensor) -> torch.Tensor:
         if self.W16 is None:
