@@ -64,8 +64,8 @@ def measure(fn: Callable[[], Any], repeat: int = 3, warmup: int = 0) -> tuple[di
 
 def summary(walls: list[float], cpus: list[float]) -> dict:
     """min/median of wall and CPU seconds already measured."""
-    return {"wall_s_min": round(min(walls), 4), "wall_s_median": round(statistics.median(walls), 4),
-            "cpu_s_min": round(min(cpus), 4), "cpu_s_median": round(statistics.median(cpus), 4),
+    return {"wall_s_min": round(min(walls), 6), "wall_s_median": round(statistics.median(walls), 6),
+            "cpu_s_min": round(min(cpus), 6), "cpu_s_median": round(statistics.median(cpus), 6),
             "repeat": len(walls), "wall_s": [round(w, 4) for w in walls], "cpu_s": [round(c, 4) for c in cpus]}
 
 
