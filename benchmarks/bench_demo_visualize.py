@@ -19,18 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import torch
 from demo_run import open_demo_run
 
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Clock, add_arguments, environment, pin_threads, summary  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -41,11 +36,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder")
     ap.add_argument("--fast", action="store_true", help="compare the --fast demo's settings")
-    ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating (default 1)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the results to this file")
+    add_arguments(ap, threads=2, repeat=1)  # the runs of old and new alternate
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     run_dir = Path(args.run)
     vis = json.loads((run_dir / "visualize" / "visualizations.json").read_text())
     per_neuron: dict[int, list[int]] = {}
@@ -64,11 +58,11 @@ def main(argv=None) -> dict:
     quality = {}
     for r in range(args.repeat):
         for name in ("old", "new"):
-            t0, c0 = time.perf_counter(), _cpu()
-            rep = visualize_neurons(ins, neurons, per_neuron, run_dir / f"bench_{name}", recipe="clip-illusion",
-                                    clip=cfg.clip, batch=cfg.batch, seed=cfg.seed, features=fs, progress=False,
-                                    **settings[name])
-            times[name].append((time.perf_counter() - t0, _cpu() - c0))
+            with Clock() as t:
+                rep = visualize_neurons(ins, neurons, per_neuron, run_dir / f"bench_{name}", recipe="clip-illusion",
+                                        clip=cfg.clip, batch=cfg.batch, seed=cfg.seed, features=fs, progress=False,
+                                        **settings[name])
+            times[name].append((t.wall, t.cpu))
             acts = [im["activation"] for im in rep["images"]]
             quality[name] = {"images": len(acts), "mean_activation": round(sum(acts) / len(acts), 4),
                              "silent_images": sum(a <= 1e-6 for a in acts),
@@ -76,13 +70,11 @@ def main(argv=None) -> dict:
     rows = {}
     for name in ("old", "new"):
         walls, cpus = [t[0] for t in times[name]], [t[1] for t in times[name]]
-        rows[name] = {"settings": settings[name], "wall_s_min": round(min(walls), 2),
-                      "wall_s_median": round(statistics.median(walls), 2), "cpu_s_min": round(min(cpus), 2),
-                      "cpu_s_median": round(statistics.median(cpus), 2), **quality[name]}
+        rows[name] = {"settings": settings[name], **summary(walls, cpus), **quality[name]}
     report = {
         "benchmark": "demo-visualize-stage", "run": str(run_dir), "fast": args.fast, "neurons": neurons,
-        "classes_per_neuron": per_neuron, "repeat": args.repeat, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "platform": platform.platform(), "old": rows["old"], "new": rows["new"],
+        "classes_per_neuron": per_neuron, "repeat": args.repeat, **environment("cpu"),
+        "platform": platform.platform(), "old": rows["old"], "new": rows["new"],
         "speedup_wall_min": round(rows["old"]["wall_s_min"] / rows["new"]["wall_s_min"], 2),
         "speedup_cpu_min": round(rows["old"]["cpu_s_min"] / rows["new"]["cpu_s_min"], 2),
     }

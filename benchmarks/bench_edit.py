@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
 
 
 def synthetic_features(n: int, d: int, c: int, seed: int, split: str):
@@ -43,12 +47,12 @@ def time_edit(args) -> dict:
     g = torch.Generator().manual_seed(2)
     W, b = torch.randn(args.c, args.d, generator=g) * 0.01, torch.zeros(args.c)
     targets = {args.c - 1: [3, 40, 1480 % args.d]}
-    t0 = time.perf_counter()
-    res = edit_head(W, b, train, val, targets, method=args.method, epochs=args.epochs, patience=None,
-                    batch_size=args.batch_size, device=args.device, progress=False)
-    seconds = time.perf_counter() - t0
+    t, res = measure(lambda: edit_head(W, b, train, val, targets, method=args.method, epochs=args.epochs, patience=None,
+                                       batch_size=args.batch_size, device=args.device, progress=False),
+                     repeat=args.repeat)
+    seconds = t["wall_s_min"]
     return {"edit_seconds": seconds, "edit_seconds_per_epoch": seconds / res.epochs_run, "epochs_run": res.epochs_run,
-            "n_val": n_val}
+            "edit_times": t, "n_val": n_val}
 
 
 def time_backbone(args) -> dict:
@@ -58,15 +62,16 @@ def time_backbone(args) -> dict:
     x = torch.rand(args.backbone_batch, 3, 224, 224, device=args.device)
     with torch.inference_mode():
         model(x[:1])  # warm-up
-        done, t0 = 0, time.perf_counter()
+        done, t0, c0 = 0, time.perf_counter(), time.process_time()
         while done < args.backbone_images:
             model(x)
             done += x.shape[0]
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"model": "torchvision resnet50 (random weights; the cost does not depend on them)", "input_size": 224,
             "images_timed": done, "batch": args.backbone_batch, "seconds_per_image": seconds / done,
+            "cpu_seconds_per_image": cpu / done,
             "mode": "eval, inference_mode (forward only: a lower bound for re-running the frozen backbone)"}
 
 
@@ -82,10 +87,9 @@ def main(argv=None) -> dict:
     p.add_argument("--backbone-images", type=int, default=32, help="images timed through ResNet-50 (default 32)")
     p.add_argument("--backbone-batch", type=int, default=8, help="ResNet-50 batch size (default 8)")
     p.add_argument("--device", default="cpu", help="device for both measurements (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    add_arguments(p, threads=1, repeat=1)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     edit = time_edit(args)
     backbone = time_backbone(args)
     images_per_epoch = args.n + edit["n_val"]
@@ -94,9 +98,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "edit on cached features vs re-running the frozen backbone each epoch",
         "n_train": args.n, "n_val": edit["n_val"], "d": args.d, "c": args.c, "epochs": args.epochs,
-        "method": args.method, "batch_size": args.batch_size, "device": args.device,
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "method": args.method, "batch_size": args.batch_size, **environment(args.device),
         **{k: v for k, v in edit.items() if k != "n_val"},
         "backbone": backbone,
         "rerun_backbone_seconds_estimate": rerun,

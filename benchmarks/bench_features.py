@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,9 @@ from neuroinspect.core.data import collate_skipping, load_data
 from neuroinspect.core.features import extract_features
 from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Clock, add_arguments, environment, pin_threads, summary  # noqa: E402
 
 
 def write_images(root: Path, n: int, size: int, classes: int = 4) -> None:
@@ -40,9 +42,10 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best is kept")
     ap.add_argument("--device", default="cpu")
+    add_arguments(ap, threads=1, repeat=2)  # the runs of each alternate; min and median are reported
     args = ap.parse_args()
+    pin_threads(args.threads)
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,29 +57,29 @@ def main() -> None:
         model = loaded.model.to(device).eval()
         dataset = data.dataset("all", loaded.preprocess.transform)
 
-        def bare() -> float:
+        def bare() -> Clock:
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
                                                  collate_fn=collate_skipping)
-            t = time.perf_counter()
-            with torch.inference_mode():
+            with Clock() as t, torch.inference_mode():
                 for x, *_ in loader:
                     model(x.to(device))
-            return time.perf_counter() - t
+            return t
 
-        def ours(cache: Path | None) -> float:
-            t = time.perf_counter()
-            extract_features(loaded, probe, data, "all", device=device, batch_size=args.batch_size,
-                             workers=args.workers, cache_dir=cache, progress=False)
-            return time.perf_counter() - t
+        def ours(cache: Path | None) -> Clock:
+            with Clock() as t:
+                extract_features(loaded, probe, data, "all", device=device, batch_size=args.batch_size,
+                                 workers=args.workers, cache_dir=cache, progress=False)
+            return t
 
         bare()  # warm-up: page cache, allocator
-        t_bare, t_ours, t_cached = [], [], []
-        for r in range(args.repeats):
-            t_bare.append(bare())
-            t_ours.append(ours(None))
-            t_cached.append(ours(Path(tmp) / f"cache{r}"))  # extraction + writing the cache
-        t_hit = ours(Path(tmp) / "cache0")
-    best = {k: min(v) for k, v in {"bare": t_bare, "ours": t_ours, "ours_cache_write": t_cached}.items()}
+        runs: dict[str, list[Clock]] = {"bare": [], "ours": [], "ours_cache_write": []}
+        for r in range(max(1, args.repeat)):
+            runs["bare"].append(bare())
+            runs["ours"].append(ours(None))
+            runs["ours_cache_write"].append(ours(Path(tmp) / f"cache{r}"))  # extraction + writing the cache
+        t_hit = ours(Path(tmp) / "cache0").wall
+    times = {k: summary([c.wall for c in v], [c.cpu for c in v]) for k, v in runs.items()}
+    best = {k: t["wall_s_min"] for k, t in times.items()}
     print(json.dumps({
         "benchmark": "feature_extraction",
         "model": args.model, "images": args.images, "batch_size": args.batch_size, "workers": args.workers,
@@ -87,7 +90,8 @@ def main() -> None:
         "ratio": round(best["bare"] / best["ours"], 3),
         "ratio_with_cache_write": round(best["bare"] / best["ours_cache_write"], 3),
         "cache_hit_seconds": round(t_hit, 3),
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "torch": torch.__version__,
+        "times": times, "cpu_time_note": "CPU time of this process (DataLoader workers not included)",
+        **environment(str(device)),
     }, indent=2))
 
 

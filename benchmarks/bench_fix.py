@@ -21,10 +21,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
 
 
 def _auc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -56,7 +58,7 @@ def demo_features(cache: Path | None):
     return cfg, {s: ins.features(s) for s in ("train", "val", "test")}
 
 
-def measure(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
+def evaluate(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
     from neuroinspect.demo import find_and_fix, fit_linear_head
     from neuroinspect.find.ranking import RANKINGS, explain_class
     from neuroinspect.fix.compare import aggregate_seeds
@@ -128,21 +130,24 @@ def planted(seeds) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable numbers on a shared machine)")
     p.add_argument("--cache-dir", help="feature cache (default $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
     p.add_argument("--skip-demo", action="store_true", help="only the planted shortcut (no Lite0 features needed)")
+    add_arguments(p, threads=1, repeat=1)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = {"seeds": seeds, "threads": args.threads, "torch": torch.__version__, "planted": planted(seeds)}
-    if not args.skip_demo:
-        cfg, feats = demo_features(args.cache_dir)
-        ranking, rows = measure(feats, cfg, seeds, cfg.spurious_class)
-        out["rankings"] = ranking
-        out["demo"] = {"rows": rows, "goals": goals(rows), "methods": list(cfg.methods)}
-    out["wall_s"] = round(time.perf_counter() - wall, 1)
-    out["cpu_s"] = round(time.process_time() - cpu, 1)
+
+    def run() -> dict:
+        out = {"seeds": seeds, "planted": planted(seeds)}
+        if not args.skip_demo:
+            cfg, feats = demo_features(args.cache_dir)
+            ranking, rows = evaluate(feats, cfg, seeds, cfg.spurious_class)
+            out["rankings"] = ranking
+            out["demo"] = {"rows": rows, "goals": goals(rows), "methods": list(cfg.methods)}
+        return out
+
+    times, out = measure(run, repeat=args.repeat)  # the results are deterministic: the last run's are printed
+    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
     print(json.dumps(out, indent=1))
 
 

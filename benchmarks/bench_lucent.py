@@ -23,15 +23,17 @@ import argparse
 import copy
 import json
 import platform
-import resource
+import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 import numpy as np
 import torch
 from demo_run import open_demo_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Clock, add_arguments, environment, pin_threads  # noqa: E402
 
 
 def _import_lucent():
@@ -52,11 +54,6 @@ def _import_lucent():
     from lucent.optvis import objectives, param, render, transform
 
     return objectives, param, render, transform
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _grid(images: torch.Tensor, path: Path) -> None:
@@ -82,7 +79,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--channels", type=int, default=8, help="channels (neurons) to render, one batch (default 8)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ours", action="append", default=[], metavar="NAME:JSON",
                     help='extra settings of ours to compare, e.g. \'fast:{"precision": "bf16", "channels_last": true}\' '
@@ -90,8 +86,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-lucent", action="store_true")
     ap.add_argument("--skip-default", action="store_true", help="run only the --ours settings, not 'ours' with the defaults")
     ap.add_argument("--out", default="runs/bench-lucent", help="folder for the image grids and the JSON")
+    add_arguments(ap, threads=2, repeat=1)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     out = Path(args.out)
 
     run, ins = open_demo_run(args.run)
@@ -109,11 +106,14 @@ def main(argv=None) -> dict:
         feats = probe(plain(images.float())).features.float()
         return [float(feats[i, n]) for i, n in enumerate(channels)]
 
-    def summary(name, images, wall, cpu):
+    def summary(name, images, clocks):
         acts = score(images)
         _grid(images, out / f"{name}.png")
         steps = args.channels * args.steps
-        return {"activation": [round(a, 4) for a in acts], "mean_activation": round(sum(acts) / len(acts), 4),
+        wall, cpu = min(c.wall for c in clocks), min(c.cpu for c in clocks)
+        return {"wall_s_min": round(wall, 3), "wall_s_median": round(statistics.median(c.wall for c in clocks), 3),
+                "cpu_s_min": round(cpu, 3), "cpu_s_median": round(statistics.median(c.cpu for c in clocks), 3),
+                "repeat": len(clocks),"activation": [round(a, 4) for a in acts], "mean_activation": round(sum(acts) / len(acts), 4),
                 "min_activation": round(min(acts), 4), "dead": sum(a <= 1e-6 for a in acts),
                 "beats_top_exemplar": sum(a > float(t) for a, t in zip(acts, top)) / len(acts),
                 "wall_s_per_image_step": round(wall / steps, 5), "cpu_s_per_image_step": round(cpu / steps, 5),
@@ -125,11 +125,13 @@ def main(argv=None) -> dict:
     pairs = [(n, 0) for n in channels]
     render(probe, loaded.preprocess, pairs[:1], recipe="fv", steps=2, size=args.size, progress=False)  # warm-up
     for name, extra in ours:
-        t0, c0 = time.perf_counter(), _cpu()
-        res = render(probe, loaded.preprocess, pairs, recipe="fv", steps=args.steps, size=args.size,
-                     batch=args.channels, seed=args.seed, progress=False, **extra)
-        wall, cpu = time.perf_counter() - t0, _cpu() - c0
-        methods[name] = {"settings": extra, **summary(name, torch.stack([r.image for r in res.images]), wall, cpu)}
+        clocks = []
+        for _ in range(max(1, args.repeat)):
+            with Clock() as t:
+                res = render(probe, loaded.preprocess, pairs, recipe="fv", steps=args.steps, size=args.size,
+                             batch=args.channels, seed=args.seed, progress=False, **extra)
+            clocks.append(t)
+        methods[name] = {"settings": extra, **summary(name, torch.stack([r.image for r in res.images]), clocks)}
         print(f"{name}: mean a_k {methods[name]['mean_activation']}", file=sys.stderr)
 
     if not args.skip_lucent:
@@ -140,24 +142,25 @@ def main(argv=None) -> dict:
         mean = torch.tensor(loaded.preprocess.mean).view(1, 3, 1, 1)
         std = torch.tensor(loaded.preprocess.std).view(1, 3, 1, 1)
         obj = sum(objectives.channel(layer, n, batch=i) for i, n in enumerate(channels))
-        torch.manual_seed(args.seed)
-        np.random.seed(args.seed)
-        t0, c0 = time.perf_counter(), _cpu()
-        imgs = lrender.render_vis(
-            lmodel, obj, lambda: param.image(args.size, batch=args.channels),
-            transforms=transform.standard_transforms + [lambda x: (x - mean) / std], preprocess=False,
-            thresholds=(args.steps,), progress=False, show_image=False)
-        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        clocks = []
+        for _ in range(max(1, args.repeat)):
+            torch.manual_seed(args.seed)
+            np.random.seed(args.seed)
+            with Clock() as t:
+                imgs = lrender.render_vis(
+                    lmodel, obj, lambda: param.image(args.size, batch=args.channels),
+                    transforms=transform.standard_transforms + [lambda x: (x - mean) / std], preprocess=False,
+                    thresholds=(args.steps,), progress=False, show_image=False)
+            clocks.append(t)
         images = torch.from_numpy(np.ascontiguousarray(imgs[-1])).permute(0, 3, 1, 2)
         methods["lucent"] = {"settings": "render_vis defaults (fft, decorrelate, standard_transforms, Adam 0.05)",
-                             **summary("lucent", images, wall, cpu)}
+                             **summary("lucent", images, clocks)}
 
     report = {
         "benchmark": "lucent-comparison", "model": run["config"]["model"], "objective": "fv (-a_k)",
         "layer": probe.spatial_name, "channels": channels, "size": args.size, "steps": args.steps,
         "top_exemplar_activation": [round(float(t), 4) for t in top], "exemplars_from": f"{run['data']} (train)",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "methods": methods,
+        **environment("cpu"), "platform": platform.platform(), "methods": methods,
     }
     print(json.dumps(report, indent=2))
     write_json(out / "bench_lucent.json", report)

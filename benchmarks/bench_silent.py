@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import time
+import sys
 from pathlib import Path
 
 import torch
 from demo_run import open_demo_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -35,11 +37,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--class", dest="cls", help="class to render inside (default: the run's worst class)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results to this file")
+    add_arguments(ap, threads=2, repeat=1)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     run, ins = open_demo_run(args.run)
     data, loaded = ins.data, ins.loaded
     fs = ins.features("train")
@@ -55,11 +57,9 @@ def main(argv=None) -> dict:
     neurons = candidates[torch.randperm(len(candidates), generator=g)[: args.neurons]].tolist()
     rows = {}
     for start in ("noise", "exemplar", "preact"):
-        t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-        rep = visualize_neurons(ins, neurons, [c], Path(args.run) / f"silent_{start}", recipe="class", clip="none",
-                                steps=args.steps, size=args.size, features=fs, start=start, heatmaps=0,
-                                seed=args.seed, progress=False)
-        c1 = resource.getrusage(resource.RUSAGE_SELF)
+        t, rep = measure(lambda: visualize_neurons(
+            ins, neurons, [c], Path(args.run) / f"silent_{start}", recipe="class", clip="none", steps=args.steps,
+            size=args.size, features=fs, start=start, heatmaps=0, seed=args.seed, progress=False), repeat=args.repeat)
         acts = [im["activation"] for im in rep["images"]]
         beats = [im["activation"] >= float(top[im["neuron"]]) for im in rep["images"]]
         rows[start] = {
@@ -67,15 +67,14 @@ def main(argv=None) -> dict:
             "mean_activation": sum(acts) / len(acts),
             "beats_top_class_exemplar": sum(beats) / len(beats),
             "activations": [round(a, 4) for a in acts],
-            "wall_s": round(time.perf_counter() - t0, 2),
-            "cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 2),
+            "wall_s": round(t["wall_s_min"], 2), "cpu_s": round(t["cpu_s_min"], 2), "times": t,
         }
     report = {
         "benchmark": "silent-neurons", "model": run["config"]["model"], "class": data.class_names[c],
         "neurons": neurons, "silent_on_noise_of_all": f"{int((noise <= 1e-6).sum())}/{noise.numel()}",
         "top_class_exemplar_activation": [round(float(top[n]), 4) for n in neurons],
-        "steps": args.steps, "size": args.size, "recipe": "class", "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "platform": platform.platform(), "methods": rows,
+        "steps": args.steps, "size": args.size, "recipe": "class", **environment("cpu"),
+        "platform": platform.platform(), "methods": rows,
     }
     print(json.dumps(report, indent=2))
     if args.json:

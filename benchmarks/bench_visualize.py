@@ -15,7 +15,7 @@ import argparse
 import json
 import platform
 import sys
-import time
+from pathlib import Path
 
 import torch
 
@@ -25,15 +25,8 @@ from neuroinspect.core.probe import Probe
 from neuroinspect.show.visualize import render, resolve_clip
 from neuroinspect.show.exemplars import neuron_top_classes
 
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -48,14 +41,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--recipe", default="class", choices=["class", "fv", "clip-illusion"])
     ap.add_argument("--clip", default="none", help="CLIP spec for --recipe clip-illusion (default none)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-variants", action="store_true", help="skip the channels-last / mixed-precision runs")
     ap.add_argument("--amp-cpu", action="store_true", help="also time bfloat16 autocast on CPU")
     ap.add_argument("--json", help="also write the results to this file")
+    add_arguments(ap, threads=1, repeat=1)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",") if b]
     loaded = build_model(args.model, weights=args.weights)
@@ -74,9 +66,11 @@ def main(argv=None) -> dict:
     render(probe, loaded.preprocess, pairs[:1], **{**common, "steps": 2})  # warm-up
 
     def run(k, batch, **extra):
-        res, secs = timed(lambda: render(probe, loaded.preprocess, pairs[:k], batch=batch, **{**common, **extra}))
+        t, res = measure(lambda: render(probe, loaded.preprocess, pairs[:k], batch=batch, **{**common, **extra}),
+                         repeat=args.repeat)
+        secs = t["wall_s_min"]
         acts = [r.activation for r in res.images]
-        return {"images": k, "batch": batch, "seconds": secs, "image_steps_per_s": k * args.steps / secs,
+        return {"images": k, "batch": batch, "seconds": secs, "times": t, "image_steps_per_s": k * args.steps / secs,
                 "mean_final_activation": sum(acts) / len(acts), "activations": acts}
 
     single = run(args.single_images, 1)
@@ -109,8 +103,7 @@ def main(argv=None) -> dict:
     report = {
         "benchmark": "visualize",
         "model": args.model, "recipe": recipe, "clip": choice.spec, "size": args.size, "steps": args.steps,
-        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(),
+        **environment(str(device)), "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "single": single, "batched": rows, "variants": variants,
         "best": {"batch": best["batch"], "variant": best.get("variant", "plain"), "speedup_vs_single": best["speedup_vs_single"],

@@ -350,3 +350,31 @@ def _finish(probe, model_input, state, clip, text, device) -> list[Rendered]:
             features=ev["features"][j].detach().float().cpu(),
         ))
     return out
+
+
+def memory_batch(probe, preprocess, device, *, size: int = 224, clip: ClipModel | None = None,
+                 precision: str = "fp32", limit: int = 64) -> int:
+    """The largest render batch (≤ ``limit``) whose optimisation fits in the free memory of a CUDA ``device``.
+
+    Measures the peak memory of one render step at batch 1 and 2 (with ``clip`` as guide when given:
+    the CLIP-Illusion recipe), takes the difference as the cost of one image and leaves 20 % of
+    the free memory spare. On other devices there is nothing to measure: returns ``limit``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return limit
+    texts = [str(c) for c in range(probe.C)]
+    peaks = []
+    for b in (1, 2):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        render(probe, preprocess, [(0, 0)] * b, recipe="clip-illusion" if clip is not None else "class", clip=clip,
+               class_texts=texts, steps=1, size=size, batch=b, device=device, precision=precision, progress=False)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - before)
+    per_image = max(1, peaks[1] - peaks[0])
+    fixed = max(0, peaks[0] - per_image)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(limit, (0.8 * free - fixed) // per_image)))

@@ -1,0 +1,56 @@
+"""The benchmark scripts start, and ``benchmarks/gpu.py --device cpu --tiny`` runs end to end (no timing asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != "demo_run.py")
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=BENCH.parent)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_offers_threads_and_repeat(script):
+    out = _run(BENCH / script, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--threads" in out.stdout and "--repeat" in out.stdout
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
+    out = _run(BENCH / "gpu.py", "--device", "cpu", "--tiny", "--json", tmp_path / "gpu.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = json.loads(out.stdout)
+    assert printed == json.loads((tmp_path / "gpu.json").read_text())
+    assert printed["device"] == "cpu" and printed["tiny"] and printed["threads"] == 1 and printed["device_name"]
+    ext = printed["extraction"]
+    for model in ("efficientnet_lite0", "resnet50"):
+        for variant in ("fp32", "amp", "amp+channels_last", "model_only"):
+            assert ext[model][variant]["images_per_s"] > 0
+            assert {"wall_s_min", "wall_s_median", "cpu_s_min", "cpu_s_median"} <= set(ext[model][variant]["times"])
+    batches = printed["render"]["batches"]
+    assert [r["batch"] for r in batches] == [1, 8] and all(r["image_steps_per_s"] > 0 for r in batches)
+    clip = printed["clip_illusion"]
+    assert "ViT-B-32" in clip["guide"] and [r["batch"] for r in clip["runs"]] == [1, 2]
+    assert all(r["seconds_per_image"] > 0 for r in clip["runs"])
+    assert printed["total"]["wall_s"] > 0 and printed["total"]["cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_counterfactual_benchmark_reports_ratio_and_gflops(tmp_path):
+    out = _run(BENCH / "bench_counterfactual.py", "--mistakes", "60", "--features", "64", "--classes", "20",
+               "--loop-samples", "4", "--repeat", "1", "--seeds", "0,1", "--json", tmp_path / "cf.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    assert set(rep["ways"]) == {"fp32", "fused", "bf16", "bf16+fused", "sync_free"}
+    for row in rep["ways"].values():
+        assert row["speedup_vs_loop"] > 0 and row["gflop_per_s"] > 0 and 0 < row["fraction_of_peak"]
+    assert rep["matmul_peak_gflop_per_s"]["fp32"]["wall"] > 0 and rep["threads"] == 1
+    assert rep["agreement_with_fp32"]["sync_free"]["flipped_equal"]
