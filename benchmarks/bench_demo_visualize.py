@@ -51,8 +51,8 @@ def main(argv=None) -> dict:
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
     old = dict(steps=40 if args.fast else 200, size=96 if args.fast else 160, precision="fp32", channels_last=False,
                input_size=None, start="noise", heatmaps=0, warmup=0.0, freeze=False)
-    new = dict(steps=cfg.steps, size=cfg.vis_size, precision=cfg.precision, channels_last=cfg.channels_last,
-               input_size=cfg.vis_input_size, start=cfg.start, heatmaps=cfg.heatmaps, warmup=cfg.warmup)
+    render = cfg.pipeline.render
+    new = {k: render[k] for k in ("steps", "size", "precision", "channels_last", "input_size", "start", "heatmaps", "warmup")}
     settings = {"old": old, "new": new}
     times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
     quality = {}
@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
         for name in ("old", "new"):
             with Clock() as t:
                 rep = visualize_neurons(ins, neurons, per_neuron, run_dir / f"bench_{name}", recipe="clip-illusion",
-                                        clip=cfg.clip, batch=cfg.batch, seed=cfg.seed, features=fs, progress=False,
+                                        clip=render["clip"], batch=render["batch"], seed=cfg.seed, features=fs, progress=False,
                                         **settings[name])
             times[name].append((t.wall, t.cpu))
             acts = [im["activation"] for im in rep["images"]]

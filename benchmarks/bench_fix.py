@@ -50,16 +50,15 @@ def demo_features(cache: Path | None):
 
     cfg = DemoConfig()
     cache = Path(cache) if cache else default_cache_dir()
-    manifest = make_scenes(cache / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
-                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
-                           n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    manifest = make_scenes(cache / "scenes", cfg.scenes, seed=cfg.seed, progress=False)
     data = load_data(manifest)
     ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False)
     return cfg, {s: ins.features(s) for s in ("train", "val", "test")}
 
 
 def evaluate(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
-    from neuroinspect.demo import find_and_fix, fit_linear_head
+    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.pipeline import find_and_fix
     from neuroinspect.find.ranking import RANKINGS, explain_class
     from neuroinspect.fix.compare import aggregate_seeds
 
@@ -81,10 +80,10 @@ def evaluate(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
         c = fs["val"].class_names.index(spurious)
         for r in RANKINGS:
             ex = explain_class(W, b, fs["val"], c, ranking=r, progress=False)
-            top = [s.neuron for s in ex.insufficient[:cfg.n_edit]]
+            top = [s.neuron for s in ex.insufficient[:cfg.pipeline.n_edit]]
             rankings[r]["separation"].append(float(separation[top].mean()) if top else 0.0)
             rankings[r]["rank"] += [int(rank_of[j]) for j in top]
-        per_seed.append(find_and_fix(feats, cfg, seed, head=(W, b))[2])
+        per_seed.append(find_and_fix(feats, cfg.pipeline, seed, head=(W, b)).results)
     ranking_out = {r: {"separation_mean": statistics.fmean(v["separation"]),
                        "ranks_of_selected": v["rank"], "D": int(len(separation))} for r, v in rankings.items()}
     rows = aggregate_seeds(per_seed)
@@ -113,14 +112,14 @@ def planted(seeds) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import shortcut
 
-    from neuroinspect.demo import DemoConfig, find_and_fix
     from neuroinspect.fix.compare import aggregate_seeds
+    from neuroinspect.pipeline import PipelineConfig, find_and_fix
 
-    cfg = DemoConfig(n_edit=1, methods=("rebalance", "erm", "ratio", "dfr"))
+    cfg = PipelineConfig(n_edit=1, methods=("rebalance", "erm", "ratio", "dfr"))
     per_seed = []
     for seed in seeds:
         S = shortcut.splits(seed)
-        per_seed.append(find_and_fix(S, cfg, seed, head=shortcut.erm_head(S["train"], seed=seed))[2])
+        per_seed.append(find_and_fix(S, cfg, seed, head=shortcut.erm_head(S["train"], seed=seed)).results)
     rows = {r["method"]: {"avg_acc": _ms(r["avg_acc_runs"]), "worst_group_acc": _ms(r["worst_group_acc_runs"]),
                           "uses_group_labels": r["uses_group_labels"]} for r in aggregate_seeds(per_seed)}
     return {"rows": rows, "goals": {**goals(rows), "rebalance_gain_at_least_40":
@@ -141,9 +140,9 @@ def main() -> None:
         out = {"seeds": seeds, "planted": planted(seeds)}
         if not args.skip_demo:
             cfg, feats = demo_features(args.cache_dir)
-            ranking, rows = evaluate(feats, cfg, seeds, cfg.spurious_class)
+            ranking, rows = evaluate(feats, cfg, seeds, cfg.scenes.spurious_class)
             out["rankings"] = ranking
-            out["demo"] = {"rows": rows, "goals": goals(rows), "methods": list(cfg.methods)}
+            out["demo"] = {"rows": rows, "goals": goals(rows), "methods": list(cfg.pipeline.methods)}
         return out
 
     times, out = measure(run, repeat=args.repeat)  # the results are deterministic: the last run's are printed
