@@ -27,6 +27,7 @@ from neuroinspect.core.progress import progress_bar
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import write_json
+from neuroinspect.fix.config import DEFAULT_COMPARE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class DemoConfig:
     seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)  # each: its own ERM head, explanation, pick and fixes; headline = mean
     fix: str = "rebalance"  # the method the demo saves as its edited model and quotes in the headline
-    methods: tuple[str, ...] = ("rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr")
+    methods: tuple[str, ...] = DEFAULT_COMPARE
 
     @classmethod
     def fast(cls, **overrides) -> "DemoConfig":
