@@ -196,6 +196,9 @@ def test_the_torch_free_method_lists_match_the_registry():
 
     assert cli_compare.DEFAULT_METHODS == list(fix_config.DEFAULT_COMPARE)
     assert cli_edit.METHODS == fix_config.METHODS
+    from neuroinspect.report import METHOD_LABELS
+
+    assert {m: METHOD_LABELS.get(m) for m in FIX_METHODS} == {m: f.label for m, f in FIX_METHODS.items()}
 
 
 # --------------------------------------------------------------------------- an Inspector by type, not by attributes
@@ -215,3 +218,36 @@ def test_visualize_recognises_an_inspector_by_its_type(tmp_path):
 
     with pytest.raises(NeuroInspectError, match="cannot visualise a LooksAlike"):
         _unpack(LooksAlike())
+
+
+# --------------------------------------------------------------------------- no hidden global state
+def test_load_photo_is_memoised_and_read_only():
+    from neuroinspect.core.scenes import load_photo
+
+    load_photo.cache_clear()
+    a = load_photo("astronaut")
+    assert load_photo("astronaut") is a and load_photo.cache_info().hits == 1
+    with pytest.raises(ValueError):
+        a[0, 0, 0] = 1  # no caller can change what the next one gets
+    with pytest.raises(NeuroInspectError, match="no photo"):
+        load_photo("no_such_photo")
+    assert load_photo.cache_info().currsize == 1  # failures are not cached
+
+
+def test_clip_unavailability_is_read_from_the_hubs_own_errors(monkeypatch, tmp_path):
+    import logging
+
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from neuroinspect.show import clip as C
+
+    wrapped = RuntimeError("Failed to download weights")
+    wrapped.__cause__ = LocalEntryNotFoundError("not cached and cannot connect")
+    assert C._is_offline(wrapped) and not C._is_offline(ValueError("bad checkpoint"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    disabled = logging.root.manager.disable
+    with pytest.raises(C.ClipUnavailable, match="no internet connection"):
+        C.load_clip(C.PAPER_CLIP)
+    assert logging.root.manager.disable == disabled and hub_constants.HF_HUB_OFFLINE is True  # nothing toggled

@@ -230,13 +230,12 @@ def load_photo(name: str) -> np.ndarray:
     """An RGB uint8 photo shipped with scikit-image (``skimage.data.NAME``) or scikit-learn (``sklearn:FILE``);
     read-only, loaded once per name."""
     try:
-        # lazy: scikit-learn and scikit-image take seconds to import and only the benchmark's builder needs them
         if name.startswith("sklearn:"):
-            from sklearn.datasets import load_sample_image
+            from sklearn.datasets import load_sample_image  # lazy: seconds to import, only the benchmark needs it
 
             im = load_sample_image(name.split(":", 1)[1])
         else:
-            import skimage.data
+            import skimage.data  # lazy: only the benchmark's builder needs it
 
             fn = getattr(skimage.data, name, None)
             if fn is None or not callable(fn):
