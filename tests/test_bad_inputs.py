@@ -237,6 +237,9 @@ def test_visualize_help_choices_match_the_package():
     from neuroinspect.show.visualize import PAPER_CLIP, RECIPES
 
     assert tuple(cli_vis.RECIPES) == tuple(RECIPES) and cli_vis.PAPER_CLIP == PAPER_CLIP
+    from neuroinspect.show.objectives import RECIPE_ALIASES
+
+    assert cli_vis.RECIPE_ALIASES == RECIPE_ALIASES  # every alias the registry accepts, the CLI offers
 
 
 def test_explain_help_rankings_match_the_package():

@@ -120,7 +120,11 @@ def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_pa
     from neuroinspect.show.visualize import visualize_neurons
     from test_visualize import PRE, STRIPE, StripeCNN
 
-    monkeypatch.setattr(C, "_hub_reachable", lambda *a, **k: False)
+    from huggingface_hub import constants as hub_constants
+
+    # the hub's own offline mode (what HF_HUB_OFFLINE=1 sets) and an empty cache: the weights cannot be had
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
     with caplog.at_level(logging.WARNING):
         rep = visualize_neurons(loaded, [STRIPE, 0], ["stripes", "other"], tmp_path / "v", clip=C.PAPER_CLIP,

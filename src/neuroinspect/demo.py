@@ -28,7 +28,7 @@ from neuroinspect.core.features import store_features
 from neuroinspect.core.io import default_cache_dir, mkdirs
 from neuroinspect.core.models import build_model
 from neuroinspect.core.scenes import ScenesConfig, make_scenes
-from neuroinspect.fix.config import METHODS
+from neuroinspect.fix.config import DEFAULT_COMPARE
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
@@ -53,7 +53,7 @@ class DemoConfig:
     head_epochs: int = 200
     seed: int = 0  # the benchmark's, the head's and the pictures' seed; the run shown in detail
     pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(
-        n_insufficient=4, n_excessive=2, n_edit=3, seeds=(0, 1, 2), fix="rebalance", methods=METHODS,
+        n_insufficient=4, n_excessive=2, n_edit=3, seeds=(0, 1, 2), fix="rebalance", methods=DEFAULT_COMPARE,
         render=dict(RENDER)))
 
     @classmethod

@@ -40,16 +40,14 @@ from neuroinspect.core.progress import progress_bar
 from neuroinspect.core.runinfo import versions
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, fix_record, run_methods
-from neuroinspect.fix.config import DEFAULT_METHOD, METHODS
+from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
+from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.report import build_report
 from neuroinspect.session import Inspector
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
-
-GROUP_LABEL_METHODS = ("dfr",)  # methods that read true group labels: run only when the data has them
-
 
 @dataclass
 class PipelineConfig:
@@ -64,14 +62,13 @@ class PipelineConfig:
     n_excessive: int = 2  # top excessive neurons rendered per class
     n_edit: int = 3  # neurons fixed per class: its top insufficient neurons
     fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
-    methods: tuple[str, ...] = METHODS  # every method compared (the table's rows)
+    methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
     seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
     render: dict = field(default_factory=dict)  # settings of stage 2 (see show.visualize.visualize_neurons)
 
     def validate(self) -> "PipelineConfig":
-        unknown = [m for m in (self.fix, *self.methods) if m not in METHODS]
-        if unknown:
-            raise NeuroInspectError(f"unknown method '{unknown[0]}'; choose from {', '.join(METHODS)}")
+        for method in (self.fix, *self.methods):
+            get_fix_method(method)  # an unknown name: one line listing the registered ones
         if not self.seeds:
             raise NeuroInspectError("give at least one seed")
         if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
@@ -224,11 +221,12 @@ class Pipeline:
         when the data has none)."""
         notes = []
         methods = tuple(dict.fromkeys((self.cfg.fix, *self.cfg.methods)))
-        labelled = tuple(m for m in methods if m in GROUP_LABEL_METHODS)
+        labelled = tuple(m for m in methods if get_fix_method(m).uses_group_labels)
+        others = tuple(m for m in methods if m not in labelled)
         if labelled and not val.group_names:
             notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
             labelled = ()
-        return tuple(m for m in methods if m not in GROUP_LABEL_METHODS) + labelled, notes
+        return others + labelled, notes
 
     # ------------------------------------------------------------------ the run
     def run(self, run_info: dict | None = None) -> dict:

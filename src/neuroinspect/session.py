@@ -19,6 +19,7 @@ from neuroinspect.core.io import default_cache_dir
 from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.models import LoadedModel, Preprocess, build_model
 from neuroinspect.core.probe import Probe
+from neuroinspect.core.session_api import InspectedModel
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-class Inspector:
-    """A classifier and a dataset, ready for the three stages.
+class Inspector(InspectedModel):
+    """A classifier and a dataset, ready for the three stages (the ``InspectedModel`` the stages read).
 
     >>> ins = Inspector("efficientnet-lite0", "photos/", device="cpu")
     >>> ins.metrics("val")["worst_class"]

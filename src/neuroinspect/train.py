@@ -22,6 +22,7 @@ reads with ``--model SPEC --weights OUT/model.safetensors --num-classes C``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,12 +33,18 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
+from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from neuroinspect.core.data import ImageData, collate_skipping, load_data
 from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import atomic_path, write_json
+from neuroinspect.core.features import extract_features, store_features
+from neuroinspect.core.io import atomic_path, default_cache_dir, write_json
+from neuroinspect.core.models import build_model, load_weights, read_state_dict, resize_head
+from neuroinspect.core.probe import Probe, find_head, model_logits
+from neuroinspect.session import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +130,6 @@ def _has(data: ImageData, split: str) -> bool:
 
 
 def _train_transform(pre) -> Callable:
-    from torchvision.transforms import v2 as T
-
     interp = T.InterpolationMode.BICUBIC if pre.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
     return T.Compose([
         T.ToImage(),
@@ -136,8 +141,6 @@ def _train_transform(pre) -> Callable:
 
 
 def _autocast(device: torch.device, amp: bool):
-    import contextlib
-
     if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -155,8 +158,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
@@ -185,11 +186,6 @@ def train_classifier(
     ``init_weights`` are loaded before the head is resized to the data's classes (say, a local
     copy of ImageNet weights). Returns where the best weights are and the training record.
     """
-    from neuroinspect.core.io import default_cache_dir
-    from neuroinspect.core.models import build_model, load_weights, resize_head
-    from neuroinspect.core.probe import Probe
-    from neuroinspect.session import resolve_device, seed_everything
-
     config = config or TrainConfig()
     config.check()
     out = Path(out)
@@ -212,9 +208,6 @@ def train_classifier(
         loaded.preprocess = build_model(reload_spec(model), head=head).preprocess
         seed_everything(config.seed)
     if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
-        from neuroinspect.core.models import read_state_dict
-        from neuroinspect.core.probe import find_head
-
         size = loaded.preprocess.input_size
         name, linear = find_head(loaded.model, head=head, input_size=size)
         saved = read_state_dict(init_weights, allow_pickle=allow_pickle).get(f"{name}.weight")
@@ -245,8 +238,6 @@ def train_classifier(
 
     # ---------------------------------------------------------------- what is trained, on what
     if config.head_only:
-        from neuroinspect.core.features import extract_features
-
         net.eval()
         feats = {s: extract_features(loaded, probe, data, s, device=device, batch_size=eval_batch_size,
                                      workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
@@ -329,14 +320,10 @@ def train_classifier(
             if config.head_only:
                 metrics[split] = evaluate_split(split)
             else:  # through the feature cache: explain/edit/compare on these weights start from it
-                from neuroinspect.core.features import extract_features
-
                 fs = extract_features(loaded, probe, data, split, device=device, batch_size=eval_batch_size,
                                       workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
                 metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
-        from neuroinspect.core.features import store_features
-
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
                                                                       None if probe.head.bias is None else probe.head.bias.detach().cpu()),
@@ -376,8 +363,6 @@ def _head_epoch(head: nn.Linear, fs, opt, sched, config: TrainConfig, g, device,
 
 def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g, device, workers: int,
                     progress: bool, epoch: int):
-    from neuroinspect.core.probe import model_logits
-
     net.train()
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=g,
                                          num_workers=workers, collate_fn=collate_skipping,
@@ -410,8 +395,6 @@ def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g,
 @torch.no_grad()
 def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, device, batch_size: int, workers: int,
                     amp: bool, progress: bool) -> dict:
-    from neuroinspect.core.probe import model_logits
-
     net.eval()
     loader = torch.utils.data.DataLoader(data.dataset(split, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=collate_skipping)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.fix.config import METHODS, NEEDS_NEURONS
+from neuroinspect.fix.config import DEFAULT_COMPARE, GROUP_LABEL_METHODS, METHODS, NEEDS_NEURONS
 from neuroinspect.cli.common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
 from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, prepare
 
-DEFAULT_METHODS = ["rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr"]
+DEFAULT_METHODS = list(DEFAULT_COMPARE)
 
 
 def register(sub) -> None:
@@ -51,9 +51,10 @@ def run(args) -> int:
     setup = prepare(args, methods)
     notes = list(setup.notes)
     has_groups = setup.val is not None and bool((setup.val.groups >= 0).any())
-    if "dfr" in methods and not has_groups:
-        methods.remove("dfr")
-        notes.append("dfr skipped: the validation split has no group labels")
+    skipped = [m for m in methods if m in GROUP_LABEL_METHODS]
+    if skipped and not has_groups:
+        methods = [m for m in methods if m not in GROUP_LABEL_METHODS]
+        notes.append(f"{', '.join(skipped)} skipped: the validation split has no group labels")
     if not any(setup.targets.values()):
         skipped = [m for m in methods if m in NEEDS_NEURONS]
         methods = [m for m in methods if m not in NEEDS_NEURONS]

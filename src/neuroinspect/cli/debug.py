@@ -66,10 +66,10 @@ def register(sub) -> None:
 
 
 def config_from(args: argparse.Namespace):
-    from neuroinspect.fix.config import METHODS
+    from neuroinspect.fix.config import DEFAULT_COMPARE
     from neuroinspect.pipeline import PipelineConfig
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_COMPARE
     return PipelineConfig(
         classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,

@@ -9,6 +9,7 @@ from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, a
 
 # the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
 RECIPES = ("clip-illusion", "class", "fv")
+RECIPE_ALIASES = {"clip": "clip-illusion"}
 PAPER_CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 
 
@@ -28,8 +29,8 @@ def register(sub) -> None:
     g.add_argument("--classes", metavar="A,B", help="classes (names or indices) to render every neuron inside")
     g.add_argument("--top-classes", type=positive_int, default=3, metavar="N",
                    help="without --classes: each neuron's N classes of largest decision-layer weight (default 3)")
-    g.add_argument("--recipe", choices=list(RECIPES), default="clip-illusion",
-                   help="objective: clip-illusion (default), class (no CLIP) or fv (plain -a_k)")
+    g.add_argument("--recipe", choices=[*RECIPES, *RECIPE_ALIASES], default="clip-illusion",
+                   help="objective: clip-illusion (default; alias clip), class (no CLIP) or fv (plain -a_k)")
     g.add_argument("--clip", default=PAPER_CLIP, metavar="SPEC",
                    help=f"open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME_OR_DIR or none "
                         f"(default {PAPER_CLIP}; falls back to --recipe class with a warning when the weights cannot be had)")

@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+import torchvision.datasets as D
 from PIL import Image
+from torchvision.transforms.functional import to_pil_image
 
 from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,6 @@ def to_rgb(im: Image.Image) -> Image.Image:
     pixel white.)
     """
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        import numpy as np
-
         a = np.asarray(im, dtype=np.float64)
         if im.mode.startswith("I;16"):
             top = 65535.0
@@ -114,8 +116,6 @@ class _TorchvisionDataset(torch.utils.data.Dataset):
         try:
             image, label = self.base[i]
             if isinstance(image, torch.Tensor):
-                from torchvision.transforms.functional import to_pil_image
-
                 image = to_pil_image(image)
             image = to_rgb(image)
             x = self.transform(image) if self.transform else image
@@ -289,8 +289,6 @@ class FileHashIndex:
     def save(self) -> None:
         if self.path is None or not self.changed:
             return
-        from neuroinspect.core.io import write_text
-
         try:
             write_text(self.path, json.dumps(self.entries))
         except (OSError, NeuroInspectError):  # only a speed-up: a read-only cache just hashes again
@@ -372,8 +370,6 @@ TORCHVISION_SPLITS = {
 
 
 def _from_torchvision(name: str, root: str, download: bool) -> ImageData:
-    import torchvision.datasets as D
-
     cls = getattr(D, name, None)
     if cls is None:
         raise NeuroInspectError(f"torchvision has no dataset '{name}'")
@@ -429,7 +425,8 @@ def load_data(spec: str | os.PathLike, download: bool = False, class_names: str 
     gives the order; that order is the model's output order.
     """
     spec = str(spec)
-    from neuroinspect.core.datasets import load_special  # waterbirds:, metashift:, torchvision Flowers102/Food101
+    # lazy: core.datasets builds on this module (ImageData, Record); waterbirds:, metashift:, Flowers102/Food101
+    from neuroinspect.core.datasets import load_special
 
     beside = None
     special = load_special(spec, download)

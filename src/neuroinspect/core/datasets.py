@@ -49,6 +49,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torchvision.datasets as D
 
 from neuroinspect.core.data import ImageData, Record
 from neuroinspect.core.errors import NeuroInspectError
@@ -235,8 +236,6 @@ def load_metashift(rest: str) -> ImageData:
 def _download(name: str, root: str, download: bool) -> None:
     if not download:
         return
-    import torchvision.datasets as D
-
     try:
         getattr(D, name)(root, split="test", download=True)
     except Exception as err:  # network or disk trouble: one line
@@ -250,7 +249,7 @@ def load_flowers102(root: str, download: bool = False) -> ImageData:
     if not all(p.exists() for p in needed):
         raise NeuroInspectError(f"torchvision Flowers102 not found under '{root}' (needs flowers-102/imagelabels.mat, "
                                 "setid.mat and jpg/); pass --download to fetch it")
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # lazy: scipy.io costs ~0.5 s and only Flowers102 reads .mat files
 
     try:
         labels = np.asarray(loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"]).reshape(-1) - 1
@@ -269,9 +268,7 @@ def load_flowers102(root: str, download: bool = False) -> ImageData:
 
 def flowers102_classes() -> list[str]:
     """The 102 flower names torchvision gives Flowers102 (no download)."""
-    from torchvision.datasets import Flowers102
-
-    names = getattr(Flowers102, "classes", None)
+    names = getattr(D.Flowers102, "classes", None)
     if not names:  # older torchvision: numbered classes
         return [f"flower_{i}" for i in range(1, 103)]
     return list(names)

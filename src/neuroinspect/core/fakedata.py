@@ -12,6 +12,7 @@ build in well under a second; the numbers they give mean nothing about the real 
 from __future__ import annotations
 
 import csv
+import colorsys
 import json
 import pickle
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
+from neuroinspect.core.datasets import METASHIFT_CLASSES, METASHIFT_IMAGES
 from neuroinspect.core.models import Preprocess
 
 SIZE = 32
@@ -42,8 +44,6 @@ def _image(rng: np.random.Generator, fg: tuple, bg: tuple, size: int = SIZE, sca
 
 def _colour(k: int, n: int) -> tuple:
     """``n`` well-separated colours on the hue circle."""
-    import colorsys
-
     return colorsys.hsv_to_rgb((k / max(n, 1)) % 1.0, 0.85, 0.9)
 
 
@@ -85,8 +85,6 @@ def make_metashift(root: str | Path, per_subset: int = 4, seed: int = 0, fmt: st
 
     Every class gets ``per_subset`` images in each attribute subset ``"<class>(<attribute>)"``.
     """
-    from neuroinspect.core.datasets import METASHIFT_CLASSES, METASHIFT_IMAGES
-
     root = Path(root)
     images = root / METASHIFT_IMAGES
     images.mkdir(parents=True, exist_ok=True)
@@ -117,7 +115,7 @@ def make_flowers102(root: str | Path, per_split: tuple[int, int, int] = (1, 1, 1
 
     All 102 classes get ``per_split`` = (train, val, test) images, 16 px to stay quick.
     """
-    from scipy.io import savemat
+    from scipy.io import savemat  # lazy: scipy.io costs ~0.5 s and only the fake Flowers102 writes .mat files
 
     base = Path(root) / "flowers-102"
     (base / "jpg").mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import torch
 from neuroinspect.core.data import ImageData, collate_skipping
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import atomic_path, mkdirs
+from neuroinspect.core.io import atomic_path, check_writable_dir, mkdirs
 from neuroinspect.core.models import LoadedModel
 from neuroinspect.core.probe import Probe
 from neuroinspect.core.progress import progress_bar
@@ -70,8 +70,6 @@ def _autocast(device: torch.device, amp: bool):
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
     """The cache entry's folder, created; one clear line when the cache is a file or not writable."""
-    from neuroinspect.core.io import check_writable_dir
-
     hint = "; pass --cache-dir DIR (or set NEUROINSPECT_CACHE) to a writable folder"
     try:
         check_writable_dir(cache_dir, "the cache")

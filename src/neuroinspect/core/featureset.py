@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from neuroinspect.core.io import atomic_path
 
@@ -67,8 +69,6 @@ class FeatureSet:
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Save as one ``.safetensors`` file (tensors) with the names and ids in its metadata."""
-        from safetensors.torch import save_file
-
         meta = {
             "ids": json.dumps(self.ids),
             "class_names": json.dumps(self.class_names),
@@ -86,8 +86,6 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureSet":
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
             # clone: tensors read from the file sit at arbitrary byte offsets, and CPU matrix kernels

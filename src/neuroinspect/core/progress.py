@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 
 def _interval() -> float:
     try:
@@ -80,8 +82,6 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", *, enabled: boo
     if not enabled:
         return _Silent()
     if _is_tty(sys.stderr):
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave)
     return LineProgress(total, desc, unit, initial)
 
@@ -93,8 +93,6 @@ class TqdmLogHandler(logging.Handler):
         try:
             msg = self.format(record)
             if _is_tty(sys.stderr):
-                from tqdm import tqdm
-
                 tqdm.write(msg, file=sys.stderr)
             else:
                 print(msg, file=sys.stderr, flush=True)

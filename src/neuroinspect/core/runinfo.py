@@ -8,8 +8,9 @@ __version__ = "0.1.0"
 
 def versions() -> dict:
     """``{"neuroinspect", "torch", "torchvision", "python", "platform"}`` of this process."""
-    import torch
-    import torchvision
+    # the package's root (and so `neuroinspect --help`/`--version`) imports this module: keep it torch-free
+    import torch  # lazy: see above
+    import torchvision  # lazy: see above
 
     return {"neuroinspect": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(), "platform": platform.platform()}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -39,6 +40,7 @@ from PIL import Image, ImageFilter
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import default_cache_dir
+from neuroinspect.core.progress import progress_bar
 
 # Bump when the drawing code changes, so old caches are not served for new code.
 GENERATOR_VERSION = 1
@@ -207,7 +209,7 @@ def load_fashion_mnist(part: str, cache_dir: str | os.PathLike | None = None) ->
         if img and lab:
             return _read_idx(img), _read_idx(lab)
     try:
-        from torchvision.datasets import FashionMNIST
+        from torchvision.datasets import FashionMNIST  # lazy: only without the Debian package; keeps this module torch-free
 
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "scenes"
         root = root / "fashion-mnist-download"
@@ -220,20 +222,20 @@ def load_fashion_mnist(part: str, cache_dir: str | os.PathLike | None = None) ->
     return ds.data.numpy().astype(np.uint8), ds.targets.numpy().astype(np.uint8)
 
 
-_PHOTO_CACHE: dict[str, np.ndarray] = {}
-
-
+# A pure function of the name (the photos ship with the packages), so a bounded memo of its results
+# is safe: nothing to invalidate, no object to pass around; the arrays are read-only so no caller
+# can change what the next one gets. (`load_photo.cache_clear()` empties it.)
+@functools.lru_cache(maxsize=32)
 def load_photo(name: str) -> np.ndarray:
-    """An RGB uint8 photo shipped with scikit-image (``skimage.data.NAME``) or scikit-learn (``sklearn:FILE``)."""
-    if name in _PHOTO_CACHE:
-        return _PHOTO_CACHE[name]
+    """An RGB uint8 photo shipped with scikit-image (``skimage.data.NAME``) or scikit-learn (``sklearn:FILE``);
+    read-only, loaded once per name."""
     try:
         if name.startswith("sklearn:"):
-            from sklearn.datasets import load_sample_image
+            from sklearn.datasets import load_sample_image  # lazy: seconds to import, only the benchmark needs it
 
             im = load_sample_image(name.split(":", 1)[1])
         else:
-            import skimage.data
+            import skimage.data  # lazy: only the benchmark's builder needs it
 
             fn = getattr(skimage.data, name, None)
             if fn is None or not callable(fn):
@@ -251,7 +253,7 @@ def load_photo(name: str) -> np.ndarray:
     if im.ndim == 2:
         im = np.stack([im] * 3, axis=-1)
     im = np.ascontiguousarray(im[..., :3])
-    _PHOTO_CACHE[name] = im
+    im.setflags(write=False)
     return im
 
 
@@ -330,8 +332,6 @@ def _plan(cfg: ScenesConfig) -> list[tuple[str, str, int, int]]:
 
 def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = True, cache_dir=None) -> Path:
     """Draw the benchmark described by ``cfg`` into ``out_dir`` (must not exist); returns the manifest."""
-    from neuroinspect.core.progress import progress_bar
-
     out_dir = Path(out_dir)
     images = {p: None for p in ("train", "t10k")}
     labels = {}

@@ -1,7 +1,8 @@
 """Stage 3 as one call: fix a class's false correlations with any method, tuned on val by default.
 
-``fix_head`` dispatches to the paper's gradient edit and its baselines (:mod:`neuroinspect.fix.edit`:
-``ratio``, ``con``, ``class-weight``, ``focal``, ``erm``) or to the refits
+``fix_head`` dispatches through the registry of :mod:`neuroinspect.fix.methods` to the paper's
+gradient edit and its baselines (:mod:`neuroinspect.fix.edit`: ``ratio``, ``con``,
+``class-weight``, ``focal``, ``erm``) or to the refits
 (:mod:`neuroinspect.fix.refit`: ``rebalance``, ``dfr``, ``jtt``, ``ablate``). A setting left as
 ``None`` in :class:`FixConfig` is chosen by a small, seeded search on the validation split by
 the selection metric (learning rate and λ for the gradient methods; penalty and pseudo-group
@@ -10,70 +11,32 @@ over several seeds and returns mean ± std rows.
 """
 from __future__ import annotations
 
-import itertools
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
-from neuroinspect.fix.edit import EditResult, edit_head, resolve_select_by
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.fix.config import (EDIT_METHODS, GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
-                         NEURON_METHODS, QUANTILE_GRID, FixConfig)
 from neuroinspect.core.metrics import evaluate
-from neuroinspect.fix.refit import ablate, dfr, jtt, rebalance
+from neuroinspect.fix.config import FixConfig
+from neuroinspect.fix.edit import EditResult
+from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, get_fix_method
 
-
-@dataclass
-class FixResult:
-    """One fitted decision layer with what it used and how it was chosen."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    method: str
-    targets: dict[int, list[int]]
-    select_by: str
-    uses_group_labels: bool
-    fit_on: str
-    chosen: dict = field(default_factory=dict)
-    search: list[dict] = field(default_factory=list)
-    best_val_metric: float | None = None
-    detail: object = None  # the EditResult or RefitResult behind it
-
-    def apply(self, fs: FeatureSet) -> FeatureSet:
-        return fs.with_logits(self.weight, self.bias)
-
-
-def _edit(W, b, train, val, targets, cfg: FixConfig, device, progress) -> FixResult:
-    select_by = resolve_select_by(cfg.select_by, targets)
-    lrs = (cfg.lr,) if cfg.lr is not None else LR_GRID
-    lams = (cfg.lam,) if cfg.lam is not None else (LAM_GRID if cfg.method in NEURON_METHODS else (0.0,))
-    use_val = val is not None and cfg.patience > 0
-    best, rows = None, []
-    for lr, lam in itertools.product(lrs, lams):
-        res = edit_head(W, b, train, val if use_val else None, targets, method=cfg.method, tau=cfg.tau, lam=lam,
-                        epochs=cfg.epochs, patience=cfg.patience if use_val else None, lr=lr, warmup=cfg.warmup,
-                        batch_size=cfg.batch_size, select_by=select_by, seed=cfg.seed, device=device,
-                        focal_gamma=cfg.focal_gamma, class_boost=cfg.class_boost, progress=progress)
-        rows.append({"lr": lr, "lam": lam, "metric": res.best_val_metric, "best_epoch": res.best_epoch})
-        if best is None or (res.best_val_metric is not None and res.best_val_metric > best[1].best_val_metric):
-            best = ({"lr": lr, "lam": lam}, res)
-    chosen, res = best
-    fit_on = "train (from the original head)"
-    return FixResult(res.weight, res.bias, cfg.method, targets, select_by if use_val else "last epoch",
-                     select_by in GROUP_LABEL_SELECT, fit_on, chosen, rows if len(rows) > 1 else [],
-                     res.best_val_metric, res)
+__all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
+           "fix_record", "summary_row"]
 
 
 def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
              targets: dict[int, list[int]], config: FixConfig | None = None, *, device="cpu",
              progress: bool = False, **overrides) -> FixResult:
-    """Fix the decision layer ``W, b`` for ``targets`` ``{class: neurons}`` (module docstring)."""
-    cfg = replace(config or FixConfig(), **overrides).validate()
+    """Fix the decision layer ``W, b`` for ``targets`` ``{class: neurons}`` with the registered method
+    ``config.method`` (module docstring; the methods: :mod:`neuroinspect.fix.methods`)."""
+    cfg = replace(config or FixConfig(), **overrides).validate(methods=FIX_METHODS)
+    method = get_fix_method(cfg.method)
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     names = train.class_names
-    if cfg.method in NEEDS_NEURONS:
+    if method.needs_neurons:
         empty = [names[c] if c < len(names) else str(c) for c, s in targets.items() if not s]
         if empty or not targets:
             raise NeuroInspectError(f"method '{cfg.method}' needs neurons for every edited class (none for "
@@ -82,20 +45,7 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
         bad = sorted({j for s in targets.values() for j in s if not 0 <= j < D})
         if bad:
             raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
-    if cfg.method in EDIT_METHODS:
-        return _edit(W, b, train, val, targets, cfg, device, progress)
-    l2 = (cfg.l2,) if cfg.l2 is not None else L2_GRID
-    if cfg.method == "rebalance":
-        qs = (cfg.quantile,) if cfg.quantile is not None else QUANTILE_GRID
-        res = rebalance(train, val, targets, fit_on=cfg.fit_on, l2=l2, quantiles=qs, seed=cfg.seed)
-    elif cfg.method == "dfr":
-        res = dfr(train, val, l2=l2, seed=cfg.seed, targets=targets)
-    elif cfg.method == "jtt":
-        res = jtt(train, val, l2=l2, seed=cfg.seed, targets=targets)
-    else:
-        res = ablate(W, b, targets)
-    return FixResult(res.weight, res.bias, res.method, targets, res.select_by or "—", res.uses_group_labels,
-                     res.fit_on, res.chosen, res.search, res.best_val_metric, res)
+    return method.run(FixProblem(W, b, train, val, targets, device, progress), cfg)
 
 
 # --------------------------------------------------------------------------- comparing over seeds
@@ -144,8 +94,7 @@ def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSe
     original = evaluate(test.with_logits(W, b))
     out = {"original": (original, summary_row("original", original, edited), None)}
     for method in methods:
-        if method not in METHODS:
-            raise NeuroInspectError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        get_fix_method(method)  # an unknown name fails before any work, listing the registered methods
         res = fix_head(W, b, train, val, targets, cfg, device=device, progress=progress, method=method, seed=seed)
         m = evaluate(res.apply(test))
         out[method] = (m, summary_row(method, m, edited), res)

@@ -1,5 +1,6 @@
 """Every method name, search grid and default of stage 3, in one place and without importing torch
-(the command line's ``--help`` reads them from here).
+(the command line's ``--help`` reads them from here). The methods themselves are registered in
+:mod:`neuroinspect.fix.methods`; a test checks that the names and flags here match that registry.
 
 A setting left ``None`` in :class:`FixConfig` is searched on the validation split (see
 :mod:`neuroinspect.fix.compare`).
@@ -16,6 +17,9 @@ METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
 DEFAULT_METHOD = "rebalance"
 NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S
 NEEDS_NEURONS = frozenset(NEURON_METHODS) | {"rebalance", "ablate"}
+GROUP_LABEL_METHODS = frozenset({"dfr"})  # methods that read the true group labels
+# what `compare` and the demo run by default: the proposed fix first, the group-label reference last
+DEFAULT_COMPARE = ("rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr")
 
 # auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
 SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")
@@ -49,9 +53,10 @@ class FixConfig:
     class_boost: float = 2.0
     seed: int = 0
 
-    def validate(self) -> "FixConfig":
-        if self.method not in METHODS:
-            raise NeuroInspectError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
+    def validate(self, methods=METHODS) -> "FixConfig":
+        """Check every setting; ``methods``: the known method names (the registry's, where it is loaded)."""
+        if self.method not in methods:
+            raise NeuroInspectError(f"unknown method '{self.method}'; choose one of {', '.join(methods)}")
         for name, v in (("lr", self.lr), ("lam", self.lam), ("l2", self.l2)):
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise NeuroInspectError(f"--{name} must be a positive finite number; got {v}")

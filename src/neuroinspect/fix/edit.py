@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from neuroinspect.core.errors import NeuroInspectError
@@ -447,8 +448,6 @@ def save_edited_model(model: nn.Module, head_name: str, weight: torch.Tensor, bi
 
     Reload it with ``build_model(spec, weights=path, num_classes=C)`` (CLI: ``--weights path``).
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise NeuroInspectError(f"the edited model is saved as .safetensors; got '{path.name}'")

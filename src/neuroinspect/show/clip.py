@@ -9,23 +9,23 @@ CLIP specs
 ``hf:NAME_OR_DIR``               a transformers ``CLIPModel`` from the Hugging Face hub or a local folder
 ``none``                         no CLIP: the class-conditional recipe (the paper's "w/o CLIP" ablation)
 
-When pretrained weights cannot be had (no network and nothing cached), ``resolve_clip`` logs one
+Downloads go through huggingface_hub, which uses its cache when the hub cannot be reached and
+honours ``HF_HUB_OFFLINE=1`` (cache only, no network). When pretrained weights cannot be had
+(no network and nothing cached), ``resolve_clip`` logs one
 warning saying how to supply them and returns no model; the caller falls back to the
 class-conditional recipe and records why.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from torch import nn
 
 from neuroinspect.core.errors import NeuroInspectError
@@ -180,36 +180,20 @@ class ClipModel:
 
 
 # ---------------------------------------------------------------------------- loading
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
+def _is_offline(err: BaseException) -> bool:
+    """Whether the hub could not be reached (no network, or ``HF_HUB_OFFLINE``) and nothing was cached.
+
+    huggingface_hub (under open_clip and transformers) already falls back to its cache when it
+    cannot connect; when that fails too it raises ``LocalEntryNotFoundError`` (or, in offline mode,
+    ``OfflineModeIsEnabled``), possibly wrapped by the library that called it.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
             return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _quiet_hub(offline: bool):
-    """Silence download chatter; with ``offline`` let huggingface_hub look in its cache only."""
-    previous_disable = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    patched = None
-    try:
-        if offline:
-            try:
-                from huggingface_hub import constants as hub_constants
-
-                patched = (hub_constants, hub_constants.HF_HUB_OFFLINE)
-                hub_constants.HF_HUB_OFFLINE = True
-            except ImportError:  # pragma: no cover - comes with open_clip and transformers
-                pass
-        yield
-    finally:
-        if patched is not None:
-            patched[0].HF_HUB_OFFLINE = patched[1]
-        logging.disable(previous_disable)
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _image_size(value) -> int:
@@ -220,7 +204,7 @@ def _image_size(value) -> int:
 
 def _load_open_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
     try:
-        import open_clip
+        import open_clip  # lazy: importing it takes seconds and only CLIP-Illusion runs need it
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise NeuroInspectError("open_clip specs need the open_clip_torch package: pip install open_clip_torch") from err
 
@@ -254,16 +238,19 @@ def _load_open_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
         raise NeuroInspectError(f"CLIP spec '{spec}' names no weights; add /PRETRAINED (e.g. /{'laion2b_s34b_b79k'}) "
                                 "or @/path/to/checkpoint (random weights are useless for CLIP-Illusion)")
 
-    offline = needs_hub and not _hub_reachable()
+    if spec.pretrained:
+        try:  # fetch (or find in the hub's cache) the tag's weights first, so that a failure is ours to report
+            open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, spec.pretrained))
+        except Exception as err:
+            raise ClipUnavailable(_unavailable(spec, err)) from err
     try:
-        with _quiet_hub(offline):
-            model = open_clip.create_model(model_name, pretrained=pretrained, device=device, weights_only=True)
-            tokenizer = open_clip.get_tokenizer(model_name)
+        model = open_clip.create_model(model_name, pretrained=pretrained, device=device, weights_only=True)
+        tokenizer = open_clip.get_tokenizer(model_name)
     except NeuroInspectError:
         raise
     except Exception as err:
         if needs_hub:
-            raise ClipUnavailable(_unavailable(spec, offline, err)) from err
+            raise ClipUnavailable(_unavailable(spec, err)) from err
         raise NeuroInspectError(f"'{spec.checkpoint}' is not a CLIP checkpoint for OpenCLIP model '{model_name}': "
                                 f"{_short(err)}") from err
     visual = model.visual
@@ -275,7 +262,7 @@ def _load_open_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
 
 
 def _open_clip_simple_tokenizer(context_length: int) -> Callable:
-    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.tokenizer import SimpleTokenizer  # lazy: see _load_open_clip
 
     return SimpleTokenizer(context_length=context_length)
 
@@ -285,7 +272,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 def _load_hf(spec: ClipSpec, device: torch.device) -> ClipModel:
     try:
-        import transformers
+        import transformers  # lazy: optional (the [hf] extra), slow to import, only hf: specs need it
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise NeuroInspectError("hf: CLIP specs need the transformers package: pip install transformers") from err
 
@@ -298,27 +285,24 @@ def _load_hf(spec: ClipSpec, device: torch.device) -> ClipModel:
         name = str(local)
     elif name.startswith((".", "/", "~")):
         raise NeuroInspectError(f"CLIP folder '{name}' does not exist")
-    offline = not is_local and not _hub_reachable()
     try:
-        with _quiet_hub(offline):
-            config = transformers.AutoConfig.from_pretrained(name)
-            if getattr(config, "model_type", None) != "clip":
-                raise NeuroInspectError(f"'{name}' holds a '{getattr(config, 'model_type', '?')}' model, not CLIP "
-                                        "(transformers CLIPModel)")
-            model = transformers.CLIPModel.from_pretrained(name)
+        config = transformers.AutoConfig.from_pretrained(name)
+        if getattr(config, "model_type", None) != "clip":
+            raise NeuroInspectError(f"'{name}' holds a '{getattr(config, 'model_type', '?')}' model, not CLIP "
+                                    "(transformers CLIPModel)")
+        model = transformers.CLIPModel.from_pretrained(name)
     except NeuroInspectError:
         raise
     except Exception as err:
         if not is_local:
-            raise ClipUnavailable(_unavailable(spec, offline, err)) from err
+            raise ClipUnavailable(_unavailable(spec, err)) from err
         raise NeuroInspectError(f"could not load a CLIP model from '{name}': {_short(err)}") from err
 
     context = int(model.config.text_config.max_position_embeddings)
     try:
         if is_local and not any((local / f).is_file() for f in _TOKENIZER_FILES):
             raise FileNotFoundError("no tokenizer files")
-        with _quiet_hub(offline):
-            hf_tok = transformers.AutoTokenizer.from_pretrained(name)
+        hf_tok = transformers.AutoTokenizer.from_pretrained(name)
         if len(hf_tok) > model.config.text_config.vocab_size:
             raise ValueError("the tokenizer's vocabulary is larger than the model's")
 
@@ -331,8 +315,7 @@ def _load_hf(spec: ClipSpec, device: torch.device) -> ClipModel:
 
     mean, std = OPENAI_MEAN, OPENAI_STD
     try:
-        with _quiet_hub(offline):
-            proc = transformers.CLIPImageProcessor.from_pretrained(name)
+        proc = transformers.CLIPImageProcessor.from_pretrained(name)
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except Exception:
         pass
@@ -350,8 +333,8 @@ def _load_hf(spec: ClipSpec, device: torch.device) -> ClipModel:
                      mean, std, device)
 
 
-def _unavailable(spec, offline: bool, err: Exception) -> str:
-    if offline:
+def _unavailable(spec, err: Exception) -> str:
+    if _is_offline(err):
         return f"no internet connection and no cached copy of the weights for '{spec}'"
     return f"could not download the weights for '{spec}' ({_short(err, 160)})"
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from neuroinspect.core.io import atomic_path, save_png
+from neuroinspect.core.models import state_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ def _hash_file(path: str) -> str | None:
 
 
 def _model_tag(probe, preprocess) -> str:
-    from neuroinspect.core.models import state_fingerprint
-
     parts = {"format": CACHE_FORMAT, "weights": state_fingerprint(probe.model), "head": probe.head_name,
              "spatial": probe.spatial_name, "layout": probe.spatial_layout, "prefix": probe.prefix_tokens,
              "preprocess": preprocess.describe()}

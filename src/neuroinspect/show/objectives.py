@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from neuroinspect.core.errors import NeuroInspectError
 
-RECIPES = ("clip-illusion", "class", "fv")
 DEFAULT_GAMMA = 0.5
 DEFAULT_EPSILON = 0.05
 
@@ -169,13 +168,57 @@ class ClipSimilarity(Objective):
         return F.cosine_similarity(ctx.image_embeddings, ctx.text_embeddings.to(ctx.image_embeddings), dim=1)
 
 
+# --------------------------------------------------------------------------- recipes
+@dataclass(frozen=True)
+class Recipe:
+    """A named loss of paper Sec. III-D and what running it takes."""
+
+    name: str
+    build: Callable[[float, float], Objective]  # (gamma, epsilon) -> the loss
+    aliases: tuple[str, ...] = ()
+    needs_clip: bool = False  # without a CLIP model, visualisation falls back to ``FALLBACK_RECIPE``
+    per_class: bool = True  # False: the loss ignores the class, so one image per neuron suffices
+
+
+RECIPES: dict[str, Recipe] = {}
+RECIPE_ALIASES: dict[str, str] = {}
+FALLBACK_RECIPE = "class"  # what a CLIP recipe becomes when CLIP cannot be had
+
+
+def register_recipe(name: str, aliases: tuple[str, ...] = (), needs_clip: bool = False, per_class: bool = True):
+    """Register ``build(gamma, epsilon) -> Objective`` as the recipe ``name`` (and its ``aliases``)."""
+    def register(build: Callable[[float, float], Objective]) -> Callable[[float, float], Objective]:
+        RECIPES[name] = Recipe(name, build, tuple(aliases), needs_clip, per_class)
+        RECIPE_ALIASES.update({alias: name for alias in aliases})
+        return build
+
+    return register
+
+
+@register_recipe("clip-illusion", aliases=("clip",), needs_clip=True)
+def _clip_illusion(gamma: float, epsilon: float) -> Objective:
+    return -(ClipSimilarity() + epsilon) * (NeuronActivation() + gamma * ClassLogit())  # Eq. 4
+
+
+@register_recipe("class")
+def _class_conditional(gamma: float, epsilon: float) -> Objective:
+    return -(NeuronActivation() + gamma * ClassLogit())  # Eq. 2
+
+
+@register_recipe("fv", per_class=False)
+def _feature_visualisation(gamma: float, epsilon: float) -> Objective:
+    return -NeuronActivation()
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` or one of its aliases; an unknown name raises one line listing the choices."""
+    found = RECIPES.get(RECIPE_ALIASES.get(name, name))
+    if found is None:
+        choices = ", ".join(list(RECIPES) + [f"{a} (= {n})" for a, n in RECIPE_ALIASES.items()])
+        raise NeuroInspectError(f"unknown recipe '{name}'; choose one of: {choices}")
+    return found
+
+
 def recipe(name: str, gamma: float = DEFAULT_GAMMA, epsilon: float = DEFAULT_EPSILON) -> Objective:
     """The loss of a named recipe of paper Sec. III-D: ``fv``, ``class`` or ``clip-illusion``."""
-    a, s = NeuronActivation(), ClassLogit()
-    if name == "fv":
-        return -a
-    if name == "class":
-        return -(a + gamma * s)
-    if name in ("clip-illusion", "clip"):
-        return -(ClipSimilarity() + epsilon) * (a + gamma * s)
-    raise NeuroInspectError(f"unknown recipe '{name}'; choose one of: {', '.join(RECIPES)}")
+    return get_recipe(name).build(gamma, epsilon)

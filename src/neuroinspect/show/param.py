@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from neuroinspect.core.errors import NeuroInspectError
+
 # Square root of the colour correlation of natural images (ImageNet), from Lucid.
 _COLOR_CORRELATION_SVD_SQRT = torch.tensor(
     [[0.26, 0.09, 0.02],
@@ -128,8 +130,6 @@ PARAMETERISATIONS = {"fourier": FourierImage, "pixel": PixelImage}
 
 def make_image(kind: str, seeds: Sequence[int], size: int, device: str | torch.device = "cpu", **options) -> nn.Module:
     """Build the parameterisation ``kind`` ("fourier" or "pixel") for one image per seed."""
-    from neuroinspect.core.errors import NeuroInspectError
-
     if kind not in PARAMETERISATIONS:
         raise NeuroInspectError(f"unknown image parameterisation '{kind}'; choose one of: {', '.join(PARAMETERISATIONS)}")
     if size < 8:

@@ -22,15 +22,20 @@ from typing import Sequence
 
 import torch
 
+from neuroinspect.core.data import class_index
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import publish_dir, save_png, staging_dir, write_json
-from neuroinspect.show.augment import Augmentation, default_augmentation
+from neuroinspect.core.models import LoadedModel
+from neuroinspect.core.probe import Probe
+from neuroinspect.core.session_api import InspectedModel
+from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
 from neuroinspect.show.exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
+from neuroinspect.show.heatmaps import HeatmapRequest, _Images, exemplar_heatmaps
 from neuroinspect.show.masks import class_means, core_relevance_score, dim_outside, neuron_mask, to_pil, to_rgba
-from neuroinspect.show.objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, RECIPES, ClassLogit, ClipSimilarity, Context,
-                         NeuronActivation, Objective, recipe)
-from neuroinspect.show.render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render
+from neuroinspect.show.objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, FALLBACK_RECIPE, RECIPES, ClassLogit,
+                                          ClipSimilarity, Context, NeuronActivation, Objective, get_recipe, recipe)
+from neuroinspect.show.render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render, resolve_precision
 
 __all__ = [
     "visualize_neurons", "visualize_ranked", "render", "recipe", "resolve_clip", "load_clip", "parse_clip_spec",
@@ -43,10 +48,7 @@ log = logging.getLogger(__name__)
 
 def _unpack(source, preprocess=None, class_names=None):
     """(probe, preprocess, class names, model spec, data-or-None) from an Inspector, LoadedModel or Probe."""
-    from neuroinspect.core.models import LoadedModel
-    from neuroinspect.core.probe import Probe
-
-    if hasattr(source, "probe") and hasattr(source, "loaded"):  # an Inspector
+    if isinstance(source, InspectedModel):  # an Inspector
         return source.probe, source.loaded.preprocess, list(class_names or source.class_names), source.loaded.spec, source
     if isinstance(source, LoadedModel):
         probe = Probe(source.model, input_size=source.preprocess.input_size)
@@ -70,8 +72,6 @@ def _features_for(ins, features, split):
 
 
 def _class_index(names: list[str], value, C: int) -> int:
-    from neuroinspect.core.data import class_index
-
     idx = class_index(names, value)
     if idx >= C:
         raise NeuroInspectError(f"class {value!r} is index {idx}, but the model has only {C} outputs")
@@ -137,8 +137,7 @@ def visualize_neurons(
     Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
     ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
     """
-    if recipe not in RECIPES:
-        raise NeuroInspectError(f"unknown recipe '{recipe}'; choose one of: {', '.join(RECIPES)}")
+    chosen = get_recipe(recipe)  # an unknown name fails here, listing the registered recipes
     probe, pre, names, model_spec, ins = _unpack(source, preprocess, class_names)
     neurons = [int(n) for n in neurons]
     if not neurons:
@@ -171,16 +170,14 @@ def visualize_neurons(
     }
     pairs = []
     for n in neurons:
-        for c in per_neuron[n][: 1 if recipe == "fv" else None]:  # fv ignores the class: one image per neuron
+        for c in per_neuron[n][: None if chosen.per_class else 1]:  # fv ignores the class: one image per neuron
             if (n, c) not in pairs:
                 pairs.append((n, c))
 
-    choice = resolve_clip(clip, device or probe.head.weight.device) if recipe == "clip-illusion" else ClipChoice(None)
-    used = recipe if (recipe != "clip-illusion" or choice.model is not None) else "class"
+    choice = resolve_clip(clip, device or probe.head.weight.device) if chosen.needs_clip else ClipChoice(None)
+    used = chosen.name if (not chosen.needs_clip or choice.model is not None) else FALLBACK_RECIPE
     texts = [class_text.get(name, name) for name in names]
     fs = _features_for(ins, features, split)
-
-    from neuroinspect.show.render import resolve_precision
 
     precision = resolve_precision(precision, amp)
     init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
@@ -211,14 +208,12 @@ def visualize_neurons(
                            choice.model is not None, starts)
     heat_rows, heat_stats = {}, None
     if fs is not None and len(fs) and heatmaps > 0:
-        from neuroinspect.show.heatmaps import HeatmapRequest, exemplar_heatmaps
-
         requests = []
         for n in neurons:
             inspected = per_neuron[n] if (given is not None or given_per is not None) else []
             votes = [c for c, w in neuron_top_classes(probe.weight, n, max(vote_classes, 0)) if w > 0] if vote_classes else []
             if not inspected:  # no class given: the classes rendered are the ones it votes for
-                votes = list(dict.fromkeys(per_neuron[n][: 1 if recipe == "fv" else None] + votes))
+                votes = list(dict.fromkeys(per_neuron[n][: None if chosen.per_class else 1] + votes))
             for c in inspected:
                 requests.append(HeatmapRequest(n, c, "inspected"))
             for c in votes:
@@ -275,8 +270,6 @@ def visualize_neurons(
 
 def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:
     """Per pair: (the neuron's top image of the class as the model sees it, its id, activation), if it fires there."""
-    from neuroinspect.show.heatmaps import _Images
-
     if fs is None or not len(fs):
         return None
     images = _Images(data, getattr(fs, "split", None) or None)
@@ -323,7 +316,6 @@ def _image_note(r, names, start) -> str | None:
 
 def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, dim, means, present, recipe_used,
                  clip_used, starts=None) -> list[dict]:
-    from neuroinspect.show.augment import ModelInput
 
     records = []
     model_input = ModelInput.for_classifier(pre).to(probe.head.weight.device)
