@@ -154,7 +154,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     """Run the whole demo into ``out`` and return its headline numbers."""
     from neuroinspect.core.runinfo import versions
     from neuroinspect.fix.edit import save_edited_model
-    from neuroinspect.fix.compare import aggregate_seeds, fix_record
+    from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record
+    from neuroinspect.core.records import Metrics, RunInfo
     from neuroinspect.find.ranking import explain_class
     from neuroinspect.core.features import store_features
     from neuroinspect.core.metrics import evaluate
@@ -216,7 +217,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     # 3. evaluate ----------------------------------------------------------------------------
     stage("evaluating")
     metrics = {s: evaluate(feats[s]) for s in ("train", "val", "test")}
-    write_json(out / "metrics.json", {**metrics["test"], "split": "test"})
+    Metrics.from_dict({**metrics["test"], "split": "test"}).write(out / Metrics.FILE)
     write_json(out / "metrics_all_splits.json", metrics)
     stages.update()
 
@@ -268,17 +269,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     after = first[cfg.fix][0]
     targets = res.targets
     edited_file = save_edited_model(trained.model, ins.probe.head_name, res.weight, res.bias, out / "edit" / "model_edited.safetensors")
-    write_json(out / "edit" / "edit.json", fix_record(
+    fix_record(
         res, names, before, after, edited_file.name, split="test",
         picked_by={"rule": f"the top {cfg.n_edit} insufficient neurons of '{worst}' by the {cfg.ranking} ranking",
                    "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
-    ))
-    write_json(out / "compare" / "compare.json", {
-        "classes": [names[k] for k in targets], "split": "test", "rows": rows, "seeds": seeds,
-        "neurons": picked[cfg.seed], "neurons_by_seed": {str(k): v for k, v in picked.items()},
-        "notes": [f"each seed trains its own ERM head, explains its worst class, picks its top {cfg.n_edit} "
-                  f"insufficient neurons ({cfg.ranking} ranking) and runs every method"],
-    })
+    ).write(out / "edit" / "edit.json")
+    comparison_record(
+        rows, targets, names, "test", seeds, neurons_by_seed=picked,
+        notes=[f"each seed trains its own ERM head, explains its worst class, picks its top {cfg.n_edit} "
+               f"insufficient neurons ({cfg.ranking} ranking) and runs every method"],
+    ).write(out / "compare" / "compare.json")
     lap("edit_and_compare", t0)
     stages.update()
 
@@ -297,11 +297,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
         "erm_worst_group": mean("erm"), "ratio_worst_group": mean("ratio"), "dfr_worst_group": mean("dfr"),
         "worst_class": worst, "edited": {names[k]: v for k, v in targets.items()},
     }
-    write_json(out / "run.json", {
+    RunInfo.from_dict({
         "command": "demo", "config": asdict(cfg), "device": str(ins.device), "data": str(manifest),
         "versions": versions(), "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
         "headline": headline, "probe": ins.probe.describe(), "model_file": model_file.name,
-    })
+    }).write(out / RunInfo.FILE)
     report = build_report(out)
     stages.update()
     stages.close()
