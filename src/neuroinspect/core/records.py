@@ -16,7 +16,7 @@ and ``write``/``read`` (files, written atomically). Every file carries a ``schem
 files written before the field existed hold the same content and read as version 1. Reading a
 file with a newer schema, a missing field or a field of the wrong type fails with one line that
 says which file and what to do (rerun the stage that wrote it). Keys a record does not know are
-kept in ``extra`` and written back unchanged.
+kept in ``extra``; a record read from a dict or file writes its keys back in the same order.
 """
 from __future__ import annotations
 
@@ -127,6 +127,9 @@ def _dump(value: Any) -> Any:
             out[_key(f)] = _dump(v)
         for k, v in value.extra.items():
             out.setdefault(k, _dump(v))
+        order = getattr(value, "_order", None)  # the key order of the file it was read from
+        if order:
+            out = {**{k: out[k] for k in order if k in out}, **out}
         return out
     if isinstance(value, list):
         return [_dump(v) for v in value]
@@ -156,7 +159,9 @@ class Part:
             elif f.default is MISSING and f.default_factory is MISSING:
                 raise _Mismatch(f"'{path}' is missing")
         kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        obj._order = list(data)  # written back in the same order (not part of equality)
+        return obj
 
     def to_dict(self) -> dict:
         return _dump(self)
@@ -412,7 +417,7 @@ class PickedBy(Part):
 
     rule: str | None = None
     ranking: str | None = opt()
-    ranked: list[Any] = field(default_factory=list)
+    ranked: list[Any] | None = opt()  # the candidates in rank order (else the keys of ``crs``)
     crs: dict[str, float | None] = field(default_factory=dict)
 
 
