@@ -16,7 +16,8 @@ and ``write``/``read`` (files, written atomically). Every file carries a ``schem
 files written before the field existed hold the same content and read as version 1. Reading a
 file with a newer schema, a missing field or a field of the wrong type fails with one line that
 says which file and what to do (rerun the stage that wrote it). Keys a record does not know are
-kept in ``extra``; a record read from a dict or file writes its keys back in the same order.
+kept in ``extra``. A record read from a dict or file writes back the same keys in the same order (a
+field the source lacked is added only once it is set to something other than its default).
 """
 from __future__ import annotations
 
@@ -115,8 +116,13 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _default(f) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
 def _dump(value: Any) -> Any:
     if isinstance(value, Part):
+        order = getattr(value, "_order", None)  # the keys of the dict it was read from, in order
         out = {}
         for f in fields(value):
             if f.name == "extra":
@@ -124,10 +130,11 @@ def _dump(value: Any) -> Any:
             v = getattr(value, f.name)
             if v is None and f.metadata.get("omit_none"):
                 continue
+            if order is not None and _key(f) not in order and v == _default(f):
+                continue  # absent where it was read from, and still the default: left out again
             out[_key(f)] = _dump(v)
         for k, v in value.extra.items():
             out.setdefault(k, _dump(v))
-        order = getattr(value, "_order", None)  # the key order of the file it was read from
         if order:
             out = {**{k: out[k] for k in order if k in out}, **out}
         return out
