@@ -13,7 +13,7 @@ from neuroinspect.core.metrics import evaluate, summarize, worst
 from neuroinspect.core.records import (RECORDS, SCHEMA_VERSION, Comparison, EditRecord, ExplanationRecord, Metrics,
                                        RunInfo, VisualizationSet)
 from neuroinspect.fix.compare import summary_row
-from test_report import AFTER, BEFORE, make_run
+from runfiles import AFTER, BEFORE, make_run
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +147,18 @@ def test_every_record_file_is_known():
                             "compare.json"}
 
 
-def test_report_leaves_out_a_too_new_file_and_keeps_rcparams(tmp_path):
+def test_report_leaves_out_a_too_new_file_and_keeps_rcparams(tmp_path, files):
     import matplotlib
 
     from neuroinspect.report import build_report
 
-    files = make_run(tmp_path)
-    (tmp_path / "compare" / "compare.json").write_text(json.dumps({**files["compare"], "schema": 99}))
+    Metrics.from_dict(BEFORE).write(tmp_path / "metrics.json")
+    (tmp_path / "compare.json").write_text(json.dumps({**files["compare"], "schema": 99}))
     before = dict(matplotlib.rcParams)
     with matplotlib.rc_context({"font.size": 17.0}):
         page = build_report(tmp_path).read_text(encoding="utf-8")
         assert matplotlib.rcParams["font.size"] == 17.0 and matplotlib.rcParams["axes.spines.top"] is True
     assert dict(matplotlib.rcParams) == before
-    assert '<section id="compare">' not in page and '<section id="edit">' in page
+    assert (tmp_path / "report_assets" / "metrics_per_group.png").stat().st_size > 1000  # charts were drawn
+    assert '<section id="compare">' not in page and '<section id="accuracy">' in page
     assert "compare.json could not be read and was left out (written with compare.json schema 99" in page
