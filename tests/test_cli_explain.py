@@ -5,6 +5,7 @@ import pytest
 
 from neuroinspect.cli import main
 from planted import GREEN, RED, write_folder
+from runfiles import load_run_files
 
 MODEL = ["--model", "planted:planted_cnn"]
 
@@ -35,6 +36,9 @@ def test_planted_excessive_neuron_ranked_first(tmp_path, capsys):
     assert f"{RED:>7}" in capsys.readouterr().out
     run = json.loads((out / "run.json").read_text())
     assert run["command"] == "explain" and run["versions"]["torch"]
+    records = load_run_files(out)  # every file loads as its typed record
+    assert set(records) == {"ranking.json", "metrics.json", "run.json"}
+    assert records["ranking.json"].excessive[0].neuron == RED and records["metrics.json"].summary.worst_class == "apple"
 
 
 def test_planted_insufficient_neuron_ranked_first(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 from neuroinspect.demo import DemoConfig, run_demo
+from runfiles import load_run_files
 
 TINY = dict(scenes=dict(n_train=16, n_val=10, n_test=10, size=48), head_epochs=60,
             pipeline=dict(n_insufficient=2, n_excessive=1, n_edit=1), render=dict(steps=6, size=64, batch=8))
@@ -41,6 +42,10 @@ def test_demo_writes_every_stage(tiny_run):
     run_json = json.loads((run / "run.json").read_text())
     assert set(headline["timings_s"]) >= {"data", "features_and_head", "explain", "visualize", "edit_and_compare"}
     assert run_json["timings_s"]["visualize"] == headline["timings_s"]["visualize"]
+    # every file loads as its typed record
+    assert set(load_run_files(run)) == {"run.json", "metrics.json", "ranking.json"}
+    assert set(load_run_files(run / "visualize")) == {"visualizations.json"}
+    assert set(load_run_files(run / "edit")) == {"edit.json"} and set(load_run_files(run / "compare")) == {"compare.json"}
     vis = json.loads((run / "visualize/visualizations.json").read_text())
     assert vis["precision"] == "bf16" and vis["channels_last"] is True
     # every card: exemplar heatmaps first, and a blank image is never left without a reason

@@ -25,6 +25,7 @@ from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.importance import neuron_importance
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.metrics import evaluate
+from runfiles import load_run_files
 
 
 @pytest.fixture(autouse=True)
@@ -421,6 +422,7 @@ def test_cli_edit_end_to_end_reload_reproduces_metrics(image_project, tmp_path):
     assert 1 <= report["best_epoch"] <= report["epochs_run"] <= 4
     assert [row["epoch"] for row in report["curves"]] == list(range(1, report["epochs_run"] + 1))
     assert report["before"]["n"] == report["after"]["n"] == 18
+    assert set(load_run_files(out)) == {"edit.json", "run.json"}  # both load as typed records
     # the backbone (parameters and BatchNorm buffers) is bit-identical; only the head changed
     edited, orig = read_state_dict(out / report["model_file"]), read_state_dict(weights)
     assert set(edited) == set(orig)
@@ -449,6 +451,7 @@ def test_cli_compare_writes_table(image_project, tmp_path, capsys):
     assert data["seeds"] == [0, 1] and all(r["n_seeds"] == 2 for r in data["rows"][1:])
     assert all(len(r["avg_acc_runs"]) == 2 and r["avg_acc_std"] >= 0 for r in data["rows"][1:])
     assert data["classes"] == ["red"] and data["split"] == "test"
+    assert set(load_run_files(out)) == {"compare.json", "run.json"}  # both load as typed records
     for r in data["rows"]:
         assert 0 <= r["avg_acc"] <= 1 and 0 <= r["class_acc"] <= 1 and r["worst_group_acc"] is None
     md = (out / "compare.md").read_text()

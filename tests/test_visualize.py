@@ -424,6 +424,7 @@ def test_bad_input_leaves_nothing_behind(tmp_path):
 
 def test_cli_visualize(tmp_path, capsys):
     from neuroinspect.cli import main
+    from runfiles import load_run_files
 
     out = tmp_path / "cli"
     rc = main(["visualize", "--model", "test_visualize:stripe_cnn", "--neurons", f"{STRIPE}", "--classes", "0",
@@ -432,6 +433,7 @@ def test_cli_visualize(tmp_path, capsys):
     saved = json.loads((out / "visualizations.json").read_text())
     assert saved["images"][0]["neuron"] == STRIPE and saved["images"][0]["class"] == "class_0"
     assert (out / saved["images"][0]["image"]).is_file() and (out / "run.json").is_file()
+    assert set(load_run_files(out)) == {"visualizations.json", "run.json"}  # the files load as typed records
     assert "results in" in capsys.readouterr().out
     bad = tmp_path / "bad"
     assert main(["visualize", "--model", "test_visualize:stripe_cnn", "--neurons", "99", "--clip", "none",

@@ -37,9 +37,10 @@ from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import mkdirs, write_json
 from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.records import Comparison, EditRecord, Metrics, RunInfo
 from neuroinspect.core.runinfo import versions
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
-from neuroinspect.fix.compare import aggregate_seeds, fix_record, run_methods
+from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, run_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
 from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.edit import save_edited_model
@@ -248,7 +249,7 @@ class Pipeline:
         names = ins.class_names
         metrics = {split: evaluate(fs) for split, fs in
                    {cfg.explain_split: feats["val"], "train": feats["train"], cfg.eval_split: feats["test"]}.items()}
-        write_json(out / "metrics.json", {**metrics[cfg.eval_split], "split": cfg.eval_split})
+        Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
         write_json(out / "metrics_all_splits.json", metrics)
         self._lap("features", t0)
         bar.update()
@@ -301,18 +302,15 @@ class Pipeline:
                                         out / "edit" / "model_edited.safetensors")
         rule = (f"the top {cfg.n_edit} insufficient neurons of " + ", ".join(f"'{e.class_name}'" for e in explanations)
                 + f" by the {cfg.ranking} ranking")
-        write_json(out / "edit" / "edit.json", fix_record(
-            res, names, before, after, edited_file.name, split=cfg.eval_split,
-            picked_by={"rule": rule, "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
-        ))
+        fix_record(res, names, before, after, edited_file.name, split=cfg.eval_split,
+                   picked_by={"rule": rule, "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
+                   ).write(out / "edit" / EditRecord.FILE)
         picked = {r.seed: {names[k]: v for k, v in r.targets.items()} for r in runs}
         if self.retrain_head is not None and len(runs) > 1:
             notes.append(f"each seed trains its own head, explains its worst class, picks its top {cfg.n_edit} "
                          f"insufficient neurons ({cfg.ranking} ranking) and runs every method")
-        write_json(out / "compare" / "compare.json", {
-            "classes": [names[k] for k in first.targets], "split": cfg.eval_split, "rows": rows, "seeds": list(cfg.seeds),
-            "neurons": picked[cfg.seeds[0]], "neurons_by_seed": {str(k): v for k, v in picked.items()}, "notes": notes,
-        })
+        comparison_record(rows, first.targets, names, cfg.eval_split, cfg.seeds, notes, neurons_by_seed=picked,
+                          ).write(out / "compare" / Comparison.FILE)
         self._lap("edit_and_compare", t0)
         bar.update()
 
@@ -322,10 +320,10 @@ class Pipeline:
         info = {"command": "debug", **(run_info or {})}
         earlier = info.pop("timings_s", {})  # stages the caller ran before the pipeline (the demo's data and head)
         self.timings = {**earlier, **self.timings, "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
-        write_json(out / "run.json", {
+        RunInfo.from_dict({
             **info, "pipeline": asdict(cfg), "device": str(ins.device), "versions": versions(),
             "timings_s": dict(self.timings), "headline": headline, "probe": ins.probe.describe(),
-        })
+        }).write(out / RunInfo.FILE)
         report = build_report(out)
         bar.update()
         bar.close()

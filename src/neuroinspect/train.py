@@ -42,6 +42,7 @@ from neuroinspect.core.data import ImageData, collate_skipping, load_data
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.features import extract_features, store_features
 from neuroinspect.core.io import atomic_path, default_cache_dir, write_json
+from neuroinspect.core.metrics import summarize
 from neuroinspect.core.models import build_model, load_weights, read_state_dict, resize_head
 from neuroinspect.core.probe import Probe, find_head, model_logits
 from neuroinspect.session import resolve_device, seed_everything
@@ -106,13 +107,14 @@ def reload_spec(spec: str) -> str:
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict:
     """Accuracy, mean per-class accuracy and worst-group accuracy (fractions)."""
     correct = (logits.argmax(1) == labels).float()
-    per_class = [float(correct[labels == k].mean()) for k in labels.unique().tolist()]
-    per_group = [float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0]
+    per_class = {str(k): float(correct[labels == k].mean()) for k in labels.unique().tolist()}
+    per_group = {str(g): float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0}
+    s = summarize(float(correct.mean()) if len(correct) else float("nan"), per_class, per_group)
     return {
         "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-        "class": sum(per_class) / len(per_class) if per_class else float("nan"),
-        "worst_class": min(per_class) if per_class else None,
-        "worst_group": min(per_group) if per_group else None,
+        "class": sum(per_class.values()) / len(per_class) if per_class else float("nan"),
+        "worst_class": s.worst_class_acc,
+        "worst_group": s.worst_group_acc,
         "n": int(len(correct)),
     }
 

@@ -158,20 +158,19 @@ def make_inspector(args: argparse.Namespace):
 
 
 def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
-    """Record what was run (command line, options, versions) in ``OUT/run.json``."""
-    from neuroinspect.core.io import write_json
+    """Record what was run (command line, options, versions) in ``OUT/run.json`` (a :class:`RunInfo`)."""
+    from neuroinspect.core.records import RunInfo
     from neuroinspect.core.runinfo import versions
 
     options = {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
-    write_json(Path(out) / "run.json", {
+    RunInfo.from_dict({
         "command": args.command,
         "argv": sys.argv[1:],
         "options": options,
         "versions": versions(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         **extra,
-    })
-
+    }).write(Path(out) / RunInfo.FILE)
 
 
 def run_record(args: argparse.Namespace, **extra) -> dict:

@@ -39,8 +39,8 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from neuroinspect.fix.compare import compare_methods, format_table
-    from neuroinspect.core.io import write_json, write_text
+    from neuroinspect.core.io import write_text
+    from neuroinspect.fix.compare import compare_methods, comparison_record, format_table
 
     methods = parse_methods(args.methods)
     seeds = parse_int_list(args.seeds)
@@ -68,11 +68,8 @@ def run(args) -> int:
     table = format_table(rows)
     names = setup.class_names
     neurons = {setup.ins.class_names[c]: s for c, s in setup.targets.items()}
-    write_json(out / "compare.json", {
-        "classes": names, "split": setup.test_split, "rows": rows, "neurons": neurons, "seeds": seeds,
-        "select_by": cfg.select_by,
-        "config": {k: v for k, v in vars(cfg).items() if k not in ("method", "seed")}, "notes": notes,
-    })
+    comparison_record(rows, setup.targets, setup.ins.class_names, setup.test_split, seeds, notes,
+                      config=cfg).write(out / "compare.json")
     header = (f"# Fixes compared\n\nclasses: {', '.join(names)}; neurons: "
               f"{'; '.join(f'{k}: {v}' for k, v in neurons.items())}; seeds {','.join(map(str, seeds))}; "
               f"metrics on '{setup.test_split}' (percent, mean ± std over seeds)\n")

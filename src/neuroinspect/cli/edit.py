@@ -92,22 +92,12 @@ def _has_split(ins, name: str) -> bool:
 
 
 def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
-    from neuroinspect.core.io import read_json
+    from neuroinspect.core.records import ExplanationRecord
 
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise NeuroInspectError(f"ranking file '{path}' does not exist; run 'neuroinspect explain' first or pass --neurons")
-    try:
-        data = read_json(p)
-        cls = data.get("class", data.get("class_index"))
-        neurons = []
-        for key in ("insufficient", "excessive"):
-            for row in data.get(key, [])[:k]:
-                if int(row["neuron"]) not in neurons:
-                    neurons.append(int(row["neuron"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise NeuroInspectError(f"'{path}' is not a ranking.json written by explain ({err})") from None
-    return cls, neurons
+    ranking = ExplanationRecord.read(path)
+    return ranking.class_name, ranking.top_neurons(k)
 
 
 def resolve_targets(ins, args, need_neurons: bool) -> dict[int, list[int]]:
@@ -238,7 +228,6 @@ def check_finite_head(weight, bias, method: str) -> None:
 def run(args) -> int:
     from neuroinspect.fix.edit import save_edited_model
     from neuroinspect.fix.compare import fix_head, fix_record, format_table, summary_row
-    from neuroinspect.core.io import write_json
     from neuroinspect.core.metrics import evaluate
 
     out = Path(args.out)
@@ -253,10 +242,10 @@ def run(args) -> int:
     after = evaluate(result.apply(setup.test))
     names = ins.class_names
     save_edited_model(ins.loaded.model, ins.probe.head_name, result.weight, result.bias, out / MODEL_FILE)
-    write_json(out / "edit.json", fix_record(
+    fix_record(
         result, names, before, after, MODEL_FILE, split=setup.test_split, notes=setup.notes,
         reload={"model": args.model, "weights": MODEL_FILE, "num_classes": ins.probe.C, "head": args.head},
-    ))
+    ).write(out / "edit.json")
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
     for note in setup.notes:
         print(f"note: {note}")

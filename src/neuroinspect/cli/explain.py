@@ -44,14 +44,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from neuroinspect.core.io import write_json
+    from neuroinspect.core.records import Metrics
 
     out = Path(args.out)
     ins = make_inspector(args)
     c = ins.class_index(args.cls)
     metrics = ins.metrics(args.split)
     split = ins.data.resolve_split(args.split)
-    write_json(out / "metrics.json", metrics)
+    Metrics.from_dict(metrics).write(out / Metrics.FILE)
     print(f"accuracy on '{split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
           f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
     skipped = ins.features(args.split).skipped

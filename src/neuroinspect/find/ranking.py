@@ -25,7 +25,8 @@ from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, count
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import write_csv, write_json
+from neuroinspect.core.io import write_csv
+from neuroinspect.core.records import ExplanationRecord, NeuronRank
 
 
 @dataclass
@@ -45,18 +46,23 @@ class Explanation:
     def n_mistakes(self) -> int:
         return len(self.mistakes)
 
+    def record(self) -> ExplanationRecord:
+        """What ``ranking.json`` holds: the ranking without the features (:mod:`neuroinspect.core.records`)."""
+        return ExplanationRecord(
+            class_name=self.class_name,
+            class_index=self.class_index,
+            split=self.split,
+            n_mistakes=self.n_mistakes,
+            n_flipped=self.counterfactuals.n_flipped,
+            never_flipped=[self.mistakes.ids[i] for i in (~self.counterfactuals.flipped).nonzero().flatten().tolist()],
+            settings=dict(self.settings),
+            insufficient=[NeuronRank(**s.to_dict()) for s in self.insufficient],
+            excessive=[NeuronRank(**s.to_dict()) for s in self.excessive],
+        )
+
     def to_json(self) -> dict:
-        return {
-            "class": self.class_name,
-            "class_index": self.class_index,
-            "split": self.split,
-            "n_mistakes": self.n_mistakes,
-            "n_flipped": self.counterfactuals.n_flipped,
-            "never_flipped": [self.mistakes.ids[i] for i in (~self.counterfactuals.flipped).nonzero().flatten().tolist()],
-            "settings": self.settings,
-            "insufficient": [s.to_dict() for s in self.insufficient],
-            "excessive": [s.to_dict() for s in self.excessive],
-        }
+        """``ranking.json`` as a dict (``self.record().to_dict()``)."""
+        return self.record().to_dict()
 
     def table(self, limit: int = 15) -> str:
         """A readable text table of the ranking."""
@@ -83,7 +89,7 @@ class Explanation:
 
     def save(self, out_dir: str | Path) -> None:
         out = Path(out_dir)
-        write_json(out / "ranking.json", self.to_json())
+        self.record().write(out / ExplanationRecord.FILE)
         names = self.mistakes.class_names
         pred = self.mistakes.predictions.tolist()
         rows = [[i, names[self.class_index], names[p] if p < len(names) else p] for i, p in zip(self.mistakes.ids, pred)]

@@ -18,7 +18,8 @@ import torch
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.metrics import evaluate
+from neuroinspect.core.metrics import evaluate, summarize
+from neuroinspect.core.records import STAT_KEYS, Comparison, EditRecord
 from neuroinspect.fix.config import FixConfig
 from neuroinspect.fix.edit import EditResult
 from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, get_fix_method
@@ -50,19 +51,18 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
 
 # --------------------------------------------------------------------------- comparing over seeds
 def summary_row(method: str, metrics: dict, edited: list[str]) -> dict:
-    """avg / edited-class / worst-class / worst-group accuracy of one evaluation."""
+    """avg / edited-class / worst-class / worst-group accuracy of one evaluation (worst ones by
+    :func:`neuroinspect.core.metrics.summarize`)."""
     per_class = metrics["per_class"]
     accs = [per_class[n] for n in edited if n in per_class]
+    s = summarize(metrics["accuracy"], per_class, metrics["per_group"])
     return {
         "method": method,
         "avg_acc": metrics["accuracy"],
         "class_acc": sum(accs) / len(accs) if accs else None,
-        "worst_class_acc": min(per_class.values()) if per_class else None,
-        "worst_group_acc": min(metrics["per_group"].values()) if metrics["per_group"] else None,
+        "worst_class_acc": s.worst_class_acc,
+        "worst_group_acc": s.worst_group_acc,
     }
-
-
-STAT_KEYS = ("avg_acc", "class_acc", "worst_class_acc", "worst_group_acc")
 
 
 def aggregate(method: str, runs: list[dict], per_group: list[dict], info: dict) -> dict:
@@ -139,8 +139,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def fix_record(result: FixResult, class_names: list[str], before: dict, after: dict, model_file: str, **extra) -> dict:
-    """The ``edit.json`` record: what was fixed, how, on which data and labels, and the metrics before and after."""
+def fix_record(result: FixResult, class_names: list[str], before: dict, after: dict, model_file: str,
+               **extra) -> EditRecord:
+    """The ``edit.json`` record: what was fixed, how, on which data and labels, and the metrics before and after.
+
+    ``extra``: more top-level keys (``split``, ``notes``, ``reload``, ``picked_by``)."""
     names = class_names
     d = result.detail
     rec = {
@@ -168,4 +171,24 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
             "curves": [{**row, "mean_ratio": {names[c]: v for c, v in row.get("mean_ratio", {}).items()}}
                        for row in d.curves],
         })
-    return {**rec, **extra}
+    return EditRecord.from_dict({**rec, **extra})
+
+
+def comparison_record(rows: list[dict], targets: dict[int, list[int]], class_names: list[str], split: str,
+                      seeds, notes=(), *, neurons_by_seed: dict | None = None,
+                      config: FixConfig | None = None) -> Comparison:
+    """The ``compare.json`` record of :func:`compare_methods`'s rows, for ``compare`` and the demo alike.
+
+    ``neurons_by_seed``: ``{seed: {class: neurons}}`` when each seed picked its own neurons;
+    ``config``: the settings every method shared (recorded, with its selection metric)."""
+    return Comparison.from_dict({
+        "classes": [class_names[c] for c in targets],
+        "split": split,
+        "rows": rows,
+        "neurons": {class_names[c]: list(s) for c, s in targets.items()},
+        "seeds": list(seeds),
+        "select_by": config.select_by if config is not None else None,
+        "config": {k: v for k, v in vars(config).items() if k not in ("method", "seed")} if config is not None else None,
+        "neurons_by_seed": {str(k): v for k, v in neurons_by_seed.items()} if neurons_by_seed is not None else None,
+        "notes": [str(n) for n in notes],
+    })

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.metrics import worst
 from neuroinspect.fix.config import FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
 
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
@@ -99,8 +100,11 @@ def group_accuracies(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tenso
 
 
 def worst_of(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> float:
-    accs = group_accuracies(pred, labels, keys)
-    return min(accs.values()) if accs else float("nan")
+    """The selection score of the refits and edits: the worst accuracy over the values of ``keys``
+    (pseudo-groups, labels or true groups; NaN when there is none). The worst class and group that
+    are reported come from :func:`neuroinspect.core.metrics.summarize`; both pick the lowest the same way."""
+    _, acc = worst(group_accuracies(pred, labels, keys))
+    return float("nan") if acc is None else acc
 
 
 def split_halves(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,9 +24,10 @@ import torch
 
 from neuroinspect.core.data import class_index
 from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import publish_dir, save_png, staging_dir, write_json
+from neuroinspect.core.io import publish_dir, save_png, staging_dir
 from neuroinspect.core.models import LoadedModel
 from neuroinspect.core.probe import Probe
+from neuroinspect.core.records import VisualizationSet
 from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
@@ -263,9 +264,10 @@ def visualize_neurons(
         "images": records,
         "neurons": neuron_rows,
     }
-    write_json(out / "visualizations.json", report)
-    publish_dir(out, out_dir, "visualizations.json")
-    return report
+    manifest = VisualizationSet.from_dict(report)  # checked against the record the report reads
+    manifest.write(out / VisualizationSet.FILE)
+    publish_dir(out, out_dir, VisualizationSet.FILE)
+    return manifest.to_dict()
 
 
 def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:

@@ -1,0 +1,79 @@
+"""How numbers, deltas, labels and paths are written in the report (no matplotlib, no Jinja)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+METHOD_LABELS = {
+    "original": "original (ERM head)",
+    "rebalance": "neuron-guided rebalancing",
+    "ratio": "ratio edit (paper)",
+    "con": "CON",
+    "class-weight": "class re-weighting",
+    "focal": "focal loss",
+    "erm": "ERM retrained",
+    "jtt": "JTT",
+    "ablate": "ablate W[c,S]",
+    "dfr": "DFR (group labels)",
+}
+
+
+def method_label(method: str | None) -> str | None:
+    return METHOD_LABELS.get(method, method) if method is not None else None
+
+
+def num(x: Any) -> float | None:
+    """``x`` as a finite float, else None."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fmt_pct(x: Any, digits: int = 1) -> str:
+    """0.8123 -> '81.2 %' (accuracies are fractions in the JSON files)."""
+    v = num(x)
+    return "–" if v is None else f"{100 * v:.{digits}f} %"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    v = num(x)
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_delta(before: Any, after: Any) -> str:
+    """Change of a fraction in percentage points: '+3.4 pts'."""
+    b, a = num(before), num(after)
+    if a is None or b is None:
+        return ""
+    d = 100 * (a - b)
+    return f"{'+' if d >= 0 else '−'}{abs(d):.1f} pts"
+
+
+def trend(before: Any, after: Any) -> str:
+    """'up', 'down' or 'flat' (within 0.05 points): the CSS class of a change."""
+    b, a = num(before), num(after)
+    if a is None or b is None or abs(a - b) < 5e-4:
+        return "flat"
+    return "up" if a > b else "down"
+
+
+def rel_url(path: Path, run_dir: Path) -> str:
+    """A URL (relative to ``run_dir``) for a file, percent-encoded."""
+    rel = os.path.relpath(path, run_dir)
+    return "/".join(quote(part) for part in Path(rel).as_posix().split("/"))
+
+
+def chart_label(label: Any, width: int = 30) -> str:
+    """A chart label: no mathtext, not too long (cut in the middle, so 'long class/B-indoor' keeps its end)."""
+    label = str(label)
+    if len(label) > width:
+        head = (width - 1) // 2
+        label = label[:head] + "…" + label[len(label) - (width - 1 - head):]
+    return label.replace("$", r"\$")
