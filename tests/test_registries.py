@@ -196,9 +196,10 @@ def test_the_torch_free_method_lists_match_the_registry():
 
     assert cli_compare.DEFAULT_METHODS == list(fix_config.DEFAULT_COMPARE)
     assert cli_edit.METHODS == fix_config.METHODS
-    from neuroinspect.report import METHOD_LABELS
+    from neuroinspect.report.format import method_label
 
-    assert {m: METHOD_LABELS.get(m) for m in FIX_METHODS} == {m: f.label for m, f in FIX_METHODS.items()}
+    assert {m: method_label(m) for m in FIX_METHODS} == {m: f.label for m, f in FIX_METHODS.items()}
+    assert method_label("original") == "original (ERM head)" and method_label("not-registered") == "not-registered"
 
 
 # --------------------------------------------------------------------------- an Inspector by type, not by attributes

@@ -7,22 +7,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-METHOD_LABELS = {
-    "original": "original (ERM head)",
-    "rebalance": "neuron-guided rebalancing",
-    "ratio": "ratio edit (paper)",
-    "con": "CON",
-    "class-weight": "class re-weighting",
-    "focal": "focal loss",
-    "erm": "ERM retrained",
-    "jtt": "JTT",
-    "ablate": "ablate W[c,S]",
-    "dfr": "DFR (group labels)",
-}
+from neuroinspect.fix.methods import FIX_METHODS
+
+ORIGINAL_LABEL = "original (ERM head)"
 
 
 def method_label(method: str | None) -> str | None:
-    return METHOD_LABELS.get(method, method) if method is not None else None
+    """A method's name in tables: the label it was registered with (``neuroinspect.fix.methods``)."""
+    if method is None:
+        return None
+    if method == "original":
+        return ORIGINAL_LABEL
+    found = FIX_METHODS.get(method)
+    return found.label if found is not None else method
 
 
 def num(x: Any) -> float | None:
