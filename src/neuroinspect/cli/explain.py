@@ -44,6 +44,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from neuroinspect.core import distributed
     from neuroinspect.core.io import write_json
 
     out = Path(args.out)
@@ -51,7 +52,8 @@ def run(args) -> int:
     c = ins.class_index(args.cls)
     metrics = ins.metrics(args.split)
     split = ins.data.resolve_split(args.split)
-    write_json(out / "metrics.json", metrics)
+    if distributed.is_main():  # under torchrun rank 0 alone writes the results
+        write_json(out / "metrics.json", metrics)
     print(f"accuracy on '{split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
           f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
     skipped = ins.features(args.split).skipped
@@ -62,7 +64,8 @@ def run(args) -> int:
         lr=args.lr, momentum=args.momentum, max_steps=args.max_steps, only_flipped=args.only_flipped,
         ranking=args.ranking,
     )
-    explanation.save(out)
+    if distributed.is_main():
+        explanation.save(out)
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
     if explanation.n_mistakes == 0:
         print(f"class '{explanation.class_name}' has no mistakes on split '{args.split}': nothing to explain")
