@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from neuroinspect.core.progress import progress_bar
 
+from neuroinspect.core import distributed
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import write_json
@@ -185,9 +186,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     # 1. data ---------------------------------------------------------------------------------
     t0 = time.perf_counter()
     stage("building the spurious-scenes data")
-    manifest = make_scenes(cache_dir / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
-                           correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
-                           n_test=cfg.n_test, seed=cfg.seed, progress=progress)
+    with distributed.main_first():  # under torchrun rank 0 builds the data, the others then read it
+        manifest = make_scenes(cache_dir / "scenes", classes=cfg.classes, spurious_class=cfg.spurious_class,
+                               correlation=cfg.correlation, size=cfg.image_size, n_train=cfg.n_train,
+                               n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.seed, progress=progress)
     lap("data", t0)
     stages.update()
 
@@ -203,12 +205,15 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress, warn_chance=False)
     feats0 = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats0["train"], C, epochs=cfg.head_epochs, seed=cfg.seed)
-    model_file = save_edited_model(base.model, ins0.probe.head_name, W, b, out / "model.safetensors")
+    model_file = out / "model.safetensors"
+    if distributed.is_main():  # rank 0 writes the trained model; every rank then loads it
+        save_edited_model(base.model, ins0.probe.head_name, W, b, model_file)
+    distributed.barrier()
     trained = build_model(cfg.model, num_classes=C, weights=model_file)
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
     feats = {split: fs.with_logits(W, b) for split, fs in feats0.items()}
-    for split, fs in feats.items():
+    for split, fs in feats.items() if distributed.is_main() else ():
         store_features(trained, ins.probe, data, split, fs, cache_dir, amp=ins.amp, device=ins.device)
     lap("features_and_head", t0)
     stages.update()
@@ -216,8 +221,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     # 3. evaluate ----------------------------------------------------------------------------
     stage("evaluating")
     metrics = {s: evaluate(feats[s]) for s in ("train", "val", "test")}
-    write_json(out / "metrics.json", {**metrics["test"], "split": "test"})
-    write_json(out / "metrics_all_splits.json", metrics)
+    if distributed.is_main():
+        write_json(out / "metrics.json", {**metrics["test"], "split": "test"})
+        write_json(out / "metrics_all_splits.json", metrics)
     stages.update()
 
     # 4. explain the worst class (on val) ----------------------------------------------------
@@ -226,7 +232,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     stage(f"explaining the worst class '{worst}'")
     c = data.class_index(worst)
     explanation = explain_class(W, b, feats["val"], c, ranking=cfg.ranking, progress=progress)
-    explanation.save(out)
+    if distributed.is_main():
+        explanation.save(out)
     lap("explain", t0)
     stages.update()
 
@@ -249,6 +256,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
                             start=cfg.start, heatmaps=cfg.heatmaps)
     lap("visualize", t0)
     stages.update()
+    shards = distributed.run_record()  # under torchrun: what each rank took; the rest is short, rank 0 does it alone
+    if not distributed.is_main():
+        return {}
+    distributed.go_alone()
 
     # 6. pick the neurons, fix and compare, over seeds --------------------------------------
     t0 = time.perf_counter()
@@ -300,7 +311,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     write_json(out / "run.json", {
         "command": "demo", "config": asdict(cfg), "device": str(ins.device), "data": str(manifest),
         "versions": versions(), "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
-        "headline": headline, "probe": ins.probe.describe(), "model_file": model_file.name,
+        "headline": headline, "probe": ins.probe.describe(), "model_file": model_file.name, **shards,
     })
     report = build_report(out)
     stages.update()

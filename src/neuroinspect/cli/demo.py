@@ -41,6 +41,8 @@ def run(args) -> int:
         overrides["seeds"] = tuple(parse_int_list(args.seeds))
     config = DemoConfig.fast(**overrides) if args.fast else DemoConfig(**overrides)
     h = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
+    if not h:  # under torchrun, a rank other than 0: its share is done, rank 0 writes and reports
+        return 0
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"

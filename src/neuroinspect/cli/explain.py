@@ -66,7 +66,6 @@ def run(args) -> int:
     )
     if distributed.is_main():
         explanation.save(out)
-    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
     if explanation.n_mistakes == 0:
         print(f"class '{explanation.class_name}' has no mistakes on split '{args.split}': nothing to explain")
     else:
@@ -76,5 +75,7 @@ def run(args) -> int:
 
         visualize_ranked(ins, explanation, args.visualize, out / "visualize", steps=args.steps, clip=args.clip,
                          seed=args.seed, progress=not args.no_progress)
+    # after the rendering: under torchrun, run.json then lists the pairs each rank rendered too
+    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
     print(f"\nresults in {out}/ (ranking.json, metrics.json, mistakes.csv)")
     return 0
