@@ -9,6 +9,9 @@ computes every image in the same batch as an uninterrupted one would.
 
 A cold extraction returns exactly what a later warm run reads back from the cache (it is
 read back from the written file), so every score derived from the features is the same.
+
+Under torchrun each rank extracts a contiguous run of whole batches and saves its parts; rank 0
+assembles them into the features file, which the other ranks then read (``core.distributed``).
 """
 from __future__ import annotations
 

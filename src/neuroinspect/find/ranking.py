@@ -140,9 +140,11 @@ def solve_in_blocks(W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, c: int, *
     blocks = cf_blocks(len(Z))
     if not blocks:
         return counterfactual_edits(W.to(device), b.to(device), Z.to(device), c, mode=mode, **solve)
-    mine = distributed.shard(blocks)
-    if label is not None:
-        distributed.record("mistakes", label, [mine[0][0], mine[-1][1]] if mine else [0, 0])
+    first, stop = distributed.shard_bounds(len(blocks))
+    mine = blocks[first:stop]
+    if label is not None:  # this rank's rows [start, stop): empty (at the end) when there are fewer blocks than ranks
+        at = blocks[first][0] if first < len(blocks) else len(Z)
+        distributed.record("mistakes", label, [at, mine[-1][1] if mine else at])
     bar = progress_bar(sum(e - s for s, e in mine), "counterfactuals", "mistake", enabled=progress)
     done = []
     for s, e in mine:

@@ -136,7 +136,9 @@ def visualize_neurons(
     (push its pre-activation until it fires), "auto" (the default: exemplar where the neuron
     fires on an image of the class, preact elsewhere; it left the fewest silent images on
     Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
-    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
+    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written. Under torchrun every
+    rank calls this: each renders its share of the batches, rank 0 writes the rest and publishes,
+    and every rank gets the same report back.
     """
     if recipe not in RECIPES:
         raise NeuroInspectError(f"unknown recipe '{recipe}'; choose one of: {', '.join(RECIPES)}")
