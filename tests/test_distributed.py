@@ -178,6 +178,9 @@ def test_explain_on_two_ranks_equals_one_process(tmp_path):
     two = _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
     for name in ("ranking.json", "metrics.json", "mistakes.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    listing = {p.name for p in (tmp_path / "one").iterdir()}
+    assert listing == {p.name for p in (tmp_path / "two").iterdir()} == {"ranking.json", "metrics.json",
+                                                                       "mistakes.csv", "run.json"}
     _same_features(_features(tmp_path / "c1"), _features(tmp_path / "c2"))
     assert two.stdout.count("results in two/") == 1  # rank 0 alone prints
     ranking = json.loads((tmp_path / "two" / "ranking.json").read_text())
