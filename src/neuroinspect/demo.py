@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from neuroinspect.core import distributed
 from neuroinspect.core.data import load_data
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.features import store_features
@@ -95,7 +96,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    manifest = make_scenes(cache_dir / "scenes", config=replace(cfg.scenes, seed=cfg.seed), progress=progress)
+    with distributed.main_first():  # under torchrun rank 0 builds the data, the others then read it
+        manifest = make_scenes(cache_dir / "scenes", config=replace(cfg.scenes, seed=cfg.seed), progress=progress)
     timings["data"] = round(time.perf_counter() - t0, 2)
 
     # the model under debugging: the frozen backbone and a head trained by plain ERM
@@ -107,11 +109,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress, warn_chance=False)
     feats = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=cfg.seed)
-    model_file = save_edited_model(base.model, ins0.probe.head_name, W, b, out / "model.safetensors")
+    model_file = out / "model.safetensors"
+    if distributed.is_main():  # rank 0 writes the trained model; every rank then loads it
+        save_edited_model(base.model, ins0.probe.head_name, W, b, model_file)
+    distributed.barrier()
     trained = build_model(cfg.model, num_classes=C, weights=model_file)
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
-    for split, fs in feats.items():
+    for split, fs in feats.items() if distributed.is_main() else ():
         store_features(trained, ins.probe, data, split, fs.with_logits(W, b), cache_dir, amp=ins.amp, device=ins.device)
     timings["features_and_head"] = round(time.perf_counter() - t0, 2)
 

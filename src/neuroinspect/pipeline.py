@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from neuroinspect.core import distributed
 from neuroinspect.core.data import class_index as class_index_of
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
@@ -231,7 +232,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the run
     def run(self, run_info: dict | None = None) -> dict:
-        """Run every stage; returns the headline (also in ``run.json``)."""
+        """Run every stage; returns the headline (also in ``run.json``).
+
+        Under torchrun every rank shares extraction, counterfactuals and rendering; fixing and
+        the report are short and rank 0 does them alone: the other ranks return ``{}``."""
         cfg, out, ins = self.cfg, self.out, self.ins
         started = time.perf_counter()
         bar = progress_bar(5, "debug", "stage", enabled=self.progress)
@@ -249,8 +253,9 @@ class Pipeline:
         names = ins.class_names
         metrics = {split: evaluate(fs) for split, fs in
                    {cfg.explain_split: feats["val"], "train": feats["train"], cfg.eval_split: feats["test"]}.items()}
-        Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
-        write_json(out / "metrics_all_splits.json", metrics)
+        if distributed.is_main():  # under torchrun rank 0 alone writes
+            Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
+            write_json(out / "metrics_all_splits.json", metrics)
         self._lap("features", t0)
         bar.update()
 
@@ -258,7 +263,7 @@ class Pipeline:
         t0 = time.perf_counter()
         stage("explaining mistakes")
         explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, device=ins.device, progress=self.progress)
-        for i, e in enumerate(explanations):
+        for i, e in enumerate(explanations if distributed.is_main() else ()):
             e.save(out if i == 0 else out / "find" / _slug(e.class_name))
         self._lap("explain", t0)
         bar.update()
@@ -282,6 +287,11 @@ class Pipeline:
                                 features=feats["train"], device=ins.device, progress=self.progress, **cfg.render)
         self._lap("visualize", t0)
         bar.update()
+        shards = distributed.run_record()  # under torchrun: what each rank took; the rest is short, rank 0 does it alone
+        if not distributed.is_main():
+            bar.close()
+            return {}
+        distributed.go_alone()
 
         # 4. pick, fix and compare over seeds ------------------------------------------------
         t0 = time.perf_counter()
@@ -321,7 +331,7 @@ class Pipeline:
         earlier = info.pop("timings_s", {})  # stages the caller ran before the pipeline (the demo's data and head)
         self.timings = {**earlier, **self.timings, "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
         RunInfo.from_dict({
-            **info, "pipeline": asdict(cfg), "device": str(ins.device), "versions": versions(),
+            **info, **shards, "pipeline": asdict(cfg), "device": str(ins.device), "versions": versions(),
             "timings_s": dict(self.timings), "headline": headline, "probe": ins.probe.describe(),
         }).write(out / RunInfo.FILE)
         report = build_report(out)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuroinspect.core import distributed
 from neuroinspect.core.data import SPLIT_ALIASES, ImageData, class_index, load_data, parse_class_names
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.ranking import Explanation, explain_class
@@ -59,12 +60,13 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on; under torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``)."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.device_for("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuroInspectError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return device
+    return distributed.device_for(device)
 
 
 class Inspector(InspectedModel):
@@ -101,6 +103,7 @@ class Inspector(InspectedModel):
         seed_everything(seed)
         self.seed = seed
         self.device = resolve_device(device)
+        distributed.init(self.device)  # under torchrun: the process group, once (nccl on GPUs, gloo on CPUs)
         if isinstance(data, ImageData) or data is None:
             self.data = data
             if data is not None and class_names is not None:

@@ -6,8 +6,10 @@ Each sub-command lives in its own module of this package and exposes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 
 from neuroinspect.core.errors import NeuroInspectError
@@ -43,20 +45,30 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a one-line argument error (exit 2)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    from neuroinspect.core import distributed
     from neuroinspect.core.progress import install_log_handler
 
-    install_log_handler(logging.INFO if args.verbose else logging.WARNING)
+    rank = distributed.env_rank()  # under torchrun: rank 0 talks, the others stay quiet unless -v
+    install_log_handler(logging.INFO if args.verbose else (logging.WARNING if rank == 0 else logging.ERROR),
+                        prefix=f"[rank {rank}] " if rank else "")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    quiet = open(os.devnull, "w") if rank and not args.verbose else None
+    where = f" (rank {rank})" if rank else ""
     try:
-        return int(args.func(args) or 0)
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except NeuroInspectError as err:
-        print(f"neuroinspect {args.command}: error: {err}", file=sys.stderr)
+        print(f"neuroinspect {args.command}: error{where}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"neuroinspect {args.command}: interrupted", file=sys.stderr)
+        print(f"neuroinspect {args.command}: interrupted{where}", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
+        if quiet:
+            quiet.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -158,10 +158,18 @@ def make_inspector(args: argparse.Namespace):
 
 
 def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
-    """Record what was run (command line, options, versions) in ``OUT/run.json`` (a :class:`RunInfo`)."""
+    """Record what was run (command line, options, versions) in ``OUT/run.json`` (a :class:`RunInfo`).
+
+    Also how many processes shared the work (``world_size``) and the share each took (``shards``,
+    gathered from every rank under torchrun): every rank calls this, rank 0 alone writes.
+    """
+    from neuroinspect.core import distributed
     from neuroinspect.core.records import RunInfo
     from neuroinspect.core.runinfo import versions
 
+    extra = {**distributed.run_record(), **extra}
+    if not distributed.is_main():
+        return
     options = {k: v for k, v in vars(args).items() if k != "func" and not callable(v)}
     RunInfo.from_dict({
         "command": args.command,

@@ -86,5 +86,7 @@ def run(args) -> int:
     ins = make_inspector(args)
     headline = run_pipeline(ins, args.out, config, progress=not args.no_progress,
                             run_info=run_record(args, model=args.model, data=args.data))
+    if not headline:  # under torchrun, a rank other than 0: its share is done, rank 0 writes and reports
+        return 0
     print_headline(headline, args.out)
     return 0

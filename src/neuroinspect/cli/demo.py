@@ -37,5 +37,7 @@ def run(args) -> int:
     pipeline = {"seeds": tuple(parse_int_list(args.seeds))} if args.seeds else {}
     config = (DemoConfig.fast if args.fast else DemoConfig)().with_(seed=args.seed, render=render, pipeline=pipeline)
     headline = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
+    if not headline:  # under torchrun, a rank other than 0: its share is done, rank 0 writes and reports
+        return 0
     print_headline(headline, args.out)
     return 0

@@ -44,6 +44,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from neuroinspect.core import distributed
     from neuroinspect.core.records import Metrics
 
     out = Path(args.out)
@@ -51,7 +52,8 @@ def run(args) -> int:
     c = ins.class_index(args.cls)
     metrics = ins.metrics(args.split)
     split = ins.data.resolve_split(args.split)
-    Metrics.from_dict(metrics).write(out / Metrics.FILE)
+    if distributed.is_main():  # under torchrun rank 0 alone writes the results
+        Metrics.from_dict(metrics).write(out / Metrics.FILE)
     print(f"accuracy on '{split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
           f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
     skipped = ins.features(args.split).skipped
@@ -62,8 +64,8 @@ def run(args) -> int:
         lr=args.lr, momentum=args.momentum, max_steps=args.max_steps, only_flipped=args.only_flipped,
         ranking=args.ranking,
     )
-    explanation.save(out)
-    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
+    if distributed.is_main():
+        explanation.save(out)
     if explanation.n_mistakes == 0:
         print(f"class '{explanation.class_name}' has no mistakes on split '{args.split}': nothing to explain")
     else:
@@ -73,5 +75,7 @@ def run(args) -> int:
 
         visualize_ranked(ins, explanation, args.visualize, out / "visualize", steps=args.steps, clip=args.clip,
                          seed=args.seed, progress=not args.no_progress)
+    # after the rendering: under torchrun, run.json then lists the pairs each rank rendered too
+    write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe(), skipped=skipped)
     print(f"\nresults in {out}/ (ranking.json, metrics.json, mistakes.csv)")
     return 0

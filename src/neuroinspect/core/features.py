@@ -9,6 +9,9 @@ computes every image in the same batch as an uninterrupted one would.
 
 A cold extraction returns exactly what a later warm run reads back from the cache (it is
 read back from the written file), so every score derived from the features is the same.
+
+Under torchrun each rank extracts a contiguous run of whole batches and saves its parts; rank 0
+assembles them into the features file, which the other ranks then read (``core.distributed``).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from neuroinspect.core import distributed
 from neuroinspect.core.data import ImageData, collate_skipping
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
@@ -141,36 +145,71 @@ def extract_features(
     dtype = _dtype_tag(device, amp)
     folder = partial = None
     parts: dict[int, dict] = {}
+    # under torchrun each rank takes a contiguous run of whole batches (the batch grid is the same as in
+    # one process, so every image is computed in the same batch and the features are the same bits)
+    lo, hi = (min(b * batch_size, n) for b in distributed.shard_bounds(-(-n // batch_size)))
+    distributed.record("images", split, [lo, hi])
     if cache_dir is not None:
         key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=verify)
         final = Path(cache_dir) / "features" / key / "features.safetensors"
+        fs = None
         if final.is_file():
             try:
                 fs = FeatureSet.load(final)
             except Exception as err:  # a damaged cache file is recomputed, never fatal
                 log.warning("cached features %s are unreadable (%s); extracting again", final, type(err).__name__)
-            else:
-                log.info("features of split %s: cache hit %s", split, key)
-                return fs
+        if distributed.all_agree(fs is not None):  # every rank takes the same branch
+            log.info("features of split %s: cache hit %s", split, key)
+            return fs
         folder = _cache_folder(cache_dir, key)
         partial = folder / "partial" / f"batch{batch_size}"
         parts = _load_parts(partial, n, batch_size)
-        if parts:
-            log.info("features of split %s: resuming, %d of %d images already done", split, sum(p["end"] - p["start"] for p in parts.values()), n)
+        done = sum(min(p["end"], hi) - max(p["start"], lo) for p in parts.values() if p["end"] > lo and p["start"] < hi)
+        if done:
+            log.info("features of split %s: resuming, %d of %d images already done", split, done, hi - lo)
 
-    # what is left: the gaps between saved parts; every gap starts on the batch grid
-    todo, pos = [], 0
+    # what is left: the gaps between saved parts within this rank's share; every gap starts on the batch grid
+    todo, pos = [], lo
     for start in sorted(parts) + [n]:
         if start > pos:
-            todo.append((pos, start))
+            todo.append((pos, min(start, hi)))
         if start < n:
-            pos = parts[start]["end"]
-    batches = [list(range(b, min(b + batch_size, e))) for s, e in todo for b in range(s, e, batch_size)]
+            pos = max(pos, parts[start]["end"])
+        if pos >= hi:
+            break
+    batches = [list(range(b, min(b + batch_size, e))) for s, e in todo if e > s for b in range(s, e, batch_size)]
     ids = data.ids(split)
     if batches:
-        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
+        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, hi - lo,
                      chunk_size, chunk_seconds, progress)
+    if distributed.world_size() > 1:
+        parts = _merge_shards(parts, partial, n, batch_size)
+        if folder is not None and not distributed.is_main():  # rank 0 writes the features file; read it back
+            error = distributed.broadcast(None)
+            if error:
+                raise NeuroInspectError(error)
+            return FeatureSet.load(folder / "features.safetensors")
 
+    tell_others = folder is not None and distributed.world_size() > 1  # rank 0 here: the others wait for its word
+    try:
+        fs = _assemble(parts, n, ids, data, split)
+        if folder is not None:
+            fs.save(folder / "features.safetensors")
+    except NeuroInspectError as err:
+        if tell_others:
+            distributed.broadcast(str(err))
+        raise
+    if folder is None:
+        return fs
+    shutil.rmtree(folder / "partial", ignore_errors=True)
+    if tell_others:
+        distributed.broadcast(None)  # the file is there: the other ranks read it
+    # read back what was written: a cold run returns exactly what every warm run will read
+    return FeatureSet.load(folder / "features.safetensors")
+
+
+def _assemble(parts: dict[int, dict], n: int, ids: list[str], data: ImageData, split: str) -> FeatureSet:
+    """The parts, in image order, as one FeatureSet."""
     ordered = [parts[s] for s in sorted(parts)]
     covered = sum(p["end"] - p["start"] for p in ordered)
     if covered != n:  # pragma: no cover - a bug, never silently wrong rows
@@ -181,16 +220,31 @@ def extract_features(
     if all(p["features"].shape[0] == 0 for p in ordered):
         raise NeuroInspectError(f"no image of split '{split}' could be read ({len(skipped)} unreadable); check the files")
     cat = {k: torch.cat([p[k] for p in ordered if p["features"].shape[0]]) for k in PART_KEYS}
-    fs = FeatureSet(
+    return FeatureSet(
         cat["features"], cat["logits"], cat["labels"], cat["groups"], [ids[i] for i in cat["index"].tolist()],
         list(data.class_names), list(data.group_names), split, skipped,
     )
-    if folder is None:
-        return fs
-    fs.save(folder / "features.safetensors")
-    shutil.rmtree(folder / "partial", ignore_errors=True)
-    # read back what was written: a cold run returns exactly what every warm run will read
-    return FeatureSet.load(folder / "features.safetensors")
+
+
+def _merge_shards(parts: dict[int, dict], partial: Path | None, n: int, batch_size: int) -> dict[int, dict]:
+    """After every rank has done its share: all parts, on rank 0 (read from the cache) or on every rank
+    (exchanged directly when there is no cache folder)."""
+    if partial is None:
+        merged: dict[int, dict] = {}
+        for theirs in distributed.all_gather(parts):
+            merged.update(theirs)
+        return merged
+    distributed.barrier()  # every rank's parts are on disk
+    if not distributed.is_main():
+        return parts
+    merged = _load_parts(partial, n, batch_size)
+    covered = sum(p["end"] - p["start"] for p in merged.values())
+    if covered != n:
+        message = (f"the other ranks' feature parts are missing in {partial} ({covered} of {n} images found); "
+                   "under torchrun with several nodes, --cache-dir must be a folder every node shares")
+        distributed.broadcast(message)
+        raise NeuroInspectError(message)
+    return merged
 
 
 def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
@@ -201,8 +255,8 @@ def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, devic
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
     loaded.model.to(device).eval()
-    done_before = sum(p["end"] - p["start"] for p in parts.values())
-    bar = progress_bar(n, f"features [{split}]", "img", enabled=progress, initial=done_before)
+    todo = sum(len(b) for b in batches)  # n: this rank's share of the split
+    bar = progress_bar(n, f"features [{split}]", "img", enabled=progress, initial=n - todo)
     acc = _new_acc(batches[0][0])
     try:
         with torch.inference_mode():

@@ -78,8 +78,11 @@ class _Silent:
 
 def progress_bar(total: int | None, desc: str, unit: str = "it", *, enabled: bool = True, initial: int = 0,
                  leave: bool = False):
-    """A tqdm bar on a terminal, periodic lines in a log, nothing when ``enabled`` is false."""
-    if not enabled:
+    """A tqdm bar on a terminal, periodic lines in a log, nothing when ``enabled`` is false (or on a
+    process other than rank 0 under torchrun: its bar shows rank 0's share of the work)."""
+    from neuroinspect.core.distributed import is_main
+
+    if not enabled or not is_main():
         return _Silent()
     if _is_tty(sys.stderr):
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave)
@@ -100,12 +103,13 @@ class TqdmLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def install_log_handler(level: int) -> None:
+def install_log_handler(level: int, prefix: str = "") -> None:
+    """Route log records through :class:`TqdmLogHandler`; ``prefix`` starts every line (e.g. ``[rank 1] ``)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if isinstance(h, TqdmLogHandler):
             root.removeHandler(h)
     handler = TqdmLogHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
     root.addHandler(handler)
     root.setLevel(level)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from neuroinspect.core import distributed
+from neuroinspect.core.progress import progress_bar
 from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
@@ -121,6 +123,45 @@ def contribution_gap(W: torch.Tensor, Z: torch.Tensor, predicted: torch.Tensor, 
     return drop.sign() * torch.relu(margin_w * drop)
 
 
+CF_BLOCK_ROWS = 64  # mistakes solved together, at least (see solve_in_blocks)
+CF_MAX_BLOCKS = 16  # blocks, at most: larger blocks beyond 64 x 16 mistakes
+
+
+def cf_blocks(m: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` blocks of ``m`` mistakes that are solved together: they depend on ``m`` only."""
+    size = max(CF_BLOCK_ROWS, -(-m // CF_MAX_BLOCKS))
+    return [(s, min(s + size, m)) for s in range(0, m, size)]
+
+
+def solve_in_blocks(W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, c: int, *, device: str | torch.device = "cpu",
+                    mode: str = "additive", label: str | None = None, progress: bool = True, **solve) -> Counterfactuals:
+    """The counterfactual edits of every row of ``Z``, solved block by block (:func:`cf_blocks`).
+
+    The solver treats rows independently, but a matrix product's last bits depend on how many
+    rows it holds; solving fixed blocks makes every number the same however the blocks are
+    spread over processes. Under torchrun each rank solves a contiguous run of blocks and the
+    results are gathered in the original row order on every rank. ``label``: the name under
+    which this rank's share is recorded for run.json.
+    """
+    blocks = cf_blocks(len(Z))
+    if not blocks:
+        return counterfactual_edits(W.to(device), b.to(device), Z.to(device), c, mode=mode, **solve)
+    first, stop = distributed.shard_bounds(len(blocks))
+    mine = blocks[first:stop]
+    if label is not None:  # this rank's rows [start, stop): empty (at the end) when there are fewer blocks than ranks
+        at = blocks[first][0] if first < len(blocks) else len(Z)
+        distributed.record("mistakes", label, [at, mine[-1][1] if mine else at])
+    bar = progress_bar(sum(e - s for s, e in mine), "counterfactuals", "mistake", enabled=progress)
+    done = []
+    for s, e in mine:
+        done.append(counterfactual_edits(W.to(device), b.to(device), Z[s:e].to(device), c, mode=mode, **solve))
+        bar.update(e - s)
+    bar.close()
+    done = [cf for theirs in distributed.all_gather(done) for cf in theirs]
+    return Counterfactuals(torch.cat([cf.delta for cf in done]), torch.cat([cf.flipped for cf in done]),
+                           torch.cat([cf.steps for cf in done]))
+
+
 def explain_class(
     W: torch.Tensor,
     b: torch.Tensor,
@@ -154,12 +195,12 @@ def explain_class(
     settings = dict(k=k, min_ratio=min_ratio, lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum,
                     max_steps=max_steps, only_flipped=only_flipped, ranking=ranking)
     solve = dict(lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum, max_steps=max_steps, progress=progress)
-    cf = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, **solve)
+    name = fs.class_names[c] if c < len(fs.class_names) else str(c)
+    cf = solve_in_blocks(W, b, mistakes.features, c, device=device, label=name, **solve)
     if ranking == "additive":
         blame = cf.delta
     elif ranking == "multiplicative":
-        blame = counterfactual_edits(W.to(device), b.to(device), mistakes.features.to(device), c, mode="multiplicative",
-                                     **solve).delta
+        blame = solve_in_blocks(W, b, mistakes.features, c, device=device, mode="multiplicative", **solve).delta
     else:
         right = (fs.labels == c) & (predictions == c)
         if right.any():
@@ -178,5 +219,4 @@ def explain_class(
         s.importance = float(imp[s.neuron])
         s.log_odds = float(lo[s.neuron])
         s.weight = float(W[c, s.neuron].detach())
-    name = fs.class_names[c] if c < len(fs.class_names) else str(c)
     return Explanation(name, c, fs.split, mistakes, cf, insufficient, excessive, settings)

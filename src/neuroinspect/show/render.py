@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from neuroinspect.core import distributed
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipModel
@@ -147,6 +148,8 @@ def render(
     (its input size, mean and std). ``objective`` (a loss) overrides ``recipe``. With a CLIP
     objective, ``clip`` and ``class_texts`` (the text of every class, by index) are needed.
     Ctrl-C stops early and returns the images finished so far plus the current batch as it is.
+    Under torchrun each process renders its share of the batches (``core.distributed``) and gets
+    its own images back, each exactly as one process would have rendered it.
 
     Cost: ``precision`` "bf16"/"fp16" autocasts the classifier's forward and backward (never
     CLIP); ``channels_last`` stores its activations NHWC; ``input_size`` runs the classifier at
@@ -199,9 +202,13 @@ def render(
         p.requires_grad_(False)
     result = RenderResult(steps=steps)
     chunks = [list(range(i, min(i + batch, len(pairs)))) for i in range(0, len(pairs), batch)]
-    bar = progress_bar(len(pairs) * steps, "visualize", "img-step", enabled=progress)
+    # under torchrun each rank renders a contiguous run of whole batches: the same batches, seeds and
+    # augmentation draws as in one process, so the same pixels; ``result.images`` holds this rank's images
+    mine = distributed.shard(range(len(chunks)))
+    distributed.record("pairs", None, [list(pairs[i]) for k in mine for i in chunks[k]])
+    bar = progress_bar(sum(len(chunks[k]) for k in mine) * steps, "visualize", "img-step", enabled=progress)
     try:
-        for chunk_no, index in enumerate(chunks):
+        for chunk_no, index in ((k, chunks[k]) for k in mine):
             state = _ChunkState(pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps,
                                 schedule, warmup)
             aug.seed(torch.Generator().manual_seed(image_seed(seed, 7919 + chunk_no)))

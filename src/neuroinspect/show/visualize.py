@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from neuroinspect.core import distributed
 from neuroinspect.core.data import class_index
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import publish_dir, save_png, staging_dir
@@ -136,7 +137,9 @@ def visualize_neurons(
     (push its pre-activation until it fires), "auto" (the default: exemplar where the neuron
     fires on an image of the class, preact elsewhere; it left the fewest silent images on
     Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
-    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written.
+    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written. Under torchrun every
+    rank calls this: each renders its share of the batches, rank 0 writes the rest and publishes,
+    and every rank gets the same report back.
     """
     chosen = get_recipe(recipe)  # an unknown name fails here, listing the registered recipes
     probe, pre, names, model_spec, ins = _unpack(source, preprocess, class_names)
@@ -192,14 +195,9 @@ def visualize_neurons(
     )
     starts = {(pairs[j][0], pairs[j][1]): init[j] for j in range(len(pairs))} if init else {}
 
-    silent = sorted({r.neuron for r in result.images if r.activation <= 1e-6})
-    if silent:
-        hint = ("their exemplar heatmaps show where they fire" if fs is not None
-                else "pass --data: silent images then start from the neuron's top image of the class")
-        log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; %s",
-                    ", ".join(map(str, silent)), hint)
-
-    out = staging_dir(out_dir)  # everything is written here, then published into out_dir at once
+    # everything is written into a staging folder, then published into out_dir at once; under torchrun
+    # rank 0 makes it, every rank writes its own images into it and rank 0 writes the rest
+    out = distributed.broadcast(staging_dir(out_dir) if distributed.is_main() else None)
     means = present = None
     if fs is not None and len(fs):
         counts = torch.bincount(fs.labels.long().clamp_min(0), minlength=probe.C)[: probe.C]
@@ -207,6 +205,17 @@ def visualize_neurons(
         means = class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present]
     records = _save_images(result, probe, pre, names, out, threshold, dim, means, present, used,
                            choice.model is not None, starts)
+    shares = distributed.gather((records, result.interrupted))  # in rank order: the pairs' order
+    if not distributed.is_main():
+        return distributed.broadcast(None)
+    records = [rec for theirs, _ in shares for rec in theirs]
+    interrupted = any(stopped for _, stopped in shares)
+    silent = sorted({rec["neuron"] for rec in records if rec["activation"] <= 1e-6})
+    if silent:
+        hint = ("their exemplar heatmaps show where they fire" if fs is not None
+                else "pass --data: silent images then start from the neuron's top image of the class")
+        log.warning("warning: neuron(s) %s never fired, so their gradient stayed zero; %s",
+                    ", ".join(map(str, silent)), hint)
     heat_rows, heat_stats = {}, None
     if fs is not None and len(fs) and heatmaps > 0:
         requests = []
@@ -258,7 +267,7 @@ def visualize_neurons(
         "schedule": schedule,
         "warmup": warmup,
         "start": start,
-        "interrupted": result.interrupted,
+        "interrupted": interrupted,
         "features_split": getattr(fs, "split", None),
         "heatmaps": heat_stats,
         "images": records,
@@ -267,7 +276,7 @@ def visualize_neurons(
     manifest = VisualizationSet.from_dict(report)  # checked against the record the report reads
     manifest.write(out / VisualizationSet.FILE)
     publish_dir(out, out_dir, VisualizationSet.FILE)
-    return manifest.to_dict()
+    return distributed.broadcast(manifest.to_dict())  # every rank returns the same report
 
 
 def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:
