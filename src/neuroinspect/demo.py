@@ -145,7 +145,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: DemoConfig, seed: int, *, de
         c = fs["val"].class_names.index(evaluate(fs["val"])["worst_class"])
         explanation = explain_class(W, b, fs["val"], c, ranking=cfg.ranking, progress=False)
     targets = edit_targets(pick_neurons(explanation, cfg.n_edit), explanation, W)
-    results = run_methods(W, b, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, device=device)
+    results = run_methods(W, b, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
     return explanation, targets, results
 
 
@@ -163,6 +163,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     from neuroinspect.core.scenes import make_scenes
     from neuroinspect.core.io import default_cache_dir
     from neuroinspect.session import Inspector, seed_everything
+    from neuroinspect.core.device import DevicePolicy
     from neuroinspect.show.visualize import visualize_neurons
 
     cfg = config or DemoConfig()
@@ -209,7 +210,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
     feats = {split: fs.with_logits(W, b) for split, fs in feats0.items()}
     for split, fs in feats.items():
-        store_features(trained, ins.probe, data, split, fs, cache_dir, amp=ins.amp, device=ins.device)
+        store_features(trained, ins.probe, data, split, fs, cache_dir, ins.policy)
     lap("features_and_head", t0)
     stages.update()
 
@@ -244,8 +245,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     per_neuron = {j: sorted({c, k}) for k, js in targets_all.items() for j in js}
     vis = visualize_neurons(ins, ranked, per_neuron, out / "visualize", recipe="clip-illusion", clip=cfg.clip,
                             steps=cfg.steps, size=cfg.vis_size, batch=cfg.batch, seed=cfg.seed,
-                            features=feats["train"], device=device, progress=progress, precision=cfg.precision,
-                            channels_last=cfg.channels_last, input_size=cfg.vis_input_size, warmup=cfg.warmup,
+                            features=feats["train"], progress=progress, input_size=cfg.vis_input_size, warmup=cfg.warmup,
+                            policy=DevicePolicy.resolve(ins.device, cfg.precision, cfg.channels_last, backward=True),
                             start=cfg.start, heatmaps=cfg.heatmaps)
     lap("visualize", t0)
     stages.update()

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neuroinspect.core.data import ImageData, collate_skipping, load_data
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import atomic_path, write_json
 
@@ -135,12 +136,13 @@ def _train_transform(pre) -> Callable:
     ])
 
 
-def _autocast(device: torch.device, amp: bool):
-    import contextlib
+def _policy(device: torch.device, amp: bool, backward: bool = True) -> DevicePolicy:
+    """The device policy of training (``amp``: automatic precision; a backward pass never gets fp16)."""
+    return DevicePolicy.resolve(device, "auto" if amp else "fp32", backward=backward)
 
-    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+
+def _autocast(device: torch.device, amp: bool):
+    return _policy(device, amp).autocast()
 
 
 def _settings_key(spec: str, data: ImageData, config: TrainConfig, init_weights) -> dict:
@@ -188,7 +190,8 @@ def train_classifier(
     from neuroinspect.core.io import default_cache_dir
     from neuroinspect.core.models import build_model, load_weights, resize_head
     from neuroinspect.core.probe import Probe
-    from neuroinspect.session import resolve_device, seed_everything
+    from neuroinspect.core.device import resolve_device
+    from neuroinspect.session import seed_everything
 
     config = config or TrainConfig()
     config.check()
@@ -223,7 +226,7 @@ def train_classifier(
         load_weights(loaded.model, init_weights, allow_pickle=allow_pickle)
     resize_head(loaded.model, C, head=head, input_size=loaded.preprocess.input_size)
     probe = Probe(loaded.model, head=head, input_size=loaded.preprocess.input_size)
-    net = loaded.model.to(device)
+    net = _policy(device, config.amp).place(loaded.model)
 
     settings = _settings_key(model, data, config, init_weights)
     ckpt_path = out / CHECKPOINT
@@ -248,8 +251,8 @@ def train_classifier(
         from neuroinspect.core.features import extract_features
 
         net.eval()
-        feats = {s: extract_features(loaded, probe, data, s, device=device, batch_size=eval_batch_size,
-                                     workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
+        feats = {s: extract_features(loaded, probe, data, s, policy=_policy(device, config.amp, backward=False),
+                                     cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers, progress=progress)
                  for s in data.splits if data.size(s)}
         for p in net.parameters():
             p.requires_grad_(False)
@@ -331,8 +334,9 @@ def train_classifier(
             else:  # through the feature cache: explain/edit/compare on these weights start from it
                 from neuroinspect.core.features import extract_features
 
-                fs = extract_features(loaded, probe, data, split, device=device, batch_size=eval_batch_size,
-                                      workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
+                fs = extract_features(loaded, probe, data, split, policy=_policy(device, config.amp, backward=False),
+                                      cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers,
+                                      progress=progress)
                 metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
         from neuroinspect.core.features import store_features
@@ -340,7 +344,7 @@ def train_classifier(
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
                                                                       None if probe.head.bias is None else probe.head.bias.detach().cpu()),
-                           cache_dir, amp=config.amp, device=device)
+                           cache_dir, _policy(device, config.amp, backward=False))
     reload = {"model": reload_spec(model), "weights": str(out / MODEL_FILE), "num_classes": C, "head": head}
     result = TrainResult(out, out / MODEL_FILE, best_epoch, best_val, history, metrics.get("val"),
                          metrics.get("test"), start_epoch, C, reload)

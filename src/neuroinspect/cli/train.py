@@ -40,7 +40,7 @@ def register(sub) -> None:
                    help="validation metric that picks the kept epoch (default accuracy)")
     t.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     t.add_argument("--restart", action="store_true", help="ignore (and replace) a checkpoint already in --out")
-    add_run_args(p)
+    add_run_args(p, precision=False)  # training has --no-amp
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,6 @@ read back from the written file), so every score derived from the features is th
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,9 @@ from pathlib import Path
 
 import torch
 
+from neuroinspect.core.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
 from neuroinspect.core.data import ImageData, collate_skipping
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import atomic_path, mkdirs
@@ -34,14 +35,7 @@ from neuroinspect.core.progress import progress_bar
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
 PART_KEYS = ("features", "logits", "labels", "groups", "index")
-DEFAULT_CHUNK_SIZE = 1024  # images per saved part at most
-DEFAULT_CHUNK_SECONDS = 60.0  # a part is saved at the first batch boundary after this many seconds
 _PART_NAME = re.compile(r"^rows_(\d{9})_(\d{9})\.pt$")
-
-
-def _dtype_tag(device: str | torch.device, amp: bool) -> str:
-    """The compute dtype, as part of the cache key: mixed precision runs only on CUDA."""
-    return "amp" if (amp and torch.device(device).type == "cuda") else "float32"
 
 
 def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dtype: str,
@@ -59,13 +53,6 @@ def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dt
         "dtype": dtype,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
@@ -112,39 +99,38 @@ def extract_features(
     probe: Probe,
     data: ImageData,
     split: str,
+    config: ExtractConfig | None = None,
     *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 64,
-    workers: int = 0,
+    policy: DevicePolicy | None = None,
     cache_dir: str | Path | None = None,
-    amp: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    progress: bool = True,
-    verify: bool = False,
+    **overrides,
 ) -> FeatureSet:
     """Run the model over ``split`` and return its features, logits, labels and groups.
 
-    With ``cache_dir`` the result is cached, and resumed after an interruption from the parts
-    already saved: a part is saved every ``chunk_size`` images or ``chunk_seconds`` seconds,
-    whichever comes first, always at a batch boundary. ``verify`` re-hashes every image instead
-    of trusting the per-file hash index. Mixed precision is used on CUDA when ``amp``; features
-    are always stored as float32.
+    ``config`` (an :class:`ExtractConfig`, or its fields as keyword ``overrides``): batch size,
+    workers, how often progress is saved, ``verify_cache``. With ``cache_dir`` the result is
+    cached, and resumed after an interruption from the parts already saved: a part is saved every
+    ``chunk_size`` images or ``chunk_seconds`` seconds, whichever comes first, always at a batch
+    boundary. ``verify_cache`` re-hashes every image instead of trusting the per-file hash index.
+    ``policy`` (default: cpu, fp32) says where the model runs and in which precision (its
+    ``cache_tag`` is part of the cache key); features are always stored as float32.
     """
+    cfg = configured(ExtractConfig, config, overrides)
+    policy = DevicePolicy.of(policy)
+    batch_size, chunk_size, chunk_seconds = cfg.batch_size, cfg.chunk_size, cfg.chunk_seconds
     if batch_size < 1:
         raise NeuroInspectError(f"--batch-size must be a positive integer, got {batch_size}")
     if chunk_size < 1 or not chunk_seconds > 0:
         raise NeuroInspectError(f"--chunk-size and --chunk-seconds must be positive, got {chunk_size} and {chunk_seconds}")
-    device = torch.device(device)
     split = data.resolve_split(split)
     n = data.size(split)
     if n == 0:
         raise NeuroInspectError(f"split '{split}' of '{data.spec}' is empty; add images or choose another --split")
-    dtype = _dtype_tag(device, amp)
+    dtype = policy.cache_tag
     folder = partial = None
     parts: dict[int, dict] = {}
     if cache_dir is not None:
-        key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=verify)
+        key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=cfg.verify_cache)
         final = Path(cache_dir) / "features" / key / "features.safetensors"
         if final.is_file():
             try:
@@ -170,8 +156,7 @@ def extract_features(
     batches = [list(range(b, min(b + batch_size, e))) for s, e in todo for b in range(s, e, batch_size)]
     ids = data.ids(split)
     if batches:
-        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
-                     chunk_size, chunk_seconds, progress)
+        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy, cfg, n)
 
     ordered = [parts[s] for s in sorted(parts)]
     covered = sum(p["end"] - p["start"] for p in ordered)
@@ -195,16 +180,17 @@ def extract_features(
     return FeatureSet.load(folder / "features.safetensors")
 
 
-def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
-                 chunk_size, chunk_seconds, progress) -> None:
+def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy: DevicePolicy, cfg: ExtractConfig,
+                 n) -> None:
+    chunk_size, chunk_seconds = cfg.chunk_size, cfg.chunk_seconds
     dataset = data.dataset(split, loaded.preprocess.transform)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_skipping,
+        pin_memory=policy.device.type == "cuda", persistent_workers=False,
     )
-    loaded.model.to(device).eval()
+    policy.place(loaded.model).eval()
     done_before = sum(p["end"] - p["start"] for p in parts.values())
-    bar = progress_bar(n, f"features [{split}]", "img", enabled=progress, initial=done_before)
+    bar = progress_bar(n, f"features [{split}]", "img", enabled=cfg.progress, initial=done_before)
     acc = _new_acc(batches[0][0])
     try:
         with torch.inference_mode():
@@ -214,8 +200,8 @@ def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, devic
                     acc = _new_acc(batch_ids[0])
                 acc["skipped"].extend(errors)
                 if x is not None:
-                    with _autocast(device, amp):
-                        out = probe(x.to(device, non_blocking=True))
+                    with policy.autocast():
+                        out = probe(policy.place(x))
                     acc["features"].append(out.features.float().cpu())
                     acc["logits"].append(out.logits.float().cpu())
                     acc["labels"].append(labels)
@@ -261,13 +247,13 @@ def _flush(acc: dict, parts: dict[int, dict], ids: list[str], partial: Path | No
 
 
 def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, fs: FeatureSet,
-                   cache_dir: str | Path, amp: bool = False, device: str | torch.device = "cpu") -> Path:
+                   cache_dir: str | Path, policy: DevicePolicy | None = None) -> Path:
     """Put ``fs`` in the cache as the features of ``split`` for this model.
 
     For a model whose backbone is unchanged and whose head was retrained on cached features:
     ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
     """
-    dtype = _dtype_tag(device, amp)
+    dtype = DevicePolicy.of(policy).cache_tag
     folder = _cache_folder(cache_dir, cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir))
     return fs.save(folder / "features.safetensors")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from neuroinspect.core.config import configured
 from neuroinspect.fix.edit import EditResult, edit_head, resolve_select_by
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
@@ -45,17 +46,15 @@ class FixResult:
         return fs.with_logits(self.weight, self.bias)
 
 
-def _edit(W, b, train, val, targets, cfg: FixConfig, device, progress) -> FixResult:
+def _edit(W, b, train, val, targets, cfg: FixConfig, policy, progress) -> FixResult:
     select_by = resolve_select_by(cfg.select_by, targets)
     lrs = (cfg.lr,) if cfg.lr is not None else LR_GRID
     lams = (cfg.lam,) if cfg.lam is not None else (LAM_GRID if cfg.method in NEURON_METHODS else (0.0,))
     use_val = val is not None and cfg.patience > 0
     best, rows = None, []
     for lr, lam in itertools.product(lrs, lams):
-        res = edit_head(W, b, train, val if use_val else None, targets, method=cfg.method, tau=cfg.tau, lam=lam,
-                        epochs=cfg.epochs, patience=cfg.patience if use_val else None, lr=lr, warmup=cfg.warmup,
-                        batch_size=cfg.batch_size, select_by=select_by, seed=cfg.seed, device=device,
-                        focal_gamma=cfg.focal_gamma, class_boost=cfg.class_boost, progress=progress)
+        trainer = cfg.edit_config(lr=lr, lam=lam, patience=cfg.patience if use_val else None, select_by=select_by)
+        res = edit_head(W, b, train, val if use_val else None, targets, trainer, policy=policy, progress=progress)
         rows.append({"lr": lr, "lam": lam, "metric": res.best_val_metric, "best_epoch": res.best_epoch})
         if best is None or (res.best_val_metric is not None and res.best_val_metric > best[1].best_val_metric):
             best = ({"lr": lr, "lam": lam}, res)
@@ -67,10 +66,10 @@ def _edit(W, b, train, val, targets, cfg: FixConfig, device, progress) -> FixRes
 
 
 def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
-             targets: dict[int, list[int]], config: FixConfig | None = None, *, device="cpu",
+             targets: dict[int, list[int]], config: FixConfig | None = None, *, policy=None,
              progress: bool = False, **overrides) -> FixResult:
     """Fix the decision layer ``W, b`` for ``targets`` ``{class: neurons}`` (module docstring)."""
-    cfg = replace(config or FixConfig(), **overrides).validate()
+    cfg = configured(FixConfig, config, overrides).validate()
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     names = train.class_names
     if cfg.method in NEEDS_NEURONS:
@@ -83,7 +82,7 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
         if bad:
             raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
     if cfg.method in EDIT_METHODS:
-        return _edit(W, b, train, val, targets, cfg, device, progress)
+        return _edit(W, b, train, val, targets, cfg, policy, progress)
     l2 = (cfg.l2,) if cfg.l2 is not None else L2_GRID
     if cfg.method == "rebalance":
         qs = (cfg.quantile,) if cfg.quantile is not None else QUANTILE_GRID
@@ -136,7 +135,7 @@ def method_info(result: FixResult | None) -> dict:
 
 
 def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                methods, seed: int = 0, config: FixConfig | None = None, *, device="cpu",
+                methods, seed: int = 0, config: FixConfig | None = None, *, policy=None,
                 progress: bool = False) -> dict[str, tuple[dict, dict, FixResult | None]]:
     """One seed of every method: ``{method: (test metrics, summary row, FixResult)}``, ``original`` first."""
     cfg = config or FixConfig()
@@ -146,7 +145,7 @@ def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSe
     for method in methods:
         if method not in METHODS:
             raise NeuroInspectError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
-        res = fix_head(W, b, train, val, targets, cfg, device=device, progress=progress, method=method, seed=seed)
+        res = fix_head(W, b, train, val, targets, cfg, policy=policy, progress=progress, method=method, seed=seed)
         m = evaluate(res.apply(test))
         out[method] = (m, summary_row(method, m, edited), res)
     return out
@@ -163,11 +162,11 @@ def aggregate_seeds(per_seed: list[dict[str, tuple[dict, dict, FixResult | None]
 
 
 def compare_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                    methods, seeds=(0,), config: FixConfig | None = None, *, device="cpu",
+                    methods, seeds=(0,), config: FixConfig | None = None, *, policy=None,
                     progress: bool = False) -> tuple[list[dict], list[dict]]:
     """Every method once per seed on the same head; rows (``original`` first) with mean ± std over seeds,
     and the per-seed results."""
-    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, device=device, progress=progress)
+    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, policy=policy, progress=progress)
                 for seed in seeds]
     return aggregate_seeds(per_seed), per_seed
 

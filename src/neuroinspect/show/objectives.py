@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.show.config import DEFAULT_EPSILON, DEFAULT_GAMMA
 
 RECIPES = ("clip-illusion", "class", "fv")
-DEFAULT_GAMMA = 0.5
-DEFAULT_EPSILON = 0.05
 
 
 @dataclass
