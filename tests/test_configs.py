@@ -26,6 +26,8 @@ EXCEPTIONS = {
     "neuroinspect.find.counterfactual.counterfactual_edits": 11,
     # the benchmark's builder: its settings are already a ScenesConfig; the rest are paths and switches
     "neuroinspect.core.scenes.make_scenes": 11,
+    # an adapter holding a loaded CLIP's parts, built by load_clip (users call load_clip/resolve_clip)
+    "neuroinspect.show.clip.ClipModel.__init__": 10,
 }
 
 

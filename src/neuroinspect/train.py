@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from neuroinspect.core.config import InspectorConfig, configured
 from neuroinspect.core.data import ImageData, collate_skipping, load_data
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
@@ -169,24 +170,26 @@ def train_classifier(
     data: str | ImageData,
     out: str | Path,
     config: TrainConfig | None = None,
+    load: InspectorConfig | None = None,
     *,
     init_weights: str | Path | None = None,
-    head: str | None = None,
-    device: str | torch.device = "cpu",
-    cache_dir: str | Path | None = None,
-    workers: int = 0,
-    eval_batch_size: int = 64,
-    allow_pickle: bool = False,
-    download: bool = False,
     resume: bool = True,
-    progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    **overrides,
 ) -> TrainResult:
     """Train ``model`` (a model spec) on ``data``'s train split; keep the best epoch on val.
 
     ``init_weights`` are loaded before the head is resized to the data's classes (say, a local
     copy of ImageNet weights). Returns where the best weights are and the training record.
+
+    ``load`` (an :class:`InspectorConfig`, or its fields as keyword ``overrides``) says how the
+    model and data are loaded and evaluated: ``head``, ``device``, ``cache_dir``, ``workers``,
+    ``batch_size`` (of evaluation and feature extraction), ``allow_pickle``, ``download``,
+    ``progress``; the training settings themselves are ``config``.
     """
+    opts = configured(InspectorConfig, load, overrides)
+    head, device, cache_dir, workers, eval_batch_size = opts.head, opts.device, opts.cache_dir, opts.workers, opts.batch_size
+    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     from neuroinspect.core.io import default_cache_dir
     from neuroinspect.core.models import build_model, load_weights, resize_head
     from neuroinspect.core.probe import Probe

@@ -65,7 +65,7 @@ def run(args) -> int:
     try:
         result = train_classifier(
             args.model, args.data, out, config, init_weights=args.init_weights, head=args.head, device=args.device,
-            cache_dir=args.cache_dir, workers=args.workers, eval_batch_size=args.batch_size,
+            cache_dir=args.cache_dir, workers=args.workers, batch_size=args.batch_size,
             allow_pickle=args.allow_pickle, download=args.download, resume=not args.restart,
             progress=not args.no_progress, on_epoch=show,
         )
