@@ -36,6 +36,7 @@ def _cpu() -> float:
 def main(argv=None) -> dict:
     from neuroinspect.demo import DemoConfig
     from neuroinspect.core.io import write_json
+    from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import visualize_neurons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,9 +66,10 @@ def main(argv=None) -> dict:
     for r in range(args.repeat):
         for name in ("old", "new"):
             t0, c0 = time.perf_counter(), _cpu()
+            policy, rest = split_policy(settings[name], ins.device)
             rep = visualize_neurons(ins, neurons, per_neuron, run_dir / f"bench_{name}", recipe="clip-illusion",
                                     clip=cfg.clip, batch=cfg.batch, seed=cfg.seed, features=fs, progress=False,
-                                    **settings[name])
+                                    policy=policy, **rest)
             times[name].append((time.perf_counter() - t0, _cpu() - c0))
             acts = [im["activation"] for im in rep["images"]]
             quality[name] = {"images": len(acts), "mean_activation": round(sum(acts) / len(acts), 4),

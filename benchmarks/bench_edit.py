@@ -45,7 +45,7 @@ def time_edit(args) -> dict:
     targets = {args.c - 1: [3, 40, 1480 % args.d]}
     t0 = time.perf_counter()
     res = edit_head(W, b, train, val, targets, method=args.method, epochs=args.epochs, patience=None,
-                    batch_size=args.batch_size, device=args.device, progress=False)
+                    batch_size=args.batch_size, policy=args.device, progress=False)
     seconds = time.perf_counter() - t0
     return {"edit_seconds": seconds, "edit_seconds_per_epoch": seconds / res.epochs_run, "epochs_run": res.epochs_run,
             "n_val": n_val}

@@ -74,6 +74,7 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 def main(argv=None) -> dict:
     from neuroinspect.core.io import write_json
+    from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import render
     from neuroinspect.show.augment import ModelInput
 
@@ -126,8 +127,9 @@ def main(argv=None) -> dict:
     render(probe, loaded.preprocess, pairs[:1], recipe="fv", steps=2, size=args.size, progress=False)  # warm-up
     for name, extra in ours:
         t0, c0 = time.perf_counter(), _cpu()
-        res = render(probe, loaded.preprocess, pairs, recipe="fv", steps=args.steps, size=args.size,
-                     batch=args.channels, seed=args.seed, progress=False, **extra)
+        policy, rest = split_policy(extra)  # device, precision and channels_last form the DevicePolicy
+        res = render(probe, loaded.preprocess, pairs, policy=policy, recipe="fv", steps=args.steps, size=args.size,
+                     batch=args.channels, seed=args.seed, progress=False, **rest)
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
         methods[name] = {"settings": extra, **summary(name, torch.stack([r.image for r in res.images]), wall, cpu)}
         print(f"{name}: mean a_k {methods[name]['mean_activation']}", file=sys.stderr)

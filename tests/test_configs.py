@@ -192,3 +192,13 @@ def test_no_hidden_global_seeding(tmp_path):
     assert torch.equal(torch.get_rng_state(), before)
     r2 = edit_head(W, bias, fs, None, {0: [1]}, epochs=2, patience=None, batch_size=16, seed=3)
     assert torch.equal(r1.weight, r2.weight)
+
+
+def test_split_policy_reads_flat_settings():
+    from neuroinspect.core.device import split_policy
+
+    policy, rest = split_policy({"precision": "bf16", "channels_last": True, "steps": 3}, "cpu")
+    assert policy == DevicePolicy(torch.device("cpu"), "bf16", True) and rest == {"steps": 3}
+    assert split_policy({"amp": True})[0].precision == "bf16" and split_policy({})[0] == DevicePolicy()
+    with pytest.raises(NeuroInspectError, match="fp16 gradients"):
+        split_policy({"precision": "fp16"})

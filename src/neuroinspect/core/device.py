@@ -140,3 +140,17 @@ class DevicePolicy:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
+
+
+def split_policy(options: dict, default: DevicePolicy | str | torch.device | None = None,
+                 backward: bool = True) -> tuple[DevicePolicy, dict]:
+    """Settings given flat (say, a benchmark's JSON): the policy's keys (``device``, ``precision``,
+    ``channels_last``; ``amp=True`` is read as bf16) become a :class:`DevicePolicy`; the rest is returned."""
+    rest = dict(options)
+    base = DevicePolicy.of(default)
+    device = rest.pop("device", None)
+    amp = rest.pop("amp", None)
+    precision = rest.pop("precision", None) or ("bf16" if amp else base.precision)
+    channels_last = rest.pop("channels_last", base.channels_last)
+    policy = DevicePolicy(resolve_device(device) if device is not None else base.device, precision, bool(channels_last))
+    return (policy.for_backward() if backward else policy), rest
