@@ -156,8 +156,9 @@ def inspector_config(args: argparse.Namespace) -> InspectorConfig:
 
 def make_inspector(args: argparse.Namespace):
     check_out(args)
-    from neuroinspect.session import Inspector
+    from neuroinspect.session import Inspector, seed_everything
 
+    seed_everything(args.seed)  # once, at the command's entry point; the library itself seeds only generators
     return Inspector(args.model, getattr(args, "data", None), inspector_config(args))
 
 
