@@ -166,18 +166,42 @@ def test_device_policy_autocast_place_and_fp16_backward():
         DevicePolicy(torch.device("cpu"), "fp16").for_backward()
 
 
-def test_no_hidden_global_seeding(tmp_path):
+TINY_RANDOM = """
+import torch
+from torch import nn
+from neuroinspect.core.models import Preprocess
+
+
+class Net(nn.Module):  # random weights: drawn from whatever generator state there is
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+        self.neuroinspect_preprocess = Preprocess(16, 16, (0.5,) * 3, (0.25,) * 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def make():
+    return Net()
+"""
+
+
+def test_no_hidden_global_seeding(tmp_path, monkeypatch):
     """Building an Inspector or editing a head leaves the global generators alone, and stays reproducible."""
     from neuroinspect.core.featureset import FeatureSet
     from neuroinspect.fix.edit import edit_head
     from neuroinspect.session import Inspector
 
+    (tmp_path / "tiny_random.py").write_text(TINY_RANDOM)
+    monkeypatch.syspath_prepend(str(tmp_path))
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a = Inspector("torchvision:resnet18", num_classes=3, seed=5, cache_dir=tmp_path, progress=False)
+    a = Inspector("tiny_random:make", seed=5, cache_dir=tmp_path, progress=False)
     assert torch.equal(torch.get_rng_state(), before)
-    b = Inspector("torchvision:resnet18", num_classes=3, seed=5, cache_dir=tmp_path, progress=False)
-    c = Inspector("torchvision:resnet18", num_classes=3, seed=6, cache_dir=tmp_path, progress=False)
+    b = Inspector("tiny_random:make", seed=5, cache_dir=tmp_path, progress=False)
+    c = Inspector("tiny_random:make", seed=6, cache_dir=tmp_path, progress=False)
     assert torch.equal(a.probe.weight, b.probe.weight) and not torch.equal(a.probe.weight, c.probe.weight)
 
     g = torch.Generator().manual_seed(0)
