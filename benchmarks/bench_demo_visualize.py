@@ -31,6 +31,7 @@ from _harness import Clock, add_arguments, environment, pin_threads, summary  # 
 def main(argv=None) -> dict:
     from neuroinspect.demo import DemoConfig
     from neuroinspect.core.io import write_json
+    from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import visualize_neurons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -52,16 +53,19 @@ def main(argv=None) -> dict:
     old = dict(steps=40 if args.fast else 200, size=96 if args.fast else 160, precision="fp32", channels_last=False,
                input_size=None, start="noise", heatmaps=0, warmup=0.0, freeze=False)
     render = cfg.pipeline.render
-    new = {k: render[k] for k in ("steps", "size", "precision", "channels_last", "input_size", "start", "heatmaps", "warmup")}
+    new = dict(steps=render.steps, size=render.size, precision=cfg.pipeline.render_precision,
+               channels_last=cfg.pipeline.render_channels_last, input_size=render.input_size, start=render.start,
+               heatmaps=render.heatmaps, warmup=render.warmup)
     settings = {"old": old, "new": new}
     times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
     quality = {}
     for r in range(args.repeat):
         for name in ("old", "new"):
+            policy, rest = split_policy(settings[name], ins.device)
             with Clock() as t:
                 rep = visualize_neurons(ins, neurons, per_neuron, run_dir / f"bench_{name}", recipe="clip-illusion",
-                                        clip=render["clip"], batch=render["batch"], seed=cfg.seed, features=fs, progress=False,
-                                        **settings[name])
+                                        clip=render.clip, batch=render.batch, seed=cfg.seed, features=fs, progress=False,
+                                        policy=policy, **rest)
             times[name].append((t.wall, t.cpu))
             acts = [im["activation"] for im in rep["images"]]
             quality[name] = {"images": len(acts), "mean_activation": round(sum(acts) / len(acts), 4),

@@ -48,7 +48,7 @@ def time_edit(args) -> dict:
     W, b = torch.randn(args.c, args.d, generator=g) * 0.01, torch.zeros(args.c)
     targets = {args.c - 1: [3, 40, 1480 % args.d]}
     t, res = measure(lambda: edit_head(W, b, train, val, targets, method=args.method, epochs=args.epochs, patience=None,
-                                       batch_size=args.batch_size, device=args.device, progress=False),
+                                       batch_size=args.batch_size, policy=args.device, progress=False),
                      repeat=args.repeat)
     seconds = t["wall_s_min"]
     return {"edit_seconds": seconds, "edit_seconds_per_epoch": seconds / res.epochs_run, "epochs_run": res.epochs_run,

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from neuroinspect.core.data import collate_skipping, load_data
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.features import extract_features
 from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
@@ -67,7 +68,7 @@ def main() -> None:
 
         def ours(cache: Path | None) -> Clock:
             with Clock() as t:
-                extract_features(loaded, probe, data, "all", device=device, batch_size=args.batch_size,
+                extract_features(loaded, probe, data, "all", policy=DevicePolicy.resolve(device), batch_size=args.batch_size,
                                  workers=args.workers, cache_dir=cache, progress=False)
             return t
 

@@ -71,6 +71,7 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 def main(argv=None) -> dict:
     from neuroinspect.core.io import write_json
+    from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import render
     from neuroinspect.show.augment import ModelInput
 
@@ -125,11 +126,12 @@ def main(argv=None) -> dict:
     pairs = [(n, 0) for n in channels]
     render(probe, loaded.preprocess, pairs[:1], recipe="fv", steps=2, size=args.size, progress=False)  # warm-up
     for name, extra in ours:
+        policy, rest = split_policy(extra)  # device, precision and channels_last form the DevicePolicy
         clocks = []
         for _ in range(max(1, args.repeat)):
             with Clock() as t:
-                res = render(probe, loaded.preprocess, pairs, recipe="fv", steps=args.steps, size=args.size,
-                             batch=args.channels, seed=args.seed, progress=False, **extra)
+                res = render(probe, loaded.preprocess, pairs, policy=policy, recipe="fv", steps=args.steps,
+                             size=args.size, batch=args.channels, seed=args.seed, progress=False, **rest)
             clocks.append(t)
         methods[name] = {"settings": extra, **summary(name, torch.stack([r.image for r in res.images]), clocks)}
         print(f"{name}: mean a_k {methods[name]['mean_activation']}", file=sys.stderr)

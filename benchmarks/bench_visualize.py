@@ -22,6 +22,7 @@ import torch
 from neuroinspect.core.io import write_json
 from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
+from neuroinspect.core.device import split_policy
 from neuroinspect.show.visualize import render, resolve_clip
 from neuroinspect.show.exemplars import neuron_top_classes
 
@@ -63,10 +64,14 @@ def main(argv=None) -> dict:
     common = dict(recipe=recipe, clip=choice.model, class_texts=names, steps=args.steps, size=args.size,
                   seed=args.seed, device=device, progress=False)
 
-    render(probe, loaded.preprocess, pairs[:1], **{**common, "steps": 2})  # warm-up
+    def render_with(pairs_, **options):  # the device, precision and layout options form the DevicePolicy
+        policy, rest = split_policy(options)
+        return render(probe, loaded.preprocess, pairs_, policy=policy, **rest)
+
+    render_with(pairs[:1], **{**common, "steps": 2})  # warm-up
 
     def run(k, batch, **extra):
-        t, res = measure(lambda: render(probe, loaded.preprocess, pairs[:k], batch=batch, **{**common, **extra}),
+        t, res = measure(lambda: render_with(pairs[:k], batch=batch, **{**common, **extra}),
                          repeat=args.repeat)
         secs = t["wall_s_min"]
         acts = [r.activation for r in res.images]

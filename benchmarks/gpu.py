@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neuroinspect.core.device import DevicePolicy
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Clock, add_arguments, environment, measure, pin_threads  # noqa: E402
 
@@ -68,9 +70,10 @@ def extraction(args, device: torch.device, root: Path) -> dict:
         probe = Probe(model, input_size=args.size)
         rows = {}
 
-        def run(amp: bool) -> None:
-            extract_features(loaded, probe, data, "all", device=device, batch_size=args.batch_size,
-                             workers=args.workers, amp=amp, progress=False)
+        def run(amp: bool, cl: bool) -> None:
+            policy = DevicePolicy(device, _mixed(device) if amp else "fp32", cl)
+            extract_features(loaded, probe, data, "all", policy=policy, batch_size=args.batch_size,
+                             workers=args.workers, progress=False)
 
         variants = [("fp32", False, False, False), ("amp", True, False, False), ("amp+channels_last", True, True, False)]
         if args.compile:
@@ -80,7 +83,7 @@ def extraction(args, device: torch.device, root: Path) -> dict:
             try:
                 if comp:
                     model.compile()
-                t, _ = measure(lambda: run(amp), repeat=args.repeat, warmup=1)
+                t, _ = measure(lambda: run(amp, cl), repeat=args.repeat, warmup=1)
                 rows[label] = {"images_per_s": round(n / t["wall_s_min"], 1), "times": t}
             except Exception as err:  # a compiler missing or failing: say so, keep the other numbers
                 rows[label] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
@@ -114,9 +117,9 @@ def rendering(args, device: torch.device) -> dict:
     probe = Probe(loaded.model, input_size=args.size)
     precision = _mixed(device)
     cl = device.type == "cuda"
-    common = dict(recipe="class", size=args.size, input_size=args.size, device=device, precision=precision,
-                  channels_last=cl, progress=False)
-    auto = memory_batch(probe, loaded.preprocess, device, size=args.size, precision=precision, limit=256)
+    policy = DevicePolicy(device, precision, cl)
+    common = dict(recipe="class", size=args.size, input_size=args.size, policy=policy, progress=False)
+    auto = memory_batch(probe, loaded.preprocess, policy, size=args.size, limit=256)
     pairs = [(k % probe.D, k % probe.C) for k in range(max(args.batches + [auto if device.type == "cuda" else 0]))]
     render(probe, loaded.preprocess, pairs[:1], steps=2, **common)  # warm-up
     rows = []
@@ -158,9 +161,10 @@ def clip_illusion(args, device: torch.device) -> dict:
     texts = [f"class {c}" for c in range(probe.C)]
     precision = _mixed(device)
     cl = device.type == "cuda"
+    policy = DevicePolicy(device, precision, cl)
     common = dict(recipe="clip-illusion", clip=clip, class_texts=texts, size=args.size, input_size=args.size,
-                  device=device, precision=precision, channels_last=cl, progress=False)
-    auto = memory_batch(probe, loaded.preprocess, device, size=args.size, clip=clip, precision=precision,
+                  policy=policy, progress=False)
+    auto = memory_batch(probe, loaded.preprocess, policy, size=args.size, clip=clip,
                         limit=args.clip_images) if device.type == "cuda" else min(args.clip_images, 2)
     pairs = [(k % probe.D, k % probe.C) for k in range(max(auto, 1))]
     render(probe, loaded.preprocess, pairs[:1], steps=2, **common)  # warm-up (and the class embeddings)

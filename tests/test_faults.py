@@ -211,7 +211,7 @@ def test_image_replaced_with_same_size_and_mtime_is_not_served_stale(tmp_path):
                             "val", batch_size=4, progress=False)
     assert torch.equal(second.features, cold.features)
     # --verify-cache re-hashes every file and agrees
-    third = _extract("planted:planted_cnn", root, cache, batch_size=4, verify=True)
+    third = _extract("planted:planted_cnn", root, cache, batch_size=4, verify_cache=True)
     assert torch.equal(third.features, second.features)
 
 

@@ -32,7 +32,7 @@ def test_heatmap_hot_region_covers_the_planted_patch_and_is_cached(tmp_path):
     fs = ins.features("val")
     reqs = [HeatmapRequest(planted.RED, 0, "inspected"), HeatmapRequest(planted.GREEN, 0, "inspected"),
             HeatmapRequest(planted.RED, 1, "votes for")]
-    rows, stats = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs, tmp_path / "out", k=3,
+    rows, stats = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs, tmp_path / "out", heatmaps=3,
                                     cache_dir=ins.cache_dir)
     red_apple = rows[planted.RED][0]
     assert red_apple["class"] == "apple" and red_apple["role"] == "inspected" and red_apple["note"] is None
@@ -56,13 +56,13 @@ def test_heatmap_hot_region_covers_the_planted_patch_and_is_cached(tmp_path):
     assert stats["forward_images"] == stats["images"] > 0
 
     # second run: every map from the cache, no forward pass, the same answer
-    rows2, stats2 = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs, tmp_path / "out2", k=3,
+    rows2, stats2 = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs, tmp_path / "out2", heatmaps=3,
                                       cache_dir=ins.cache_dir)
     assert stats2["forward_images"] == 0 and rows2 == rows
     # other weights: another cache key, so a forward pass again
     with torch.no_grad():
         ins.probe.model.conv.weight[planted.RED] *= 0.5
-    rows3, stats3 = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs[:1], tmp_path / "out3", k=3,
+    rows3, stats3 = exemplar_heatmaps(ins.probe, ins.loaded.preprocess, fs, reqs[:1], tmp_path / "out3", heatmaps=3,
                                       cache_dir=ins.cache_dir)
     assert stats3["forward_images"] == 3
     assert rows3[planted.RED][0]["items"][0]["map_max"] == pytest.approx(0.5 * red_apple["items"][0]["map_max"], rel=1e-4)

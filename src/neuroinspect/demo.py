@@ -33,15 +33,16 @@ from neuroinspect.fix.config import DEFAULT_COMPARE
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
+from neuroinspect.show.config import RenderConfig
 
 log = logging.getLogger(__name__)
 
 
-# the demo's render settings: bf16 + channels-last on the classifier only, the classifier at the render
-# size, a short warm-up; silent images start from their top exemplar (else their pre-activation is
-# pushed); exemplar heatmaps per class
-RENDER = dict(recipe="clip-illusion", clip="none", steps=96, size=128, batch=8, precision="bf16", channels_last=True,
-              input_size=128, warmup=0.1, start="auto", heatmaps=4)
+# the demo's pictures: the classifier at the render size, a short warm-up; silent images start from
+# their top exemplar (else their pre-activation is pushed); exemplar heatmaps per class; and (in the
+# pipeline's config) bf16 + channels-last on the classifier only
+RENDER = RenderConfig(recipe="clip-illusion", clip="none", steps=96, size=128, batch=8, input_size=128, warmup=0.1,
+                      start="auto", heatmaps=4)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class DemoConfig:
     seed: int = 0  # the benchmark's, the head's and the pictures' seed; the run shown in detail
     pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(
         n_insufficient=4, n_excessive=2, n_edit=3, seeds=(0, 1, 2), fix="rebalance", methods=DEFAULT_COMPARE,
-        render=dict(RENDER)))
+        render=RENDER, render_precision="bf16", render_channels_last=True))
 
     @classmethod
     def fast(cls, *, scenes: dict | None = None, pipeline: dict | None = None, render: dict | None = None,
@@ -69,7 +70,7 @@ class DemoConfig:
               **overrides) -> "DemoConfig":
         """A copy with some fields of the benchmark, the pipeline, its render settings or the demo replaced."""
         pipe = replace(self.pipeline, **(pipeline or {}))
-        pipe = replace(pipe, render={**pipe.render, **(render or {})})
+        pipe = replace(pipe, render=replace(pipe.render, **(render or {})))
         return replace(self, scenes=replace(self.scenes, **(scenes or {})), pipeline=pipe, **overrides)
 
 
@@ -117,11 +118,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
     for split, fs in feats.items() if distributed.is_main() else ():
-        store_features(trained, ins.probe, data, split, fs.with_logits(W, b), cache_dir, amp=ins.amp, device=ins.device)
+        store_features(trained, ins.probe, data, split, fs.with_logits(W, b), cache_dir, ins.policy)
     timings["features_and_head"] = round(time.perf_counter() - t0, 2)
 
     seeds = (cfg.seed, *(k for k in cfg.pipeline.seeds if k != cfg.seed))  # the run shown in detail comes first
-    pipe = replace(cfg.pipeline, seeds=seeds, render={**cfg.pipeline.render, "seed": cfg.seed})
+    pipe = replace(cfg.pipeline, seeds=seeds, render=replace(cfg.pipeline.render, seed=cfg.seed))
     headline = run_pipeline(
         ins, out, pipe, progress=progress,
         retrain_head=lambda seed: fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=seed),

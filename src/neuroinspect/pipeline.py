@@ -33,6 +33,7 @@ import torch
 
 from neuroinspect.core import distributed
 from neuroinspect.core.data import class_index as class_index_of
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import mkdirs, write_json
@@ -47,6 +48,7 @@ from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.report import build_report
 from neuroinspect.session import Inspector
+from neuroinspect.show.config import RenderConfig
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,9 @@ class PipelineConfig:
     fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
     methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
     seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
-    render: dict = field(default_factory=dict)  # settings of stage 2 (see show.visualize.visualize_neurons)
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=96, size=128))  # stage 2
+    render_precision: str = "auto"  # the classifier's precision while rendering (see core.device.DevicePolicy)
+    render_channels_last: bool = False  # the classifier in channels-last layout while rendering
 
     def validate(self) -> "PipelineConfig":
         for method in (self.fix, *self.methods):
@@ -157,7 +161,7 @@ def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Call
                     device="cpu", progress: bool = False) -> list[Explanation]:
     """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one."""
     fs = fs.with_logits(W, b)
-    return [explain_class(W, b, fs, c, ranking=cfg.ranking, device=device, progress=progress)
+    return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=device, progress=progress)
             for c in choose_classes(fs, cfg, class_index)]
 
 
@@ -182,7 +186,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
         explanations = explain_classes(*head, fs["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
                                        device=device)
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
-    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, device=device)
+    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
     return SeedRun(seed, head, explanations, targets, results)
 
 
@@ -283,8 +287,9 @@ class Pipeline:
             for k, js in edit_targets(mine, e, W).items():
                 for j in js:
                     per_neuron.setdefault(j, set()).update({e.class_index, k})
+        policy = DevicePolicy.resolve(ins.device, cfg.render_precision, cfg.render_channels_last, backward=True)
         vis = visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
-                                features=feats["train"], device=ins.device, progress=self.progress, **cfg.render)
+                                cfg.render, policy=policy, features=feats["train"], progress=self.progress)
         self._lap("visualize", t0)
         bar.update()
         shards = distributed.run_record()  # under torchrun: what each rank took; the rest is short, rank 0 does it alone

@@ -15,7 +15,10 @@ from neuroinspect.core.data import SPLIT_ALIASES, ImageData, class_index, load_d
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.features import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, extract_features
+from neuroinspect.core.config import InspectorConfig, configured
+from neuroinspect.core.device import DevicePolicy, resolve_device  # noqa: F401 (resolve_device: re-exported)
+from neuroinspect.core.features import extract_features
+from neuroinspect.find.config import ExplainConfig
 from neuroinspect.core.io import default_cache_dir
 from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.models import LoadedModel, Preprocess, build_model
@@ -54,19 +57,11 @@ def warn_if_chance(fs: FeatureSet, C: int) -> float | None:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators: for a program's entry point (a command,
+    a script), never called by the library itself."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device to run on; under torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``)."""
-    if device in (None, "auto"):
-        return distributed.device_for("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NeuroInspectError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return distributed.device_for(device)
 
 
 class Inspector(InspectedModel):
@@ -81,29 +76,22 @@ class Inspector(InspectedModel):
         self,
         model: str | LoadedModel | nn.Module,
         data: str | os.PathLike | ImageData | None = None,
+        config: InspectorConfig | None = None,
         *,
-        weights: str | os.PathLike | None = None,
-        num_classes: int | None = None,
-        head: str | None = None,
-        device: str | torch.device | None = "cpu",
-        cache_dir: str | os.PathLike | None = None,
-        batch_size: int = 64,
-        workers: int = 0,
-        seed: int = 0,
-        allow_pickle: bool = False,
-        download: bool = False,
-        amp: bool = True,
-        progress: bool = True,
-        class_names: str | list[str] | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-        verify_cache: bool = False,
-        warn_chance: bool = True,
+        policy: DevicePolicy | None = None,
+        **overrides,
     ):
-        seed_everything(seed)
-        self.seed = seed
-        self.device = resolve_device(device)
+        """``config`` (an :class:`InspectorConfig`, or its fields as keyword ``overrides``: weights,
+        num_classes, head, device, precision, cache_dir, batch_size, ...). ``policy`` overrides the
+        config's device and precision. No global random state is touched: a model built with random
+        weights draws them inside a generator scope seeded from ``seed``."""
+        cfg = self.config = configured(InspectorConfig, config, overrides)
+        self.policy = policy if policy is not None else DevicePolicy.resolve(cfg.device, cfg.precision)
+        self.seed = cfg.seed
+        self.device = self.policy.device
         distributed.init(self.device)  # under torchrun: the process group, once (nccl on GPUs, gloo on CPUs)
+        weights, num_classes, head, allow_pickle = cfg.weights, cfg.num_classes, cfg.head, cfg.allow_pickle
+        download, class_names = cfg.download, cfg.class_names
         if isinstance(data, ImageData) or data is None:
             self.data = data
             if data is not None and class_names is not None:
@@ -116,9 +104,12 @@ class Inspector(InspectedModel):
         elif isinstance(model, nn.Module):
             self.loaded = LoadedModel(model.eval(), type(model).__name__, Preprocess(224, 256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
         else:
-            self.loaded = build_model(model, weights=weights, num_classes=num_classes, head=head, allow_pickle=allow_pickle)
+            with torch.random.fork_rng(devices=[]):  # a random initialisation is seeded; the global RNG is left as it was
+                torch.manual_seed(cfg.seed)
+                self.loaded = build_model(model, weights=weights, num_classes=num_classes, head=head,
+                                          allow_pickle=allow_pickle)
         self.probe = Probe(self.loaded.model, head=head, input_size=self.loaded.preprocess.input_size)
-        self.loaded.model.to(self.device)
+        self.policy.place(self.loaded.model)
         if names_only is not None:  # no data: the names label the model's outputs
             if len(names_only) != self.probe.C:
                 raise NeuroInspectError(f"--class-names gives {len(names_only)} names but the model has {self.probe.C} outputs")
@@ -136,15 +127,9 @@ class Inspector(InspectedModel):
                 f"the model has {self.probe.C} outputs but the data has {len(self.data.class_names)} classes; "
                 f"pass --num-classes {len(self.data.class_names)} (and the matching --weights)"
             )
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.batch_size = batch_size
-        self.workers = workers
-        self.amp = amp
-        self.progress = progress
-        self.chunk_size = chunk_size
-        self.chunk_seconds = chunk_seconds
-        self.verify_cache = verify_cache
-        self.warn_chance = warn_chance  # off for a model whose head is still untrained
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
+        self.progress = cfg.progress
+        self.warn_chance = cfg.warn_chance  # off for a model whose head is still untrained
         self._features: dict[str, FeatureSet] = {}
 
     # ------------------------------------------------------------------ names
@@ -169,11 +154,8 @@ class Inspector(InspectedModel):
             if split != asked and SPLIT_ALIASES.get(asked, asked) != split:
                 log.warning("note: the data has no '%s' split; using '%s' (%d images, every image of the data)",
                             asked, split, self.data.size(split))
-            fs = extract_features(
-                self.loaded, self.probe, self.data, split, device=self.device, batch_size=self.batch_size,
-                workers=self.workers, cache_dir=self.cache_dir, amp=self.amp, progress=self.progress,
-                chunk_size=self.chunk_size, chunk_seconds=self.chunk_seconds, verify=self.verify_cache,
-            )
+            fs = extract_features(self.loaded, self.probe, self.data, split, self.config.extract_config(),
+                                  policy=self.policy, cache_dir=self.cache_dir)
             self._features[split] = fs
             if self.warn_chance:
                 warn_if_chance(fs, self.probe.C)
@@ -182,9 +164,12 @@ class Inspector(InspectedModel):
     def metrics(self, split: str) -> dict:
         return evaluate(self.features(split))
 
-    def explain(self, cls: str | int, split: str = "val", **settings) -> Explanation:
-        """Rank the neurons behind class ``cls``'s mistakes on ``split`` (settings: see ``explain_class``)."""
+    def explain(self, cls: str | int, split: str = "val", config: ExplainConfig | None = None,
+                **overrides) -> Explanation:
+        """Rank the neurons behind class ``cls``'s mistakes on ``split`` (``config``: an ``ExplainConfig``,
+        or its fields as keyword ``overrides``; progress follows the Inspector's unless given)."""
         c = self.class_index(cls)
         fs = self.features(split)
-        return explain_class(self.probe.weight, self.probe.bias, fs, c, device=self.device,
-                             progress=self.progress, **settings)
+        if config is None:
+            overrides.setdefault("progress", self.progress)
+        return explain_class(self.probe.weight, self.probe.bias, fs, c, config, policy=self.policy, **overrides)

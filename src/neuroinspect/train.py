@@ -22,7 +22,6 @@ reads with ``--model SPEC --weights OUT/model.safetensors --num-classes C``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -38,7 +37,9 @@ from torch import nn
 from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
+from neuroinspect.core.config import InspectorConfig, configured
 from neuroinspect.core.data import ImageData, collate_skipping, load_data
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.features import extract_features, store_features
 from neuroinspect.core.io import atomic_path, default_cache_dir, write_json
@@ -142,10 +143,13 @@ def _train_transform(pre) -> Callable:
     ])
 
 
+def _policy(device: torch.device, amp: bool, backward: bool = True) -> DevicePolicy:
+    """The device policy of training (``amp``: automatic precision; a backward pass never gets fp16)."""
+    return DevicePolicy.resolve(device, "auto" if amp else "fp32", backward=backward)
+
+
 def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return _policy(device, amp).autocast()
 
 
 def _settings_key(spec: str, data: ImageData, config: TrainConfig, init_weights) -> dict:
@@ -170,24 +174,26 @@ def train_classifier(
     data: str | ImageData,
     out: str | Path,
     config: TrainConfig | None = None,
+    load: InspectorConfig | None = None,
     *,
     init_weights: str | Path | None = None,
-    head: str | None = None,
-    device: str | torch.device = "cpu",
-    cache_dir: str | Path | None = None,
-    workers: int = 0,
-    eval_batch_size: int = 64,
-    allow_pickle: bool = False,
-    download: bool = False,
     resume: bool = True,
-    progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    **overrides,
 ) -> TrainResult:
     """Train ``model`` (a model spec) on ``data``'s train split; keep the best epoch on val.
 
     ``init_weights`` are loaded before the head is resized to the data's classes (say, a local
     copy of ImageNet weights). Returns where the best weights are and the training record.
+
+    ``load`` (an :class:`InspectorConfig`, or its fields as keyword ``overrides``) says how the
+    model and data are loaded and evaluated: ``head``, ``device``, ``cache_dir``, ``workers``,
+    ``batch_size`` (of evaluation and feature extraction), ``allow_pickle``, ``download``,
+    ``progress``; the training settings themselves are ``config``.
     """
+    opts = configured(InspectorConfig, load, overrides)
+    head, device, cache_dir, workers, eval_batch_size = opts.head, opts.device, opts.cache_dir, opts.workers, opts.batch_size
+    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     config = config or TrainConfig()
     config.check()
     out = Path(out)
@@ -218,7 +224,7 @@ def train_classifier(
         load_weights(loaded.model, init_weights, allow_pickle=allow_pickle)
     resize_head(loaded.model, C, head=head, input_size=loaded.preprocess.input_size)
     probe = Probe(loaded.model, head=head, input_size=loaded.preprocess.input_size)
-    net = loaded.model.to(device)
+    net = _policy(device, config.amp).place(loaded.model)
 
     settings = _settings_key(model, data, config, init_weights)
     ckpt_path = out / CHECKPOINT
@@ -241,8 +247,8 @@ def train_classifier(
     # ---------------------------------------------------------------- what is trained, on what
     if config.head_only:
         net.eval()
-        feats = {s: extract_features(loaded, probe, data, s, device=device, batch_size=eval_batch_size,
-                                     workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
+        feats = {s: extract_features(loaded, probe, data, s, policy=_policy(device, config.amp, backward=False),
+                                     cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers, progress=progress)
                  for s in data.splits if data.size(s)}
         for p in net.parameters():
             p.requires_grad_(False)
@@ -322,14 +328,15 @@ def train_classifier(
             if config.head_only:
                 metrics[split] = evaluate_split(split)
             else:  # through the feature cache: explain/edit/compare on these weights start from it
-                fs = extract_features(loaded, probe, data, split, device=device, batch_size=eval_batch_size,
-                                      workers=workers, cache_dir=cache_dir, amp=config.amp, progress=progress)
+                fs = extract_features(loaded, probe, data, split, policy=_policy(device, config.amp, backward=False),
+                                      cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers,
+                                      progress=progress)
                 metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
                                                                       None if probe.head.bias is None else probe.head.bias.detach().cpu()),
-                           cache_dir, amp=config.amp, device=device)
+                           cache_dir, _policy(device, config.amp, backward=False))
     reload = {"model": reload_spec(model), "weights": str(out / MODEL_FILE), "num_classes": C, "head": head}
     result = TrainResult(out, out / MODEL_FILE, best_epoch, best_val, history, metrics.get("val"),
                          metrics.get("test"), start_epoch, C, reload)

@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from neuroinspect.core.config import PRECISIONS, InspectorConfig
 from neuroinspect.core.errors import NeuroInspectError
+
+_I = InspectorConfig()  # every default below is read from here
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -105,20 +108,27 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--class-names", metavar="FILE|A,B,C",
                    help="the model's class order: a file with one name per line, or a,b,c (default: a classes.txt "
                         "beside the data, else the model's own category list, else alphabetical folders / natural CSV labels)")
-    g.add_argument("--batch-size", type=positive_int, default=64, help="images per batch for feature extraction (default 64)")
-    g.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
-    g.add_argument("--chunk-size", type=positive_int, default=1024, metavar="N",
-                   help="save extraction progress every N images at most (default 1024) ...")
-    g.add_argument("--chunk-seconds", type=positive_float, default=60.0, metavar="S",
-                   help="... or every S seconds, whichever comes first; an interrupted run resumes from there (default 60)")
+    g.add_argument("--batch-size", type=positive_int, default=_I.batch_size,
+                   help=f"images per batch for feature extraction (default {_I.batch_size})")
+    g.add_argument("--workers", type=nonneg_int, default=_I.workers, help=f"DataLoader worker processes (default {_I.workers})")
+    g.add_argument("--chunk-size", type=positive_int, default=_I.chunk_size, metavar="N",
+                   help=f"save extraction progress every N images at most (default {_I.chunk_size}) ...")
+    g.add_argument("--chunk-seconds", type=positive_float, default=_I.chunk_seconds, metavar="S",
+                   help="... or every S seconds, whichever comes first; an interrupted run resumes from there "
+                        f"(default {_I.chunk_seconds:g})")
     g.add_argument("--verify-cache", action="store_true",
                    help="re-hash every image's bytes instead of trusting the per-file hash index (slower)")
 
 
-def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precision: bool = True) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    g.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", default=_I.device, help=f"cpu, cuda, cuda:N or auto (default {_I.device})")
+    if precision:
+        g.add_argument("--precision", choices=["auto", *PRECISIONS], default=_I.precision,
+                       help="autocast precision of the classifier: auto (default: bf16 on a CUDA GPU that supports it, "
+                            "fp32 on a CPU), fp32, bf16 (also on CPUs with bf16 instructions) or fp16 (forward "
+                            "passes only: feature extraction); results are always stored in fp32")
+    g.add_argument("--seed", type=nonneg_int, default=_I.seed, help=f"random seed (default {_I.seed})")
     g.add_argument("--out", required=out_required, metavar="DIR", help="folder for the results")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -132,29 +142,25 @@ def parse_int_list(text: str | None) -> list[int]:
         raise NeuroInspectError(f"expected comma-separated integers like 12,40; got '{text}'") from None
 
 
+def inspector_config(args: argparse.Namespace) -> InspectorConfig:
+    """The :class:`InspectorConfig` of the parsed options (an option a command lacks keeps its default)."""
+    given = {
+        "weights": args.weights, "num_classes": args.num_classes, "head": args.head, "device": args.device,
+        "precision": getattr(args, "precision", _I.precision), "cache_dir": getattr(args, "cache_dir", None),
+        "seed": args.seed, "allow_pickle": args.allow_pickle, "progress": not getattr(args, "no_progress", False),
+    }
+    for name in ("batch_size", "workers", "download", "class_names", "chunk_size", "chunk_seconds", "verify_cache"):
+        if hasattr(args, name):
+            given[name] = getattr(args, name)
+    return InspectorConfig(**given)
+
+
 def make_inspector(args: argparse.Namespace):
     check_out(args)
-    from neuroinspect.session import Inspector
+    from neuroinspect.session import Inspector, seed_everything
 
-    return Inspector(
-        args.model,
-        getattr(args, "data", None),
-        weights=args.weights,
-        num_classes=args.num_classes,
-        head=args.head,
-        device=args.device,
-        cache_dir=getattr(args, "cache_dir", None),
-        batch_size=getattr(args, "batch_size", 64),
-        workers=getattr(args, "workers", 0),
-        seed=args.seed,
-        allow_pickle=args.allow_pickle,
-        download=getattr(args, "download", False),
-        progress=not getattr(args, "no_progress", False),
-        class_names=getattr(args, "class_names", None),
-        chunk_size=getattr(args, "chunk_size", 1024),
-        chunk_seconds=getattr(args, "chunk_seconds", 60.0),
-        verify_cache=getattr(args, "verify_cache", False),
-    )
+    seed_everything(args.seed)  # once, at the command's entry point; the library itself seeds only generators
+    return Inspector(args.model, getattr(args, "data", None), inspector_config(args))
 
 
 def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:

@@ -64,7 +64,7 @@ def run(args) -> int:
         raise NeuroInspectError("no method left to run; pass --neurons, or group labels for dfr")
     W, b = head_of(setup)
     rows, _ = compare_methods(W, b, setup.train, setup.val, setup.test, setup.targets, methods, seeds, cfg,
-                              device=setup.ins.device, progress=not getattr(args, "no_progress", False))
+                              policy=setup.ins.policy, progress=not getattr(args, "no_progress", False))
     table = format_table(rows)
     names = setup.class_names
     neurons = {setup.ins.class_names[c]: s for c, s in setup.targets.items()}

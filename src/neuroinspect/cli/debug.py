@@ -68,6 +68,7 @@ def register(sub) -> None:
 def config_from(args: argparse.Namespace):
     from neuroinspect.fix.config import DEFAULT_COMPARE
     from neuroinspect.pipeline import PipelineConfig
+    from neuroinspect.show.config import RenderConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_COMPARE
     return PipelineConfig(
@@ -75,7 +76,8 @@ def config_from(args: argparse.Namespace):
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
         fix=args.fix, methods=methods, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
-        render=dict(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
+        render=RenderConfig(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
+        render_precision=args.precision,
     ).validate()
 
 

@@ -47,7 +47,7 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
     g.add_argument("--lr", type=positive_float, default=None,
                    help=f"gradient methods: Adam learning rate after warm-up (default: searched over "
                         f"{', '.join(map(str, LR_GRID))} on val)")
-    g.add_argument("--select-by", default="auto", choices=list(SELECT_BY),
+    g.add_argument("--select-by", default=FixConfig.select_by, choices=list(SELECT_BY),
                    help="validation metric for the kept epoch and the search: auto (worst pseudo-group from the chosen "
                         "neurons when there are any, else worst class; no group labels), pseudo-group, accuracy, class, "
                         "worst-class, worst-group (reads the true group labels)")
@@ -64,7 +64,8 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
     g.add_argument("--patience", type=nonneg_int, default=FixConfig.patience,
                    help="gradient methods: stop after this many epochs without improvement on val; 0 trains all epochs "
                         f"and needs no val split (default {FixConfig.patience})")
-    g.add_argument("--warmup", type=nonneg_float, default=FixConfig.warmup, help="linear warm-up length in epochs (default 1)")
+    g.add_argument("--warmup", type=nonneg_float, default=FixConfig.warmup,
+                   help=f"linear warm-up length in epochs (default {FixConfig.warmup:g})")
     g.add_argument("--train-batch-size", type=positive_int, default=FixConfig.batch_size,
                    help=f"batch size for training the head (default {FixConfig.batch_size})")
 
@@ -235,7 +236,7 @@ def run(args) -> int:
     setup = prepare(args, [cfg.method])
     ins = setup.ins
     W, b = head_of(setup)
-    result = fix_head(W, b, setup.train, setup.val, setup.targets, cfg, device=ins.device,
+    result = fix_head(W, b, setup.train, setup.val, setup.targets, cfg, policy=ins.policy,
                       progress=not getattr(args, "no_progress", False))
     check_finite_head(result.weight, result.bias, cfg.method)
     before = evaluate(setup.test)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, fraction, make_inspector, nonneg_float, nonneg_int,
                      percent, positive_float, positive_int, write_run_json)
+from neuroinspect.find.config import RANKINGS, ExplainConfig
+from neuroinspect.show.config import RenderConfig
 
-
-# the rankings shown by --help, kept here so that --help does not import torch (a test checks they match)
-RANKINGS = ("gap", "additive", "multiplicative")
+_E = ExplainConfig()  # every default below is read from here
 
 
 def register(sub) -> None:
@@ -23,21 +23,25 @@ def register(sub) -> None:
     g = p.add_argument_group("explanation")
     g.add_argument("--class", dest="cls", required=True, metavar="NAME|INDEX", help="the class to debug")
     g.add_argument("--split", default="val", help="split whose mistakes are explained (default val)")
-    g.add_argument("--ranking", choices=list(RANKINGS), default=RANKINGS[0],
-                   help="how a mistake blames a neuron: gap (default: the margin the class lost because the neuron moved "
+    g.add_argument("--ranking", choices=list(RANKINGS), default=_E.ranking,
+                   help=f"how a mistake blames a neuron (default {_E.ranking}): gap (the margin the class lost because the neuron moved "
                         "from its value on correct samples; only what is in the image can be blamed), additive (the "
                         "paper's counterfactual edit z + delta, Eq. 1) or multiplicative (z * (1 + delta))")
-    g.add_argument("--top-k", type=positive_int, default=5, help="top-k neurons per mistake counted in the ratio (default 5)")
-    g.add_argument("--min-ratio", type=percent, default=3.0, help="keep neurons in at least this %% of mistakes (default 3)")
-    g.add_argument("--lambda1", type=nonneg_float, default=0.1, help="L1 weight of the edit (default 0.1)")
-    g.add_argument("--lambda2", type=nonneg_float, default=0.01, help="L2 weight of the edit (default 0.01)")
-    g.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (default 0.01)")
-    g.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum (default 0.9)")
-    g.add_argument("--max-steps", type=positive_int, default=1000, help="step cap per mistake (default 1000)")
+    g.add_argument("--top-k", type=positive_int, default=_E.k,
+                   help=f"top-k neurons per mistake counted in the ratio (default {_E.k})")
+    g.add_argument("--min-ratio", type=percent, default=_E.min_ratio,
+                   help=f"keep neurons in at least this %% of mistakes (default {_E.min_ratio:g})")
+    g.add_argument("--lambda1", type=nonneg_float, default=_E.lambda1, help=f"L1 weight of the edit (default {_E.lambda1})")
+    g.add_argument("--lambda2", type=nonneg_float, default=_E.lambda2, help=f"L2 weight of the edit (default {_E.lambda2})")
+    g.add_argument("--lr", type=positive_float, default=_E.lr, help=f"SGD learning rate (default {_E.lr})")
+    g.add_argument("--momentum", type=fraction, default=_E.momentum, help=f"SGD momentum (default {_E.momentum})")
+    g.add_argument("--max-steps", type=positive_int, default=_E.max_steps,
+                   help=f"step cap per mistake (default {_E.max_steps})")
     g.add_argument("--only-flipped", action="store_true", help="rank over the mistakes whose edit flipped the decision only")
     g.add_argument("--visualize", type=nonneg_int, default=0, metavar="N",
                    help="also render the top-N ranked neurons (insufficient and excessive) inside the class")
-    g.add_argument("--steps", type=positive_int, default=300, help="visualisation steps with --visualize (default 300)")
+    g.add_argument("--steps", type=positive_int, default=RenderConfig.steps,
+                   help=f"visualisation steps with --visualize (default {RenderConfig.steps})")
     g.add_argument("--clip", default="none", help="CLIP for --visualize: open_clip:MODEL/PRETRAINED, hf:NAME or none")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -59,11 +63,11 @@ def run(args) -> int:
     skipped = ins.features(args.split).skipped
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in run.json)")
-    explanation = ins.explain(
-        c, split=args.split, k=args.top_k, min_ratio=args.min_ratio, lambda1=args.lambda1, lambda2=args.lambda2,
+    explanation = ins.explain(c, args.split, ExplainConfig(
+        ranking=args.ranking, k=args.top_k, min_ratio=args.min_ratio, lambda1=args.lambda1, lambda2=args.lambda2,
         lr=args.lr, momentum=args.momentum, max_steps=args.max_steps, only_flipped=args.only_flipped,
-        ranking=args.ranking,
-    )
+        progress=not args.no_progress,
+    ))
     if distributed.is_main():
         explanation.save(out)
     if explanation.n_mistakes == 0:

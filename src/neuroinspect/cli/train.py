@@ -40,7 +40,7 @@ def register(sub) -> None:
                    help="validation metric that picks the kept epoch (default accuracy)")
     t.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     t.add_argument("--restart", action="store_true", help="ignore (and replace) a checkpoint already in --out")
-    add_run_args(p)
+    add_run_args(p, precision=False)  # training has --no-amp
     p.set_defaults(func=run)
 
 
@@ -65,7 +65,7 @@ def run(args) -> int:
     try:
         result = train_classifier(
             args.model, args.data, out, config, init_weights=args.init_weights, head=args.head, device=args.device,
-            cache_dir=args.cache_dir, workers=args.workers, eval_batch_size=args.batch_size,
+            cache_dir=args.cache_dir, workers=args.workers, batch_size=args.batch_size,
             allow_pickle=args.allow_pickle, download=args.download, resume=not args.restart,
             progress=not args.no_progress, on_epoch=show,
         )

@@ -6,11 +6,12 @@ from pathlib import Path
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
                      positive_float, positive_int, write_run_json)
+from neuroinspect.show.config import PAPER_CLIP, PARAMS, STARTS, RenderConfig
 
 # the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
 RECIPES = ("clip-illusion", "class", "fv")
 RECIPE_ALIASES = {"clip": "clip-illusion"}
-PAPER_CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+_R = RenderConfig()  # every default below is read from here
 
 
 def register(sub) -> None:
@@ -27,38 +28,42 @@ def register(sub) -> None:
     g = p.add_argument_group("visualisation")
     g.add_argument("--neurons", required=True, metavar="12,40", help="feature indices (neurons) to render")
     g.add_argument("--classes", metavar="A,B", help="classes (names or indices) to render every neuron inside")
-    g.add_argument("--top-classes", type=positive_int, default=3, metavar="N",
-                   help="without --classes: each neuron's N classes of largest decision-layer weight (default 3)")
-    g.add_argument("--recipe", choices=[*RECIPES, *RECIPE_ALIASES], default="clip-illusion",
-                   help="objective: clip-illusion (default; alias clip), class (no CLIP) or fv (plain -a_k)")
-    g.add_argument("--clip", default=PAPER_CLIP, metavar="SPEC",
+    g.add_argument("--top-classes", type=positive_int, default=_R.top_classes, metavar="N",
+                   help=f"without --classes: each neuron's N classes of largest decision-layer weight (default {_R.top_classes})")
+    g.add_argument("--recipe", choices=[*RECIPES, *RECIPE_ALIASES], default=_R.recipe,
+                   help=f"objective: clip-illusion (alias clip), class (no CLIP) or fv (plain -a_k) (default {_R.recipe})")
+    g.add_argument("--clip", default=_R.clip, metavar="SPEC",
                    help=f"open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME_OR_DIR or none "
                         f"(default {PAPER_CLIP}; falls back to --recipe class with a warning when the weights cannot be had)")
     g.add_argument("--class-text", action="append", default=[], metavar="CLASS=TEXT",
                    help='text CLIP reads for a class, e.g. "waterbird=waterbird, aquatic bird" (repeatable)')
-    g.add_argument("--steps", type=positive_int, default=300, help="optimisation steps (300: a first look, 650: the paper's quality)")
-    g.add_argument("--size", type=positive_int, default=224, help="image size in pixels (default 224)")
-    g.add_argument("--batch", type=positive_int, default=8, help="images optimised together (default 8)")
-    g.add_argument("--lr", type=positive_float, default=None, help="AdamW learning rate (default 0.05)")
-    g.add_argument("--gamma", type=finite_float, default=0.5, help="weight of the class logit (default 0.5)")
-    g.add_argument("--epsilon", type=finite_float, default=0.05, help="CLIP gate offset (default 0.05)")
-    g.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="image parameterisation (default fourier)")
+    g.add_argument("--steps", type=positive_int, default=_R.steps,
+                   help=f"optimisation steps (default {_R.steps}: a first look; 650: the paper's quality)")
+    g.add_argument("--size", type=positive_int, default=_R.size, help=f"image size in pixels (default {_R.size})")
+    g.add_argument("--batch", type=positive_int, default=_R.batch, help=f"images optimised together (default {_R.batch})")
+    g.add_argument("--lr", type=positive_float, default=_R.lr, help=f"AdamW learning rate (default {_R.lr})")
+    g.add_argument("--gamma", type=finite_float, default=_R.gamma, help=f"weight of the class logit (default {_R.gamma})")
+    g.add_argument("--epsilon", type=finite_float, default=_R.epsilon, help=f"CLIP gate offset (default {_R.epsilon})")
+    g.add_argument("--param", choices=list(PARAMS), default=_R.param,
+                   help=f"image parameterisation (default {_R.param})")
     g.add_argument("--split", help="split whose features give exemplars and class means (default train, else the only one)")
-    g.add_argument("--exemplars", type=positive_int, default=8, help="top dataset images per neuron (default 8)")
+    g.add_argument("--exemplars", type=positive_int, default=_R.exemplars,
+                   help=f"top dataset images per neuron (default {_R.exemplars})")
     g.add_argument("--hard-mask", action="store_true", help="black out (instead of dim) where the neuron is quiet")
-    g.add_argument("--heatmaps", type=int, default=4, metavar="K",
-                   help="with --data: top K images per class with where the neuron fires in them (default 4; 0: none)")
-    g.add_argument("--start", choices=["auto", "exemplar", "preact", "noise"], default="auto",
+    g.add_argument("--heatmaps", type=int, default=_R.heatmaps, metavar="K",
+                   help=f"with --data: top K images per class with where the neuron fires in them (default {_R.heatmaps}; "
+                        "0: none)")
+    g.add_argument("--start", choices=list(STARTS), default=_R.start,
                    help="images whose neuron is silent on the starting noise: start from its top image of the class "
                         "(exemplar; needs --data), push its pre-activation until it fires (preact), auto (default: "
                         "exemplar where there is one, else preact) or nothing (noise)")
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="classifier precision while optimising (bf16: faster on CPUs with bf16 instructions; CLIP stays fp32; "
-                        "the final scores are always fp32)")
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout for the classifier (faster for CNNs)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory layout for the classifier (faster for CNNs); --precision bf16 (in the run options) "
+                        "autocasts it while optimising, CLIP stays fp32 and the final scores are always fp32")
     g.add_argument("--input-size", type=int, metavar="PX",
                    help="classifier input size while optimising (default: its own; smaller is cheaper)")
-    g.add_argument("--warmup", type=float, default=0.0, help="fraction of steps with a linear learning-rate warm-up (default 0)")
+    g.add_argument("--warmup", type=float, default=_R.warmup,
+                   help=f"fraction of steps with a linear learning-rate warm-up (default {_R.warmup:g})")
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -74,7 +79,8 @@ def _class_texts(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from neuroinspect.show.visualize import DEFAULT_LR, parse_clip_spec, visualize_neurons
+    from neuroinspect.core.device import DevicePolicy
+    from neuroinspect.show.visualize import parse_clip_spec, visualize_neurons
 
     neurons = parse_int_list(args.neurons)
     if not neurons:
@@ -93,14 +99,15 @@ def run(args) -> int:
     check_out(args)
     out = Path(args.out)
     ins = make_inspector(args)
-    report = visualize_neurons(
-        ins, neurons, classes, out, top_classes=args.top_classes, recipe=args.recipe, clip=args.clip,
-        class_text=texts, gamma=args.gamma, epsilon=args.epsilon, steps=args.steps, size=args.size,
-        batch=args.batch, lr=args.lr if args.lr is not None else DEFAULT_LR, param=args.param, seed=args.seed,
-        split=args.split, exemplars=args.exemplars, dim=0.0 if args.hard_mask else 0.5,
-        heatmaps=args.heatmaps, start=args.start, precision=args.precision, channels_last=args.channels_last,
-        input_size=args.input_size, warmup=args.warmup, progress=not args.no_progress,
+    config = RenderConfig(
+        top_classes=args.top_classes, recipe=args.recipe, clip=args.clip, class_text=texts, gamma=args.gamma,
+        epsilon=args.epsilon, steps=args.steps, size=args.size, batch=args.batch, lr=args.lr, param=args.param,
+        seed=args.seed, split=args.split, exemplars=args.exemplars, dim=0.0 if args.hard_mask else _R.dim,
+        heatmaps=args.heatmaps, start=args.start, input_size=args.input_size, warmup=args.warmup,
+        progress=not args.no_progress,
     )
+    policy = DevicePolicy.resolve(ins.device, args.precision, args.channels_last, backward=True)
+    report = visualize_neurons(ins, neurons, classes, out, config, policy=policy)
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
     if report["clip_fallback"]:
         print(f"CLIP was unavailable: rendered with the '{report['recipe']}' recipe instead (recorded in visualizations.json)")

@@ -15,7 +15,6 @@ assembles them into the features file, which the other ranks then read (``core.d
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,7 +26,9 @@ from pathlib import Path
 import torch
 
 from neuroinspect.core import distributed
+from neuroinspect.core.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
 from neuroinspect.core.data import ImageData, collate_skipping
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import atomic_path, check_writable_dir, mkdirs
@@ -38,14 +39,7 @@ from neuroinspect.core.progress import progress_bar
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
 PART_KEYS = ("features", "logits", "labels", "groups", "index")
-DEFAULT_CHUNK_SIZE = 1024  # images per saved part at most
-DEFAULT_CHUNK_SECONDS = 60.0  # a part is saved at the first batch boundary after this many seconds
 _PART_NAME = re.compile(r"^rows_(\d{9})_(\d{9})\.pt$")
-
-
-def _dtype_tag(device: str | torch.device, amp: bool) -> str:
-    """The compute dtype, as part of the cache key: mixed precision runs only on CUDA."""
-    return "amp" if (amp and torch.device(device).type == "cuda") else "float32"
 
 
 def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dtype: str,
@@ -63,13 +57,6 @@ def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dt
         "dtype": dtype,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
@@ -114,35 +101,34 @@ def extract_features(
     probe: Probe,
     data: ImageData,
     split: str,
+    config: ExtractConfig | None = None,
     *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 64,
-    workers: int = 0,
+    policy: DevicePolicy | None = None,
     cache_dir: str | Path | None = None,
-    amp: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    progress: bool = True,
-    verify: bool = False,
+    **overrides,
 ) -> FeatureSet:
     """Run the model over ``split`` and return its features, logits, labels and groups.
 
-    With ``cache_dir`` the result is cached, and resumed after an interruption from the parts
-    already saved: a part is saved every ``chunk_size`` images or ``chunk_seconds`` seconds,
-    whichever comes first, always at a batch boundary. ``verify`` re-hashes every image instead
-    of trusting the per-file hash index. Mixed precision is used on CUDA when ``amp``; features
-    are always stored as float32.
+    ``config`` (an :class:`ExtractConfig`, or its fields as keyword ``overrides``): batch size,
+    workers, how often progress is saved, ``verify_cache``. With ``cache_dir`` the result is
+    cached, and resumed after an interruption from the parts already saved: a part is saved every
+    ``chunk_size`` images or ``chunk_seconds`` seconds, whichever comes first, always at a batch
+    boundary. ``verify_cache`` re-hashes every image instead of trusting the per-file hash index.
+    ``policy`` (default: cpu, fp32) says where the model runs and in which precision (its
+    ``cache_tag`` is part of the cache key); features are always stored as float32.
     """
+    cfg = configured(ExtractConfig, config, overrides)
+    policy = DevicePolicy.of(policy)
+    batch_size, chunk_size, chunk_seconds = cfg.batch_size, cfg.chunk_size, cfg.chunk_seconds
     if batch_size < 1:
         raise NeuroInspectError(f"--batch-size must be a positive integer, got {batch_size}")
     if chunk_size < 1 or not chunk_seconds > 0:
         raise NeuroInspectError(f"--chunk-size and --chunk-seconds must be positive, got {chunk_size} and {chunk_seconds}")
-    device = torch.device(device)
     split = data.resolve_split(split)
     n = data.size(split)
     if n == 0:
         raise NeuroInspectError(f"split '{split}' of '{data.spec}' is empty; add images or choose another --split")
-    dtype = _dtype_tag(device, amp)
+    dtype = policy.cache_tag
     folder = partial = None
     parts: dict[int, dict] = {}
     # under torchrun each rank takes a contiguous run of whole batches (the batch grid is the same as in
@@ -150,7 +136,7 @@ def extract_features(
     lo, hi = (min(b * batch_size, n) for b in distributed.shard_bounds(-(-n // batch_size)))
     distributed.record("images", split, [lo, hi])
     if cache_dir is not None:
-        key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=verify)
+        key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=cfg.verify_cache)
         final = Path(cache_dir) / "features" / key / "features.safetensors"
         fs = None
         if final.is_file():
@@ -180,8 +166,7 @@ def extract_features(
     batches = [list(range(b, min(b + batch_size, e))) for s, e in todo if e > s for b in range(s, e, batch_size)]
     ids = data.ids(split)
     if batches:
-        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, hi - lo,
-                     chunk_size, chunk_seconds, progress)
+        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy, cfg, hi - lo)
     if distributed.world_size() > 1:
         parts = _merge_shards(parts, partial, n, batch_size)
         if folder is not None and not distributed.is_main():  # rank 0 writes the features file; read it back
@@ -247,16 +232,17 @@ def _merge_shards(parts: dict[int, dict], partial: Path | None, n: int, batch_si
     return merged
 
 
-def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, device, workers, amp, n,
-                 chunk_size, chunk_seconds, progress) -> None:
+def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy: DevicePolicy, cfg: ExtractConfig,
+                 n) -> None:
+    chunk_size, chunk_seconds = cfg.chunk_size, cfg.chunk_seconds
     dataset = data.dataset(split, loaded.preprocess.transform)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_skipping,
+        pin_memory=policy.device.type == "cuda", persistent_workers=False,
     )
-    loaded.model.to(device).eval()
+    policy.place(loaded.model).eval()
     todo = sum(len(b) for b in batches)  # n: this rank's share of the split
-    bar = progress_bar(n, f"features [{split}]", "img", enabled=progress, initial=n - todo)
+    bar = progress_bar(n, f"features [{split}]", "img", enabled=cfg.progress, initial=n - todo)
     acc = _new_acc(batches[0][0])
     try:
         with torch.inference_mode():
@@ -266,8 +252,8 @@ def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, devic
                     acc = _new_acc(batch_ids[0])
                 acc["skipped"].extend(errors)
                 if x is not None:
-                    with _autocast(device, amp):
-                        out = probe(x.to(device, non_blocking=True))
+                    with policy.autocast():
+                        out = probe(policy.place(x))
                     acc["features"].append(out.features.float().cpu())
                     acc["logits"].append(out.logits.float().cpu())
                     acc["labels"].append(labels)
@@ -313,13 +299,13 @@ def _flush(acc: dict, parts: dict[int, dict], ids: list[str], partial: Path | No
 
 
 def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, fs: FeatureSet,
-                   cache_dir: str | Path, amp: bool = False, device: str | torch.device = "cpu") -> Path:
+                   cache_dir: str | Path, policy: DevicePolicy | None = None) -> Path:
     """Put ``fs`` in the cache as the features of ``split`` for this model.
 
     For a model whose backbone is unchanged and whose head was retrained on cached features:
     ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
     """
-    dtype = _dtype_tag(device, amp)
+    dtype = DevicePolicy.of(policy).cache_tag
     folder = _cache_folder(cache_dir, cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir))
     return fs.save(folder / "features.safetensors")
 

@@ -24,7 +24,10 @@ import torch
 from neuroinspect.core import distributed
 from neuroinspect.core.progress import progress_bar
 from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
+from neuroinspect.core.config import configured
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.find.config import DEFAULT_RANKING, RANKINGS, ExplainConfig  # noqa: F401 (re-exported)
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import write_csv
@@ -98,8 +101,6 @@ class Explanation:
         write_csv(out / "mistakes.csv", ["id", "true", "predicted"], rows)
 
 
-RANKINGS = ("gap", "additive", "multiplicative")
-DEFAULT_RANKING = "gap"
 
 
 def reference_features(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, c: int) -> torch.Tensor:
@@ -167,26 +168,24 @@ def explain_class(
     b: torch.Tensor,
     fs: FeatureSet,
     c: int,
+    config: ExplainConfig | None = None,
     *,
-    k: int = 5,
-    min_ratio: float = 3.0,
-    lambda1: float = 0.1,
-    lambda2: float = 0.01,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    max_steps: int = 1000,
-    only_flipped: bool = False,
-    ranking: str = DEFAULT_RANKING,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
+    policy: DevicePolicy | str | torch.device | None = None,
+    **overrides,
 ) -> Explanation:
     """Rank the neurons behind class ``c``'s mistakes among the samples of ``fs``.
 
-    ``ranking``: how a mistake blames a neuron (module docstring); ``"additive"`` is the paper's.
-    The counterfactual edit (Eq. 1) is always solved: it says which mistakes can be flipped.
-    ``only_flipped`` ranks over the mistakes whose edit flipped the decision (the default
-    ranks over all of them, as the paper does).
+    ``config`` (an :class:`ExplainConfig`, or its fields as keyword ``overrides``): ``ranking`` says
+    how a mistake blames a neuron (module docstring); ``"additive"`` is the paper's. The
+    counterfactual edit (Eq. 1) is always solved: it says which mistakes can be flipped.
+    ``only_flipped`` ranks over the mistakes whose edit flipped the decision (the default ranks over
+    all of them, as the paper does). ``policy`` (or a device; default cpu): where the edits are solved.
     """
+    cfg = configured(ExplainConfig, config, overrides)
+    device = DevicePolicy.of(policy).device
+    k, min_ratio, lambda1, lambda2, lr, momentum, max_steps, only_flipped, ranking, progress = (
+        cfg.k, cfg.min_ratio, cfg.lambda1, cfg.lambda2, cfg.lr, cfg.momentum, cfg.max_steps, cfg.only_flipped,
+        cfg.ranking, cfg.progress)
     if ranking not in RANKINGS:
         raise NeuroInspectError(f"unknown ranking '{ranking}'; choose one of {', '.join(RANKINGS)}")
     predictions = (fs.features @ W.detach().float().T.cpu() + b.detach().float().cpu()).argmax(1)

@@ -12,10 +12,10 @@ over several seeds and returns mean ± std rows.
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 
 import torch
 
+from neuroinspect.core.config import configured
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.metrics import evaluate, summarize
@@ -29,11 +29,11 @@ __all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods
 
 
 def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
-             targets: dict[int, list[int]], config: FixConfig | None = None, *, device="cpu",
+             targets: dict[int, list[int]], config: FixConfig | None = None, *, policy=None,
              progress: bool = False, **overrides) -> FixResult:
     """Fix the decision layer ``W, b`` for ``targets`` ``{class: neurons}`` with the registered method
     ``config.method`` (module docstring; the methods: :mod:`neuroinspect.fix.methods`)."""
-    cfg = replace(config or FixConfig(), **overrides).validate(methods=FIX_METHODS)
+    cfg = configured(FixConfig, config, overrides).validate(methods=FIX_METHODS)
     method = get_fix_method(cfg.method)
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     names = train.class_names
@@ -46,7 +46,7 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
         bad = sorted({j for s in targets.values() for j in s if not 0 <= j < D})
         if bad:
             raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
-    return method.run(FixProblem(W, b, train, val, targets, device, progress), cfg)
+    return method.run(FixProblem(W, b, train, val, targets, policy, progress), cfg)
 
 
 # --------------------------------------------------------------------------- comparing over seeds
@@ -86,7 +86,7 @@ def method_info(result: FixResult | None) -> dict:
 
 
 def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                methods, seed: int = 0, config: FixConfig | None = None, *, device="cpu",
+                methods, seed: int = 0, config: FixConfig | None = None, *, policy=None,
                 progress: bool = False) -> dict[str, tuple[dict, dict, FixResult | None]]:
     """One seed of every method: ``{method: (test metrics, summary row, FixResult)}``, ``original`` first."""
     cfg = config or FixConfig()
@@ -95,7 +95,7 @@ def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSe
     out = {"original": (original, summary_row("original", original, edited), None)}
     for method in methods:
         get_fix_method(method)  # an unknown name fails before any work, listing the registered methods
-        res = fix_head(W, b, train, val, targets, cfg, device=device, progress=progress, method=method, seed=seed)
+        res = fix_head(W, b, train, val, targets, cfg, policy=policy, progress=progress, method=method, seed=seed)
         m = evaluate(res.apply(test))
         out[method] = (m, summary_row(method, m, edited), res)
     return out
@@ -112,11 +112,11 @@ def aggregate_seeds(per_seed: list[dict[str, tuple[dict, dict, FixResult | None]
 
 
 def compare_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                    methods, seeds=(0,), config: FixConfig | None = None, *, device="cpu",
+                    methods, seeds=(0,), config: FixConfig | None = None, *, policy=None,
                     progress: bool = False) -> tuple[list[dict], list[dict]]:
     """Every method once per seed on the same head; rows (``original`` first) with mean ± std over seeds,
     and the per-seed results."""
-    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, device=device, progress=progress)
+    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, policy=policy, progress=progress)
                 for seed in seeds]
     return aggregate_seeds(per_seed), per_seed
 

@@ -8,7 +8,7 @@ A setting left ``None`` in :class:`FixConfig` is searched on the validation spli
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from neuroinspect.core.errors import NeuroInspectError
 
@@ -34,24 +34,38 @@ UPWEIGHT_GRID = (5.0, 20.0, 50.0)  # jtt: up-weight of the identified errors
 
 
 @dataclass
-class FixConfig:
-    """Every setting of a fix; ``None`` means "search on val"."""
+class EditConfig:
+    """The gradient trainer's settings (:func:`~neuroinspect.fix.edit.edit_head`): the paper's edit and its baselines."""
+
+    method: str = "ratio"  # one of EDIT_METHODS
+    lr: float = LR_GRID[0]  # Adam learning rate after warm-up
+    lam: float = LAM_GRID[0]  # ratio/con: regulariser weight
+    tau: float | dict | None = None  # ratio: None/"auto" = automatic, a number, or {class: tau}
+    epochs: int = 20
+    patience: int | None = 5  # epochs without improvement on val before stopping; 0/None trains all epochs
+    warmup: float = 1.0  # linear warm-up, in epochs
+    batch_size: int = 256
+    select_by: str = "auto"  # the validation metric early stopping watches (SELECT_BY)
+    focal_gamma: float = 2.0  # focal: gamma
+    class_boost: float = 2.0  # class-weight: extra weight of the edited classes
+    seed: int = 0  # the shuffling and view draws come from a torch.Generator seeded with it
+
+
+@dataclass
+class FixConfig(EditConfig):
+    """Every setting of a fix (any of METHODS): the trainer's settings plus the refits'; ``None`` means "search on val"."""
 
     method: str = DEFAULT_METHOD
     lr: float | None = None  # gradient methods: Adam learning rate (LR_GRID)
     lam: float | None = None  # ratio/con: regulariser weight (LAM_GRID)
-    tau: float | dict | None = None  # ratio: None = automatic
-    epochs: int = 20
-    patience: int = 5
-    warmup: float = 1.0
-    batch_size: int = 256
-    select_by: str = "auto"
     fit_on: str = "val"  # rebalance: train, val (one half of it; the other half selects) or train+val
     quantile: float | None = None  # rebalance: pseudo-group quantile (QUANTILE_GRID)
     l2: float | None = None  # refits: penalty (L2_GRID)
-    focal_gamma: float = 2.0
-    class_boost: float = 2.0
-    seed: int = 0
+
+    def edit_config(self, **chosen) -> EditConfig:
+        """The trainer's part of this config, with ``chosen`` values (e.g. the searched lr and lam) filled in."""
+        own = {f.name: getattr(self, f.name) for f in fields(EditConfig)}
+        return EditConfig(**{**own, **chosen})
 
     def validate(self, methods=METHODS) -> "FixConfig":
         """Check every setting; ``methods``: the known method names (the registry's, where it is loaded)."""

@@ -48,9 +48,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from neuroinspect.core.config import configured
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.fix.config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
+from neuroinspect.fix.config import EditConfig
 from neuroinspect.core.io import atomic_path
 from neuroinspect.core.progress import progress_bar
 from neuroinspect.find.importance import bias_or_zeros, neuron_importance
@@ -285,41 +288,38 @@ def edit_head(
     train: FeatureSet,
     val: FeatureSet | None,
     targets: dict[int, list[int]],
-    method: str = "ratio",
-    tau: float | dict | None = None,
-    lam: float = 0.01,
-    epochs: int = 20,
-    patience: int | None = 5,
-    lr: float = 1e-3,
-    warmup: float = 1.0,
-    batch_size: int = 256,
-    select_by: str = "auto",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    config: EditConfig | None = None,
+    *,
+    policy: DevicePolicy | str | torch.device | None = None,
     augmented_views: list[FeatureSet] | None = None,
-    focal_gamma: float = 2.0,
-    class_boost: float = 2.0,
     progress: bool = False,
+    **overrides,
 ) -> EditResult:
     """Retrain the decision layer ``W`` [C, D], ``b`` [C] on cached features (see the module docstring).
 
-    ``targets`` maps each edited class index to its neurons ``S``. ``tau``: None/"auto" (automatic),
-    a number for every class, or ``{class: tau}``. ``warmup`` is in epochs (linear ramp to ``lr``).
-    ``patience`` 0/None trains all ``epochs`` and keeps the last one (no validation split needed).
-    ``augmented_views``: extra FeatureSets of the same training samples (e.g. cached augmentations);
-    each epoch every sample is drawn from one of the views (the original included) at random.
+    ``targets`` maps each edited class index to its neurons ``S``. ``config`` (an :class:`EditConfig`;
+    its fields may also be given as keyword ``overrides``): ``tau`` None/"auto" (automatic), a number
+    for every class, or ``{class: tau}``; ``warmup`` is in epochs (linear ramp to ``lr``); ``patience``
+    0/None trains all ``epochs`` and keeps the last one (no validation split needed); ``seed`` seeds
+    the generator of every random draw (shuffling, view choice; no global RNG is touched).
+    ``policy``: where to train (a :class:`DevicePolicy` or a device; default cpu); the head is always
+    trained in fp32. ``augmented_views``: extra FeatureSets of the same training samples (e.g. cached
+    augmentations); each epoch every sample is drawn from one of the views (the original included) at random.
     """
+    cfg = configured(EditConfig, config, overrides)
+    method, tau, lam, epochs, patience, lr, warmup, batch_size, seed = (
+        cfg.method, cfg.tau, cfg.lam, cfg.epochs, cfg.patience, cfg.lr, cfg.warmup, cfg.batch_size, cfg.seed)
+    focal_gamma, class_boost = cfg.focal_gamma, cfg.class_boost
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
-    select_by = resolve_select_by(select_by, targets)
+    select_by = resolve_select_by(cfg.select_by, targets)
     _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views)
     if epochs < 1:
         raise NeuroInspectError(f"epochs must be ≥ 1, got {epochs}")
-    device = torch.device(device)
+    device = DevicePolicy.of(policy).device
     C, D = W.shape
     taus, imps = resolve_tau(W, b, val if val is not None else train, targets, tau)
 
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     weight = nn.Parameter(W.detach().float().clone().to(device))
     bias = nn.Parameter(b.detach().float().clone().to(device)) if b is not None else None
     params = [weight] + ([bias] if bias is not None else [])

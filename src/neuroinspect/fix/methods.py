@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.fix.config import GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, QUANTILE_GRID, FixConfig
@@ -37,7 +38,7 @@ class FixProblem:
     train: FeatureSet
     val: FeatureSet | None
     targets: dict[int, list[int]]
-    device: str | torch.device = "cpu"
+    policy: DevicePolicy | None = None  # where the gradient methods train (None: the head's device, fp32)
     progress: bool = False
 
 
@@ -118,10 +119,8 @@ def gradient_edit(p: FixProblem, cfg: FixConfig) -> FixResult:
     use_val = p.val is not None and cfg.patience > 0
     best, rows = None, []
     for lr, lam in itertools.product(lrs, lams):
-        res = edit_head(p.W, p.b, p.train, p.val if use_val else None, p.targets, method=cfg.method, tau=cfg.tau,
-                        lam=lam, epochs=cfg.epochs, patience=cfg.patience if use_val else None, lr=lr,
-                        warmup=cfg.warmup, batch_size=cfg.batch_size, select_by=select_by, seed=cfg.seed,
-                        device=p.device, focal_gamma=cfg.focal_gamma, class_boost=cfg.class_boost,
+        trainer = cfg.edit_config(lr=lr, lam=lam, patience=cfg.patience if use_val else None, select_by=select_by)
+        res = edit_head(p.W, p.b, p.train, p.val if use_val else None, p.targets, trainer, policy=p.policy,
                         progress=p.progress)
         rows.append({"lr": lr, "lam": lam, "metric": res.best_val_metric, "best_epoch": res.best_epoch})
         if best is None or (res.best_val_metric is not None and res.best_val_metric > best[1].best_val_metric):

@@ -30,10 +30,10 @@ from torch import nn
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.show.augment import ModelInput
+from neuroinspect.show.config import PAPER_CLIP
 
 log = logging.getLogger(__name__)
 
-PAPER_CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from neuroinspect.core.config import configured
+from neuroinspect.core.device import DevicePolicy
+from neuroinspect.show.config import RenderConfig
 from neuroinspect.core.io import atomic_path, save_png
 from neuroinspect.core.models import state_fingerprint
 
@@ -92,17 +95,19 @@ class _Images:
 
 
 def spatial_maps(probe, preprocess, ids: Sequence[str], neurons: Sequence[int], *, images: _Images | None = None,
-                 cache_dir: str | os.PathLike | None = None, device=None, batch: int = 32
+                 cache_dir: str | os.PathLike | None = None, policy: DevicePolicy | None = None, batch: int = 32
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
     """The maps of ``neurons`` ([len(neurons), h, w]) and the model-input images of ``ids``.
 
     Returns ``(maps, inputs, forwards)``: ``inputs`` are the images in [0, 1] as the model saw
     them (after its resize and crop); ``forwards`` counts the images that needed a forward pass
-    (0 when every map came from the cache). Unreadable images are left out.
+    (0 when every map came from the cache). Unreadable images are left out. ``policy`` says where the
+    forward pass runs (default: the model's device); the maps are always computed in fp32, so that the
+    cached maps do not depend on the precision.
     """
     images = images or _Images()
     neurons = [int(n) for n in neurons]
-    device = torch.device(device) if device is not None else probe.head.weight.device
+    policy = DevicePolicy.of(policy, probe.head.weight.device)
     mean = torch.tensor(preprocess.mean).view(3, 1, 1)
     std = torch.tensor(preprocess.std).view(3, 1, 1)
     transform = preprocess.transform
@@ -134,7 +139,7 @@ def spatial_maps(probe, preprocess, ids: Sequence[str], neurons: Sequence[int], 
         return {}, inputs, 0
     for start in range(0, len(todo), batch):
         part = todo[start:start + batch]
-        x = torch.stack([p[1] for p in part]).to(device)
+        x = policy.place(torch.stack([p[1] for p in part]))
         with torch.no_grad():
             out = probe(x, spatial=True)
         if out.spatial is None:
@@ -211,10 +216,11 @@ def overlay(image: torch.Tensor, cell_map: torch.Tensor, scale: float, box=None,
     return pil
 
 
-def exemplar_heatmaps(probe, preprocess, fs, requests: Sequence[HeatmapRequest], out_dir: str | os.PathLike, *,
-                      k: int = 4, class_names: Sequence[str] | None = None, data=None, cache_dir=None, device=None,
-                      thumb: int = 128) -> tuple[dict[int, list[dict]], dict]:
-    """Top-``k`` images per request with the neuron's heatmap and a tight crop, saved under ``out_dir``.
+def exemplar_heatmaps(probe, preprocess, fs, requests: Sequence[HeatmapRequest], out_dir: str | os.PathLike,
+                      config: RenderConfig | None = None, *, policy: DevicePolicy | None = None,
+                      class_names: Sequence[str] | None = None, data=None, cache_dir=None,
+                      **overrides) -> tuple[dict[int, list[dict]], dict]:
+    """Top-``k`` images per request (``k``: the config's ``heatmaps``; crops ``thumb`` pixels wide) with the neuron's heatmap and a tight crop, saved under ``out_dir``.
 
     ``fs`` (a ``FeatureSet``) ranks the images without a forward pass; one forward over the
     chosen images gives the maps (none at all when they are cached in ``cache_dir``). Returns
@@ -222,6 +228,8 @@ def exemplar_heatmaps(probe, preprocess, fs, requests: Sequence[HeatmapRequest],
     the neuron is silent there, and its ``items`` (image id, cached activation, PNG paths
     relative to ``out_dir``, the crop box and the map's peak cell).
     """
+    cfg = configured(RenderConfig, config, overrides)
+    k, thumb = cfg.heatmaps, cfg.thumb
     out = Path(out_dir)
     names = list(class_names or fs.class_names)
     labels = fs.labels.long()
@@ -239,7 +247,7 @@ def exemplar_heatmaps(probe, preprocess, fs, requests: Sequence[HeatmapRequest],
     col = {n: j for j, n in enumerate(neurons)}
     maps, inputs, forwards = spatial_maps(probe, preprocess, wanted, neurons,
                                           images=_Images(data, getattr(fs, "split", None) or None),
-                                          cache_dir=cache_dir, device=device)
+                                          cache_dir=cache_dir, policy=policy)
     result: dict[int, list[dict]] = {}
     for req, items, n_class in plan:
         cname = names[req.cls] if req.cls < len(names) else str(req.cls)

@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroinspect.core.errors import NeuroInspectError
-
-DEFAULT_GAMMA = 0.5
-DEFAULT_EPSILON = 0.05
+from neuroinspect.show.config import DEFAULT_EPSILON, DEFAULT_GAMMA
 
 
 @dataclass

@@ -6,7 +6,6 @@ independently, just in one forward/backward pass per step instead of one per ima
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,17 +14,17 @@ from typing import Sequence
 import torch
 
 from neuroinspect.core import distributed
+from neuroinspect.core.config import configured
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipModel
-from neuroinspect.show.objectives import DEFAULT_EPSILON, DEFAULT_GAMMA, Context, Objective, recipe as make_recipe
+from neuroinspect.show.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STARTS, RenderConfig  # noqa: F401 (re-exported)
+from neuroinspect.show.objectives import Context, Objective, recipe as make_recipe
 from neuroinspect.show.param import make_image
 from neuroinspect.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LR = 0.05
-DEFAULT_WEIGHT_DECAY = 2e-4
 
 
 @dataclass
@@ -65,26 +64,6 @@ def image_seed(seed: int, index: int) -> int:
     return (int(seed) * 1_000_003 + int(index)) % (2**63 - 1)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-STARTS = ("auto", "noise", "exemplar", "preact")
-
-
-def _autocast(device: torch.device, precision: str):
-    """Mixed precision for the *classifier* only (CLIP stays in fp32: on CPU it is slower in bf16)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_precision(precision: str | None, amp: bool = False) -> str:
-    if precision is None:
-        return "bf16" if amp else "fp32"
-    if precision not in PRECISIONS:
-        raise NeuroInspectError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    return precision
-
-
 class _PreActivation:
     """Captures the input of the probe's spatial module when it is an element-wise activation.
 
@@ -114,48 +93,33 @@ def render(
     probe,
     preprocess,
     pairs: Sequence[tuple[int, int]],
+    config: RenderConfig | None = None,
     *,
-    recipe: str = "class",
+    policy: DevicePolicy | None = None,
     objective: Objective | None = None,
     clip: ClipModel | None = None,
     class_texts: Sequence[str] | None = None,
-    gamma: float = DEFAULT_GAMMA,
-    epsilon: float = DEFAULT_EPSILON,
-    steps: int = 300,
-    size: int = 224,
-    batch: int = 8,
-    lr: float = DEFAULT_LR,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-    param: str = "fourier",
-    param_options: dict | None = None,
     augmentation: Augmentation | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    amp: bool = False,
-    precision: str | None = None,
-    channels_last: bool = False,
-    input_size: int | None = None,
-    schedule: str = "cosine",
-    warmup: float = 0.0,
-    start: str = "noise",
     init_images: Sequence[torch.Tensor | None] | None = None,
-    freeze: bool = True,
-    progress: bool = True,
+    **overrides,
 ) -> RenderResult:
     """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
 
     ``probe`` is a ``neuroinspect.core.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
-    (its input size, mean and std). ``objective`` (a loss) overrides ``recipe``. With a CLIP
-    objective, ``clip`` and ``class_texts`` (the text of every class, by index) are needed.
-    Ctrl-C stops early and returns the images finished so far plus the current batch as it is.
+    (its input size, mean and std). ``config``: a :class:`RenderConfig` (or its fields as keyword
+    ``overrides``: recipe, steps, size, batch, lr, seed, ...). ``objective`` (a loss) overrides the
+    recipe. With a CLIP objective, ``clip`` (a loaded ``ClipModel``) and ``class_texts`` (the text of
+    every class, by index) are needed. Ctrl-C stops early and returns the images finished so far plus
+    the current batch as it is.
     Under torchrun each process renders its share of the batches (``core.distributed``) and gets
     its own images back, each exactly as one process would have rendered it.
 
-    Cost: ``precision`` "bf16"/"fp16" autocasts the classifier's forward and backward (never
-    CLIP); ``channels_last`` stores its activations NHWC; ``input_size`` runs the classifier at
-    that size during optimisation (default its own input size); the final scores always use the
-    classifier's own input size in fp32. ``schedule``: "cosine" or "constant", after a linear
-    ``warmup`` (a fraction of the steps).
+    ``policy`` (a :class:`DevicePolicy`; default: the classifier's device in fp32): its precision
+    "bf16" autocasts the classifier's forward and backward (never CLIP); fp16 is refused (its image
+    gradients would need loss scaling); ``channels_last`` stores its activations NHWC. Cost:
+    ``input_size`` runs the classifier at that size during optimisation (default its own input
+    size); the final scores always use the classifier's own input size in fp32. ``schedule``:
+    "cosine" or "constant", after a linear ``warmup`` (a fraction of the steps).
 
     Silent neurons (a_k = 0 on the starting image, so no gradient reaches the image): ``start``
     "exemplar" starts those images from ``init_images[i]`` (one per pair, e.g. the neuron's top
@@ -166,9 +130,13 @@ def render(
     ``freeze``: turn off the models' parameter gradients while optimising (restored after); only
     a timing comparison with the unfrozen way wants ``False``.
     """
+    cfg = configured(RenderConfig, config, overrides)
+    policy = DevicePolicy.of(policy, probe.head.weight.device).for_backward()
+    steps, size, batch, lr, weight_decay, param, seed = (
+        cfg.steps, cfg.size, cfg.batch, cfg.lr, cfg.weight_decay, cfg.param, cfg.seed)
+    start, input_size, schedule, warmup, progress = cfg.start, cfg.input_size, cfg.schedule, cfg.warmup, cfg.progress
     if start not in STARTS:
         raise NeuroInspectError(f"unknown start '{start}'; choose one of: {', '.join(STARTS)}")
-    precision = resolve_precision(precision, amp)
     pairs = [(int(n), int(c)) for n, c in pairs]
     if steps < 1:
         raise NeuroInspectError(f"steps must be at least 1, got {steps}")
@@ -179,25 +147,22 @@ def render(
             raise NeuroInspectError(f"neuron {n} is out of range: the model has {probe.D} features (0–{probe.D - 1})")
         if not 0 <= c < probe.C:
             raise NeuroInspectError(f"class index {c} is out of range: the model has {probe.C} classes (0–{probe.C - 1})")
-    loss_fn = objective if objective is not None else make_recipe(recipe, gamma=gamma, epsilon=epsilon)
+    loss_fn = objective if objective is not None else make_recipe(cfg.recipe, gamma=cfg.gamma, epsilon=cfg.epsilon)
     use_clip = "clip" in loss_fn.needs
     if use_clip and (clip is None or class_texts is None):
         raise NeuroInspectError("the CLIP-Illusion objective needs a CLIP model and the class texts")
-    if device is None:
-        device = probe.head.weight.device
-    device = torch.device(device)
+    device = policy.device
     model_input = ModelInput.for_classifier(preprocess).to(device)
     train_input = model_input if not input_size else ModelInput(int(input_size), preprocess.mean, preprocess.std).to(device)
     aug = augmentation if augmentation is not None else default_augmentation()
     aug = aug.to(device)
-    if channels_last:
-        probe.model.to(memory_format=torch.channels_last)
+    policy.place(probe.model)
 
     preact = _PreActivation(probe) if start in ("preact", "auto") else None
     # freeze the models while optimising images: autograd then keeps no weight-gradient paths
     # (3-4x cheaper backward for Lite0 on a CPU); restored in the finally block below
     frozen = [p for m in (probe.model, getattr(clip, "model", None)) if isinstance(m, torch.nn.Module)
-              for p in m.parameters() if p.requires_grad] if freeze else []
+              for p in m.parameters() if p.requires_grad] if cfg.freeze else []
     for p in frozen:
         p.requires_grad_(False)
     result = RenderResult(steps=steps)
@@ -209,7 +174,7 @@ def render(
     bar = progress_bar(sum(len(chunks[k]) for k in mine) * steps, "visualize", "img-step", enabled=progress)
     try:
         for chunk_no, index in ((k, chunks[k]) for k in mine):
-            state = _ChunkState(pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps,
+            state = _ChunkState(pairs, index, seed, size, param, cfg.param_options, device, lr, weight_decay, steps,
                                 schedule, warmup)
             aug.seed(torch.Generator().manual_seed(image_seed(seed, 7919 + chunk_no)))
             text = None
@@ -234,10 +199,8 @@ def render(
                     aug.set_progress(step / max(1, steps - 1))
                     images = state.image()
                     x = aug(images)
-                    xin = train_input(x)
-                    if channels_last:
-                        xin = xin.contiguous(memory_format=torch.channels_last)
-                    with _autocast(device, precision):
+                    xin = policy.place(train_input(x))
+                    with policy.autocast():
                         out = probe(xin)
                     ctx = Context(out.features.float(), out.logits.float(), state.neurons, state.classes)
                     if use_clip:
@@ -272,8 +235,7 @@ def render(
             p.requires_grad_(True)
         if preact is not None:
             preact.remove()
-        if channels_last:
-            probe.model.to(memory_format=torch.contiguous_format)
+        policy.release(probe.model)
     if result.interrupted:
         log.warning("interrupted: returning %d of %d images (the last batch stopped early)", len(result.images), len(pairs))
     return result
@@ -359,15 +321,15 @@ def _finish(probe, model_input, state, clip, text, device) -> list[Rendered]:
     return out
 
 
-def memory_batch(probe, preprocess, device, *, size: int = 224, clip: ClipModel | None = None,
-                 precision: str = "fp32", limit: int = 64) -> int:
-    """The largest render batch (≤ ``limit``) whose optimisation fits in the free memory of a CUDA ``device``.
+def memory_batch(probe, preprocess, policy: DevicePolicy, *, size: int = 224, clip: ClipModel | None = None,
+                 limit: int = 64) -> int:
+    """The largest render batch (≤ ``limit``) whose optimisation fits in the free memory of the policy's CUDA device.
 
     Measures the peak memory of one render step at batch 1 and 2 (with ``clip`` as guide when given:
     the CLIP-Illusion recipe), takes the difference as the cost of one image and leaves 20 % of
     the free memory spare. On other devices there is nothing to measure: returns ``limit``.
     """
-    device = torch.device(device)
+    device = policy.device
     if device.type != "cuda":
         return limit
     texts = [str(c) for c in range(probe.C)]
@@ -378,7 +340,7 @@ def memory_batch(probe, preprocess, device, *, size: int = 224, clip: ClipModel 
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         render(probe, preprocess, [(0, 0)] * b, recipe="clip-illusion" if clip is not None else "class", clip=clip,
-               class_texts=texts, steps=1, size=size, batch=b, device=device, precision=precision, progress=False)
+               class_texts=texts, steps=1, size=size, batch=b, policy=policy, progress=False)
         torch.cuda.synchronize(device)
         peaks.append(torch.cuda.max_memory_allocated(device) - before)
     per_image = max(1, peaks[1] - peaks[0])

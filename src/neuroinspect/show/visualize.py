@@ -17,13 +17,16 @@ core relevance score (``masks``) and dataset exemplars (``exemplars``).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from neuroinspect.core import distributed
+from neuroinspect.core.config import configured
 from neuroinspect.core.data import class_index
+from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import publish_dir, save_png, staging_dir
 from neuroinspect.core.models import LoadedModel
@@ -31,18 +34,20 @@ from neuroinspect.core.probe import Probe
 from neuroinspect.core.records import VisualizationSet
 from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
-from neuroinspect.show.clip import PAPER_CLIP, ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
+from neuroinspect.show.clip import ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
+from neuroinspect.show.config import (DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LR, DEFAULT_WEIGHT_DECAY,  # noqa: F401
+                                      PAPER_CLIP, RenderConfig)
 from neuroinspect.show.exemplars import dataset_activation, neuron_top_classes, save_strip, top_exemplars
 from neuroinspect.show.heatmaps import HeatmapRequest, _Images, exemplar_heatmaps
 from neuroinspect.show.masks import class_means, core_relevance_score, dim_outside, neuron_mask, to_pil, to_rgba
-from neuroinspect.show.objectives import (DEFAULT_EPSILON, DEFAULT_GAMMA, FALLBACK_RECIPE, RECIPES, ClassLogit,
-                                          ClipSimilarity, Context, NeuronActivation, Objective, get_recipe, recipe)
-from neuroinspect.show.render import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, Rendered, RenderResult, render, resolve_precision
+from neuroinspect.show.objectives import (FALLBACK_RECIPE, RECIPES, ClassLogit, ClipSimilarity, Context, NeuronActivation,
+                                          Objective, get_recipe, recipe)
+from neuroinspect.show.render import Rendered, RenderResult, render
 
 __all__ = [
     "visualize_neurons", "visualize_ranked", "render", "recipe", "resolve_clip", "load_clip", "parse_clip_spec",
     "NeuronActivation", "ClassLogit", "ClipSimilarity", "Objective", "Context", "RECIPES", "PAPER_CLIP",
-    "default_augmentation", "Augmentation", "ClipModel", "Rendered", "RenderResult",
+    "default_augmentation", "Augmentation", "ClipModel", "Rendered", "RenderResult", "RenderConfig",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,64 +90,51 @@ def visualize_neurons(
     neurons: Sequence[int],
     classes: Sequence[str | int] | dict[int, Sequence[str | int]] | None = None,
     out_dir: str | Path = "visualize",
+    config: RenderConfig | None = None,
     *,
-    top_classes: int = 3,
-    recipe: str = "clip-illusion",
-    clip: str | ClipModel | None = PAPER_CLIP,
-    class_text: dict[str, str] | None = None,
-    gamma: float = DEFAULT_GAMMA,
-    epsilon: float = DEFAULT_EPSILON,
-    steps: int = 300,
-    size: int = 224,
-    batch: int = 8,
-    lr: float = DEFAULT_LR,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-    param: str = "fourier",
-    seed: int = 0,
+    policy: DevicePolicy | None = None,
     features=None,
-    split: str | None = None,
-    exemplars: int = 8,
-    threshold: float = 0.5,
-    dim: float = 0.5,
-    device: str | torch.device | None = None,
     preprocess=None,
     class_names: list[str] | None = None,
-    amp: bool = False,
-    precision: str | None = None,
-    channels_last: bool = False,
-    input_size: int | None = None,
-    schedule: str = "cosine",
-    warmup: float = 0.0,
-    start: str = "auto",
-    freeze: bool = True,
-    heatmaps: int = 4,
-    vote_classes: int = 1,
     cache_dir: str | Path | None = None,
-    progress: bool = True,
+    **overrides,
 ) -> dict:
     """Render, mask and score neurons inside classes; write PNGs and ``visualizations.json`` into ``out_dir``.
 
     ``source``: an ``Inspector`` (its data, when it has some, gives exemplars and the class means
     for the core relevance score), a ``LoadedModel``, or a ``Probe`` with ``preprocess=``.
     ``classes``: names or indices to condition every neuron on, or a dict giving each neuron its
-    own list; ``None``: each neuron's
-    ``top_classes`` classes by decision-layer weight. ``recipe``: "clip-illusion", "class" or
-    "fv"; ``clip``: a CLIP spec, a loaded ``ClipModel`` or "none" (without CLIP, clip-illusion
-    becomes "class"). ``features``: a ``FeatureSet`` for exemplars/CRS (default: the
-    Inspector's ``split``, "train" when there is one). ``heatmaps``: the top-k images per class
-    (the classes rendered, plus the neuron's ``vote_classes`` largest-weight classes) shown with
-    where the neuron fires in them (0: none); their maps are cached in ``cache_dir`` (default:
-    the Inspector's cache). ``start``: what to do for an image whose neuron is silent on the
-    starting noise: "exemplar" (start from the neuron's top image of that class), "preact"
-    (push its pre-activation until it fires), "auto" (the default: exemplar where the neuron
-    fires on an image of the class, preact elsewhere; it left the fewest silent images on
-    Lite0) or "noise" (nothing). ``precision``, ``channels_last``, ``input_size``,
-    ``schedule`` and ``warmup``: see ``render``. Returns the JSON written. Under torchrun every
-    rank calls this: each renders its share of the batches, rank 0 writes the rest and publishes,
-    and every rank gets the same report back.
+    own list; ``None``: each neuron's ``top_classes`` classes by decision-layer weight.
+    ``config``: a :class:`RenderConfig` (or its fields as keyword ``overrides``). Its ``recipe``:
+    "clip-illusion", "class" or "fv"; ``clip``: a CLIP spec, a loaded ``ClipModel`` or "none"
+    (without CLIP, clip-illusion becomes "class"). ``features``: a ``FeatureSet`` for
+    exemplars/CRS (default: the Inspector's ``split``, "train" when there is one). ``heatmaps``:
+    the top-k images per class (the classes rendered, plus the neuron's ``vote_classes``
+    largest-weight classes) shown with where the neuron fires in them (0: none); their maps are
+    cached in ``cache_dir`` (default: the Inspector's cache). ``start``: what to do for an image
+    whose neuron is silent on the starting noise: "exemplar" (start from the neuron's top image of
+    that class), "preact" (push its pre-activation until it fires), "auto" (the default: exemplar
+    where the neuron fires on an image of the class, preact elsewhere; it left the fewest silent
+    images on Lite0) or "noise" (nothing). ``policy``: device, precision and channels_last (default:
+    the Inspector's device and precision, else the model's device in fp32; see ``render``).
+    ``input_size``, ``schedule`` and ``warmup``: see ``render``. Returns the JSON written. Under
+    torchrun every rank calls this: each renders its share of the batches, rank 0 writes the rest
+    and publishes, and every rank gets the same report back.
     """
+    cfg = configured(RenderConfig, config, overrides)
+    recipe, clip, class_text, gamma, epsilon, steps, size, lr, seed = (
+        cfg.recipe, cfg.clip, cfg.class_text, cfg.gamma, cfg.epsilon, cfg.steps, cfg.size, cfg.lr, cfg.seed)
+    top_classes, split, exemplars, threshold, dim, start = (
+        cfg.top_classes, cfg.split, cfg.exemplars, cfg.threshold, cfg.dim, cfg.start)
+    heatmaps, vote_classes, param, input_size, schedule, warmup = (
+        cfg.heatmaps, cfg.vote_classes, cfg.param, cfg.input_size, cfg.schedule, cfg.warmup)
     chosen = get_recipe(recipe)  # an unknown name fails here, listing the registered recipes
     probe, pre, names, model_spec, ins = _unpack(source, preprocess, class_names)
+    if policy is None:  # the Inspector's device and precision; a bare model keeps its device, in fp32
+        own = getattr(ins, "config", None)
+        policy = (DevicePolicy.resolve(ins.policy.device, own.precision, backward=True) if own is not None
+                  else DevicePolicy(probe.head.weight.device))
+    policy = policy.for_backward()
     neurons = [int(n) for n in neurons]
     if not neurons:
         raise NeuroInspectError("no neurons to visualise; pass --neurons like 12,40")
@@ -178,20 +170,18 @@ def visualize_neurons(
             if (n, c) not in pairs:
                 pairs.append((n, c))
 
-    choice = resolve_clip(clip, device or probe.head.weight.device) if chosen.needs_clip else ClipChoice(None)
+    choice = resolve_clip(clip, policy.device) if chosen.needs_clip else ClipChoice(None)
     used = chosen.name if (not chosen.needs_clip or choice.model is not None) else FALLBACK_RECIPE
     texts = [class_text.get(name, name) for name in names]
     fs = _features_for(ins, features, split)
 
-    precision = resolve_precision(precision, amp)
+    precision, channels_last = policy.precision, policy.channels_last
     init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
             if start in ("exemplar", "auto") and fs is not None else None)
     result = render(
-        probe, pre, pairs, recipe=used, clip=choice.model, class_texts=texts, gamma=gamma, epsilon=epsilon,
-        steps=steps, size=size, batch=batch, lr=lr, weight_decay=weight_decay, param=param, seed=seed,
-        device=device, precision=precision, channels_last=channels_last, input_size=input_size, schedule=schedule,
-        warmup=warmup, start=start if (start != "exemplar" or init is not None) else "noise",
-        init_images=[i[0] if i else None for i in init] if init else None, freeze=freeze, progress=progress,
+        probe, pre, pairs, replace(cfg, recipe=used, start=start if (start != "exemplar" or init is not None) else "noise"),
+        policy=policy, clip=choice.model, class_texts=texts,
+        init_images=[i[0] if i else None for i in init] if init else None,
     )
     starts = {(pairs[j][0], pairs[j][1]): init[j] for j in range(len(pairs))} if init else {}
 
@@ -231,8 +221,8 @@ def visualize_neurons(
                     requests.append(HeatmapRequest(n, c, "votes for"))
         cache = cache_dir if cache_dir is not None else getattr(ins, "cache_dir", None)
         heat_rows, heat_stats = exemplar_heatmaps(
-            probe, pre, fs, requests, out, k=heatmaps, class_names=names, data=getattr(ins, "data", None),
-            cache_dir=cache, device=device)
+            probe, pre, fs, requests, out, cfg, policy=policy, class_names=names, data=getattr(ins, "data", None),
+            cache_dir=cache)
     neuron_rows = []
     for n in neurons:
         top = neuron_top_classes(probe.weight, n, max(3, top_classes))
@@ -363,12 +353,13 @@ def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, 
     return records
 
 
-def visualize_ranked(inspector, explanation, n: int, out_dir: str | Path, *, steps: int = 300,
-                     clip: str | ClipModel | None = "none", seed: int = 0, progress: bool = True, **options) -> dict:
+def visualize_ranked(inspector, explanation, n: int, out_dir: str | Path, config: RenderConfig | None = None,
+                     **overrides) -> dict:
     """Render the top-``n`` insufficient and top-``n`` excessive neurons of an ``Explanation`` inside its class.
 
-    Exemplars and class means come from the explained split's (cached) features. Extra
-    ``options`` go to ``visualize_neurons`` (size, batch, recipe, lr, ...).
+    Exemplars and class means come from the explained split's (cached) features. ``config`` and
+    ``overrides`` (including ``features=`` and ``policy=``) go to ``visualize_neurons``; without a
+    config, no CLIP is loaded (``clip="none"``) unless one is given.
     """
     neurons = []
     for s in list(explanation.insufficient[:n]) + list(explanation.excessive[:n]):
@@ -377,11 +368,13 @@ def visualize_ranked(inspector, explanation, n: int, out_dir: str | Path, *, ste
     if not neurons:
         log.warning("no ranked neurons to visualise for class '%s'", explanation.class_name)
         return {}
-    features = options.pop("features", None)
+    if config is None:
+        overrides.setdefault("clip", "none")
+    features = overrides.pop("features", None)
     if features is None and getattr(inspector, "data", None) is not None:
         features = inspector.features(explanation.split)
-    return visualize_neurons(inspector, neurons, [explanation.class_index], out_dir, steps=steps, clip=clip,
-                             seed=seed, progress=progress, features=features, **options)
+    return visualize_neurons(inspector, neurons, [explanation.class_index], out_dir, config, features=features,
+                             **overrides)
 
 
 visualize = visualize_neurons
