@@ -23,6 +23,7 @@ import os
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,6 @@ def init(device: str | torch.device | None = None) -> bool:
     ``device``: the run's device; a CUDA device selects ``nccl`` (and this process's GPU is set
     from ``LOCAL_RANK``), anything else ``gloo``. Called again, it does nothing.
     """
-    import torch.distributed as dist
 
     if not launched() or not dist.is_available():
         return False
@@ -141,7 +141,6 @@ def go_alone() -> None:
 
 def shutdown() -> None:
     """Destroy the process group if this module created it (at the end of a command)."""
-    import torch.distributed as dist
 
     if _state["ours"] and dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
@@ -193,7 +192,6 @@ def run_record() -> dict:
 # --------------------------------------------------------------------------- collectives
 def barrier() -> None:
     if world_size() > 1:
-        import torch.distributed as dist
 
         dist.barrier(group=_group())
 
@@ -202,7 +200,6 @@ def all_gather(obj: Any) -> list:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
     if world_size() == 1:
         return [obj]
-    import torch.distributed as dist
 
     out: list = [None] * world_size()
     dist.all_gather_object(out, obj, group=_group())
@@ -213,7 +210,6 @@ def gather(obj: Any) -> list | None:
     """Every rank's ``obj`` on rank 0 (in rank order); ``None`` on the other ranks."""
     if world_size() == 1:
         return [obj]
-    import torch.distributed as dist
 
     out: list | None = [None] * world_size() if rank() == 0 else None
     dist.gather_object(obj, out, dst=0, group=_group())
@@ -224,7 +220,6 @@ def broadcast(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank."""
     if world_size() == 1:
         return obj
-    import torch.distributed as dist
 
     box = [obj if rank() == src else None]
     dist.broadcast_object_list(box, src=src, group=_group())
