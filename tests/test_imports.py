@@ -4,7 +4,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "neuroinspect"
 SCANNED = [*(PKG / "core").rglob("*.py"), *(PKG / "find").rglob("*.py"), *(PKG / "show").rglob("*.py"),
-           *(PKG / "fix").rglob("*.py"), PKG / "session.py", PKG / "train.py"]
+           *(PKG / "fix").rglob("*.py"), *(PKG / "report").rglob("*.py"), PKG / "session.py", PKG / "train.py",
+           PKG / "pipeline.py", PKG / "demo.py"]
 
 
 def unexplained_function_imports(path: Path, root: Path = PKG) -> list[str]:

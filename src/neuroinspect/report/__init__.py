@@ -28,8 +28,11 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader
+
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import write_text
+from neuroinspect.core.runinfo import __version__
 from neuroinspect.report.format import fmt_delta, fmt_num, fmt_pct, num
 from neuroinspect.report.sections import ASSETS_DIR, RUN_FILES, collect, locate
 
@@ -41,8 +44,6 @@ FOLD_ROWS = 40
 
 
 def _environment():
-    from jinja2 import Environment, FileSystemLoader
-
     env = Environment(
         loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=True,
@@ -56,8 +57,6 @@ def _environment():
 
 
 def render_html(ctx: dict, title: str = "NeuroInspect report") -> str:
-    from neuroinspect.core.runinfo import __version__
-
     template = _environment().get_template("report.html")
     return template.render(
         title=title, version=__version__, fold_rows=FOLD_ROWS,

@@ -10,6 +10,9 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+import matplotlib
+from matplotlib.figure import Figure
+
 from neuroinspect.core.io import atomic_path
 from neuroinspect.core.records import ComparisonRow, CurvePoint
 from neuroinspect.report.format import chart_label, method_label, num
@@ -24,9 +27,6 @@ PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#D
 @contextlib.contextmanager
 def _figure(path: Path, figsize: tuple[float, float], ncols: int = 1, tight: bool = False) -> Iterator:
     """A figure with ``ncols`` axes in the report's style, saved atomically to ``path`` on leaving."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=figsize)
         axes = fig.subplots(1, ncols)

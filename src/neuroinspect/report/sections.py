@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from PIL import Image
+
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import atomic_path
 from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, ExplanationRecord, HeatmapRow,
@@ -137,8 +139,6 @@ def _resolve_image(ident: str, bases: list[Path]) -> Path | None:
 
 
 def mistakes_section(src: Path, run_dir: Path, assets: Path, notes: list[str]) -> dict | None:
-    from PIL import Image
-
     try:
         with open(src, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
