@@ -50,8 +50,8 @@ def _pairs(cfg, n=24, seed=7):
     pairs = []
     for i, item in enumerate(images[idx]):
         rng = np.random.default_rng([seed, i])
-        bg_a = _background(load_photo(fam_a[i % len(fam_a)]), cfg.image_size, rng)
-        bg_b = _background(load_photo(fam_b[i % len(fam_b)]), cfg.image_size, rng)
+        bg_a = _background(load_photo(fam_a[i % len(fam_a)]), cfg.scenes.size, rng)
+        bg_b = _background(load_photo(fam_b[i % len(fam_b)]), cfg.scenes.size, rng)
         pairs.append((compose(bg_a, item, np.random.default_rng([seed, i, 1])),
                       compose(bg_b, item, np.random.default_rng([seed, i, 1]))))
     return pairs
