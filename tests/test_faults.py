@@ -400,4 +400,5 @@ def test_progress_in_a_log_is_periodic_lines_and_warnings_stay_whole(tmp_path, c
     lines = capsys.readouterr().err.splitlines()
     assert lines[:4] == [f"features [val]: {i}/4 img ({25 * i}%), 0 s" for i in range(1, 5)]
     assert "warning: something to read" in lines
+    assert sum(line.startswith("features [val]: 4/4") for line in lines) == 1  # close() does not repeat the last line
     assert not progress_bar(4, "x", enabled=False).__class__.__name__ == "LineProgress"

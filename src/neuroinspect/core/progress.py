@@ -38,6 +38,7 @@ class LineProgress:
         self.started = self.last = time.monotonic()
         self.every = _interval()
         self.postfix = ""
+        self.printed = None  # the last line printed: close() does not print it twice
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -56,9 +57,11 @@ class LineProgress:
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         extra = f" {self.postfix}" if self.postfix else ""
         print(f"{self.desc}: {self.n}{of} {self.unit}{pct}, {elapsed:.0f} s{extra}", file=self.stream, flush=True)
+        self.printed = (self.n, self.postfix)
 
     def close(self) -> None:
-        if self.n and (time.monotonic() - self.started) >= min(self.every, 1.0):
+        if (self.n and (time.monotonic() - self.started) >= min(self.every, 1.0)
+                and self.printed != (self.n, self.postfix)):
             self._print()
 
     def __iter__(self):  # pragma: no cover - not used as an iterator wrapper
