@@ -126,7 +126,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     headline = run_pipeline(
         ins, out, pipe, progress=progress,
         retrain_head=lambda seed: fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=seed),
-        run_info={"command": "demo", "config": asdict(cfg), "data": str(manifest), "model_file": model_file.name,
-                  "timings_s": timings},
+        # "config": the demo's own settings; the pipeline's, as run (seeds in run order), are under "pipeline"
+        run_info={"command": "demo", "config": {k: v for k, v in asdict(cfg).items() if k != "pipeline"},
+                  "data": str(manifest), "model_file": model_file.name, "timings_s": timings},
     )
     return headline
