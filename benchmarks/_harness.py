@@ -98,3 +98,29 @@ def environment(device: str = "cpu") -> dict:
             "device": str(dev), "device_name": gpu or platform.processor() or platform.machine(),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__, "python": platform.python_version()}
+
+
+def write_images(root, n: int, size: int, classes: int = 4) -> None:
+    """``n`` random JPEGs in ``classes`` class folders under ``root`` (a throughput benchmark's data)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = Path(root) / f"class_{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i:05d}.jpg", quality=90)
+
+
+def emit(report: dict, path=None) -> dict:
+    """Print the benchmark's JSON, and write it (atomically) to ``path`` when given."""
+    import json
+
+    print(json.dumps(report, indent=2))
+    if path:
+        from neuroinspect.core.io import write_json
+
+        write_json(path, report)
+    return report

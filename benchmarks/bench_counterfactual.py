@@ -23,7 +23,6 @@ Prints JSON and writes it to ``--json`` (default docs/bench_counterfactual.json)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from neuroinspect.find.counterfactual import SolverConfig, counterfactual_edits,
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+from _harness import add_arguments, emit, environment, measure, pin_threads  # noqa: E402
 from reference import counterfactual_edits_loop  # noqa: E402 (the tests' one-sample-at-a-time reference)
 
 WAYS = {
@@ -171,12 +170,7 @@ def main(argv=None) -> dict:
                 "way also multiplies finished rows until its next compaction)",
         **environment("cpu"),
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        from neuroinspect.core.io import write_json
-
-        write_json(args.json, report)
-    return report
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,11 @@ from pathlib import Path
 from demo_run import open_demo_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Clock, add_arguments, environment, pin_threads, summary  # noqa: E402
+from _harness import Clock, add_arguments, emit, environment, pin_threads, summary  # noqa: E402
 
 
 def main(argv=None) -> dict:
     from neuroinspect.demo import DemoConfig
-    from neuroinspect.core.io import write_json
     from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import visualize_neurons
 
@@ -82,9 +81,7 @@ def main(argv=None) -> dict:
         "speedup_wall_min": round(rows["old"]["wall_s_min"] / rows["new"]["wall_s_min"], 2),
         "speedup_cpu_min": round(rows["old"]["cpu_s_min"] / rows["new"]["cpu_s_min"], 2),
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        write_json(args.json, report)
+    emit(report, args.json)
     return report
 
 

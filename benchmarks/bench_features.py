@@ -14,9 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from neuroinspect.core.data import collate_skipping, load_data
 from neuroinspect.core.device import DevicePolicy
@@ -25,15 +23,7 @@ from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Clock, add_arguments, environment, pin_threads, summary  # noqa: E402
-
-
-def write_images(root: Path, n: int, size: int, classes: int = 4) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        d = root / f"class_{i % classes}"
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i:05d}.jpg", quality=90)
+from _harness import Clock, add_arguments, environment, pin_threads, summary, write_images  # noqa: E402
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ fp32) and the fraction beating the neuron's top dataset activation in that class
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -22,11 +21,10 @@ import torch
 from demo_run import open_demo_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+from _harness import add_arguments, emit, environment, measure, pin_threads  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.core.io import write_json
     from neuroinspect.show.visualize import visualize_neurons
     from neuroinspect.show.render import _ChunkState, _evaluate
     from neuroinspect.show.augment import ModelInput
@@ -76,9 +74,7 @@ def main(argv=None) -> dict:
         "steps": args.steps, "size": args.size, "recipe": "class", **environment("cpu"),
         "platform": platform.platform(), "methods": rows,
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        write_json(args.json, report)
+    emit(report, args.json)
     return report
 
 

@@ -12,14 +12,12 @@ times mixed precision and channels-last. Prints JSON (and writes it with --json)
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
 
 import torch
 
-from neuroinspect.core.io import write_json
 from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
 from neuroinspect.core.device import split_policy
@@ -27,7 +25,7 @@ from neuroinspect.show.visualize import render, resolve_clip
 from neuroinspect.show.exemplars import neuron_top_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+from _harness import add_arguments, emit, environment, measure, pin_threads  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -114,9 +112,7 @@ def main(argv=None) -> dict:
         "best": {"batch": best["batch"], "variant": best.get("variant", "plain"), "speedup_vs_single": best["speedup_vs_single"],
                  "image_steps_per_s": best["image_steps_per_s"]},
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        write_json(args.json, report)
+    emit(report, args.json)
     return report
 
 

@@ -24,28 +24,17 @@ checks the script in a minute or two; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from neuroinspect.core.device import DevicePolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Clock, add_arguments, environment, measure, pin_threads  # noqa: E402
-
-
-def write_images(root: Path, n: int, size: int, classes: int = 4) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        d = root / f"class_{i % classes}"
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i:05d}.jpg", quality=90)
+from _harness import Clock, add_arguments, emit, environment, measure, pin_threads, write_images  # noqa: E402
 
 
 def _mixed(device: torch.device) -> str:
@@ -226,11 +215,7 @@ def main(argv=None) -> dict:
         if "clip_illusion" not in skip:
             report["clip_illusion"] = clip_illusion(args, device)
     report["total"] = total.as_dict()
-    print(json.dumps(report, indent=2))
-    if args.json:
-        from neuroinspect.core.io import write_json
-
-        write_json(args.json, report)
+    emit(report, args.json)
     return report
 
 

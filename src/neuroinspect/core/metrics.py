@@ -32,7 +32,8 @@ def accuracy_by(labels: "torch.Tensor", predictions: "torch.Tensor", keys: "torc
     return out
 
 
-def _finite(x) -> float | None:
+def finite_or_none(x) -> float | None:
+    """``x`` as a finite float, else None (None, a bool, a string that is not a number, NaN, ±inf)."""
     if x is None or isinstance(x, bool):
         return None
     try:
@@ -46,7 +47,7 @@ def worst(accuracies: Mapping[str, float | None]) -> tuple[str | None, float | N
     """``(name, accuracy)`` of the lowest accuracy (the first one on ties; None and NaN skipped), or ``(None, None)``."""
     best_name, best_acc = None, None
     for name, acc in accuracies.items():
-        v = _finite(acc)
+        v = finite_or_none(acc)
         if v is not None and (best_acc is None or v < best_acc):
             best_name, best_acc = name, v
     return best_name, best_acc
@@ -68,7 +69,7 @@ def summarize(accuracy: float | None, per_class: Mapping[str, float | None],
     """The one computation of overall / worst-class / worst-group accuracy (see the module docstring)."""
     wc, wc_acc = worst(per_class)
     wg, wg_acc = worst(per_group or {})
-    return Summary(_finite(accuracy), wc, wc_acc, wg, wg_acc)
+    return Summary(finite_or_none(accuracy), wc, wc_acc, wg, wg_acc)
 
 
 def evaluate(fs: "FeatureSet", predictions: "torch.Tensor | None" = None) -> dict:

@@ -1,12 +1,12 @@
 """How numbers, deltas, labels and paths are written in the report (no matplotlib, no Jinja)."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from neuroinspect.core.metrics import finite_or_none
 from neuroinspect.fix.methods import FIX_METHODS
 
 ORIGINAL_LABEL = "original (ERM head)"
@@ -24,13 +24,7 @@ def method_label(method: str | None) -> str | None:
 
 def num(x: Any) -> float | None:
     """``x`` as a finite float, else None."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return finite_or_none(x)
 
 
 def fmt_pct(x: Any, digits: int = 1) -> str:
