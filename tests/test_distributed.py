@@ -241,3 +241,21 @@ def test_a_killed_rank_leaves_parts_that_the_rerun_reuses(tmp_path):
     for name in ("ranking.json", "metrics.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     _same_features(_features(tmp_path / "cache"), _features(tmp_path / "fresh"))
+
+
+@pytest.mark.slow
+def test_debug_on_two_ranks_equals_one_process(tmp_path):
+    """The pipeline: extraction, counterfactuals and pictures shared; rank 0 alone fixes, compares and reports."""
+    write_folder(tmp_path / "data", n_per_class=6, n_red_apples=6)
+    args = ["debug", "--model", "planted:planted_cnn", "--data", "data", "--eval-split", "val", "--methods",
+            "rebalance,erm", "--steps", "3", "--size", "32", "--clip", "none", "--batch-size", "8", "--no-progress"]
+    one = _neuroinspect(args + ["--out", "one", "--cache-dir", "c1"], 1, tmp_path)
+    two = _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
+    for name in ("metrics.json", "ranking.json", "mistakes.csv", "visualize/visualizations.json", "edit/edit.json",
+                 "compare/compare.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert (tmp_path / "two" / "report.html").is_file()
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run["command"] == "debug" and run["world_size"] == 2 and [s["rank"] for s in run["shards"]] == [0, 1]
+    assert two.stdout.count("report:") == 1 and one.stdout.count("report:") == 1  # rank 0 alone prints
+    assert "error" not in one.stderr + two.stderr
