@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,13 +28,10 @@ from neuroinspect.core.features import store_features
 from neuroinspect.core.io import default_cache_dir, mkdirs
 from neuroinspect.core.models import build_model
 from neuroinspect.core.scenes import ScenesConfig, make_scenes
-from neuroinspect.fix.config import DEFAULT_COMPARE
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
 from neuroinspect.show.config import RenderConfig
-
-log = logging.getLogger(__name__)
 
 
 # the demo's pictures: the classifier at the render size, a short warm-up; silent images start from
@@ -54,9 +50,8 @@ class DemoConfig:
     model: str = "efficientnet-lite0"
     head_epochs: int = 200
     seed: int = 0  # the benchmark's, the head's and the pictures' seed; the run shown in detail
-    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(
-        n_insufficient=4, n_excessive=2, n_edit=3, seeds=(0, 1, 2), fix="rebalance", methods=DEFAULT_COMPARE,
-        render=RENDER, render_precision="bf16", render_channels_last=True))
+    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(  # its defaults, but 3 seeds and RENDER
+        seeds=(0, 1, 2), render=RENDER, render_precision="bf16", render_channels_last=True))
 
     @classmethod
     def fast(cls, *, scenes: dict | None = None, pipeline: dict | None = None, render: dict | None = None,

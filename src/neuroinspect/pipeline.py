@@ -44,14 +44,15 @@ from neuroinspect.core.runinfo import versions
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, run_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
-from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.report import build_report
 from neuroinspect.session import Inspector
 from neuroinspect.show.config import RenderConfig
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class PipelineConfig:
@@ -147,9 +148,14 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
 
 
+def ranks_neurons(explanation: Explanation) -> bool:
+    """Whether the explanation ranks at least one neuron (a class without mistakes ranks none)."""
+    return bool(explanation.insufficient or explanation.excessive)
+
+
 def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
-    """The explanations that rank at least one neuron (a class without mistakes ranks none); one line if none does."""
-    kept = [e for e in explanations if e.insufficient or e.excessive]
+    """The explanations that rank at least one neuron; one line if none does."""
+    kept = [e for e in explanations if ranks_neurons(e)]
     if not kept:
         names = ", ".join(f"'{e.class_name}' ({e.n_mistakes} mistakes)" for e in explanations)
         raise NeuroInspectError(f"no ranked neurons for {names}; nothing to show or fix (debug another class with "
@@ -180,11 +186,11 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
                  class_index: Callable[[str], int] | None = None, device="cpu") -> SeedRun:
     """One seed on cached features (``feats``: ``train``, ``val``, ``test``): the classes explained on val with
     ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run."""
-    fs = {k: v.with_logits(*head) for k, v in feats.items()}
-    if explanations is None:
-        names = fs["val"].class_names
-        explanations = explain_classes(*head, fs["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
+    if explanations is None:  # explain_classes rescores val by the head itself
+        names = feats["val"].class_names
+        explanations = explain_classes(*head, feats["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
                                        device=device)
+    fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
     results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
     return SeedRun(seed, head, explanations, targets, results)
@@ -198,6 +204,9 @@ class Pipeline:
         self.ins = inspector
         self.out = mkdirs(out, "run folder")
         self.cfg = (config or PipelineConfig()).validate()
+        # the classifier's device and precision while rendering: resolved (and an fp16 backward refused) before any work
+        self.render_policy = DevicePolicy.resolve(inspector.device, self.cfg.render_precision,
+                                                  self.cfg.render_channels_last, backward=True)
         self.retrain_head = retrain_head
         self.progress = progress
         self.timings: dict[str, float] = {}
@@ -278,7 +287,7 @@ class Pipeline:
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
         notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
-                 f"nothing to show or fix there" for e in explanations if not (e.insufficient or e.excessive)]
+                 f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
             mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
@@ -287,9 +296,8 @@ class Pipeline:
             for k, js in edit_targets(mine, e, W).items():
                 for j in js:
                     per_neuron.setdefault(j, set()).update({e.class_index, k})
-        policy = DevicePolicy.resolve(ins.device, cfg.render_precision, cfg.render_channels_last, backward=True)
         vis = visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
-                                cfg.render, policy=policy, features=feats["train"], progress=self.progress)
+                                cfg.render, policy=self.render_policy, features=feats["train"], progress=self.progress)
         self._lap("visualize", t0)
         bar.update()
         shards = distributed.run_record()  # under torchrun: what each rank took; the rest is short, rank 0 does it alone

@@ -133,6 +133,11 @@ def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precisio
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def parse_name_list(text: str | None) -> list[str]:
+    """``a, b,c`` as ``["a", "b", "c"]`` (empty items dropped; nothing given: ``[]``)."""
+    return [t.strip() for t in str(text).split(",") if t.strip()] if text else []
+
+
 def parse_int_list(text: str | None) -> list[int]:
     if not text:
         return []

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.fix.config import DEFAULT_COMPARE, GROUP_LABEL_METHODS, METHODS, NEEDS_NEURONS
-from neuroinspect.cli.common import add_data_args, add_model_args, add_run_args, parse_int_list, write_run_json
+from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, parse_int_list, parse_name_list,
+                                     write_run_json)
 from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, prepare
 
 DEFAULT_METHODS = list(DEFAULT_COMPARE)
@@ -31,7 +32,7 @@ def register(sub) -> None:
 
 
 def parse_methods(text: str) -> list[str]:
-    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    methods = parse_name_list(text)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise NeuroInspectError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {','.join(METHODS)}")

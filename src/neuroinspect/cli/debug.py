@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_int,
-                                     parse_int_list, positive_int, print_headline, run_record)
+                                     parse_int_list, parse_name_list, positive_int, print_headline, run_record)
 
 # defaults shown by --help, copied here so that --help does not import torch; a test checks them
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
@@ -70,12 +70,11 @@ def config_from(args: argparse.Namespace):
     from neuroinspect.pipeline import PipelineConfig
     from neuroinspect.show.config import RenderConfig
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_COMPARE
     return PipelineConfig(
-        classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else (),
+        classes=tuple(parse_name_list(args.classes)),
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
-        fix=args.fix, methods=methods, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
+        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
         render=RenderConfig(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
         render_precision=args.precision,
     ).validate()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
-                     positive_float, positive_int, write_run_json)
+                     parse_name_list, positive_float, positive_int, write_run_json)
 from neuroinspect.show.config import PAPER_CLIP, PARAMS, STARTS, RenderConfig
 
 # the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
@@ -85,7 +85,7 @@ def run(args) -> int:
     neurons = parse_int_list(args.neurons)
     if not neurons:
         raise NeuroInspectError("--neurons needs at least one index, like 12,40")
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = parse_name_list(args.classes) or None
     for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch),
                         ("--input-size", args.input_size or 1)):
         if value < 1:
