@@ -21,7 +21,7 @@ from PIL import Image
 from neuroinspect.cli import main
 from neuroinspect.core.data import load_data
 from neuroinspect.core.features import extract_features
-from neuroinspect.core.models import LoadedModel, build_model
+from neuroinspect.core.models import build_model
 from neuroinspect.core.probe import Probe
 from planted import CLASSES, planted_cnn, write_folder
 

@@ -52,7 +52,7 @@ from neuroinspect.core.config import configured
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.fix.config import EDIT_METHODS, GROUP_LABEL_SELECT, NEURON_METHODS, SELECT_BY  # noqa: F401 (re-exported)
+from neuroinspect.fix.config import EDIT_METHODS, NEURON_METHODS, SELECT_BY
 from neuroinspect.fix.config import EditConfig
 from neuroinspect.core.io import atomic_path
 from neuroinspect.core.progress import progress_bar
@@ -61,7 +61,6 @@ from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)
 
-METHODS = EDIT_METHODS
 MAX_LOG_RATIO = 30.0  # r is capped at e^30 inside the loss so that ||r − τ||² cannot overflow
 REFERENCE_BATCH = 32  # the authors' batch size: λ of the ratio penalty is calibrated to it
 
@@ -198,8 +197,8 @@ class EditResult:
 
 
 def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views):
-    if method not in METHODS:
-        raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(METHODS)}")
+    if method not in EDIT_METHODS:
+        raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(EDIT_METHODS)}")
     if select_by not in SELECT_BY:
         raise NeuroInspectError(f"unknown --select-by '{select_by}'; choose one of {', '.join(SELECT_BY)}")
     C, D = W.shape
