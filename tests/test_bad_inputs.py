@@ -38,6 +38,16 @@ def _vis(*extra):
     return ["visualize", *M, "--neurons", "5", "--clip", "none", "--out", "{out}", "--no-progress", *extra]
 
 
+def _compare(*extra):
+    return ["compare", *M, "--data", "{data}", "--class", "apple", "--neurons", "5", "--methods", "ablate",
+            "--out", "{out}", "--cache-dir", "{cache}", "--no-progress", *extra]
+
+
+def _train(*extra):
+    return ["train", *M, "--data", "{data}", "--head-only", "--epochs", "1", "--out", "{out}", "--cache-dir", "{cache}",
+            "--no-progress", *extra]
+
+
 # (what is wrong, command line, what the one line must say); {data} {out} {cache} {file} {ro} are filled in
 CASES = [
     ("--batch-size 0", _explain("--batch-size", "0"), "--batch-size: must be a positive integer"),
@@ -70,6 +80,29 @@ CASES = [
     ("--class-names repeats a class", _explain("--class-names", "apple,berry,cloud,apple"), "more than once"),
     ("unknown class", ["explain", *M, "--data", "{data}", "--class", "appel", "--out", "{out}", "--no-progress"],
      "unknown class 'appel'; did you mean 'apple'"),
+    # --out, --cache-dir and the data: nothing a run writes may land among the images, or the images among it
+    ("--out inside the data (explain)", _explain("--out", "{data}/train"), "--out '{data}/train' lies inside the data"),
+    ("--out inside the data (visualize)", _vis("--data", "{data}", "--out", "{data}/train"), "lies inside the data"),
+    ("--out inside the data (train)", _train("--out", "{data}/val/apple"), "lies inside the data"),
+    ("--cache-dir inside the data", _explain("--cache-dir", "{data}/cache"), "--cache-dir '{data}/cache' lies inside the data"),
+    ("the data inside --out", _explain("--out", "{parent}"), "lies inside --out"),
+    # checkpoints that are not: each told what is wrong with it
+    ("--weights is an empty file", _explain("--weights", "{empty_pt}"), "is empty (0 bytes)"),
+    ("--init-weights is an empty file", _train("--init-weights", "{empty_pt}"), "is empty (0 bytes)"),
+    ("--weights holds random bytes", _explain("--weights", "{junk_pt}"), "is not a PyTorch checkpoint"),
+    ("--weights is a text file", _explain("--weights", "{file}"), "is not a PyTorch checkpoint"),
+    ("--weights is a folder", _explain("--weights", "{data}"), "is a folder; give the checkpoint file"),
+    ("report of a file", ["report", "{file}"], "is a file; give the run folder"),
+    ("--class-names with an extra name", _explain("--class-names", "apple,berry,cloud,dog"),
+     "lists 4 names but the model has 3 outputs and the data 3 classes ('dog' is not in the data)"),
+    # seeds and lists
+    ("--seed 99999999999999999999", _explain("--seed", "99999999999999999999"), "--seed: must be a seed from 0 to"),
+    ("--seeds 99999999999999999999", _compare("--seeds", "99999999999999999999"), "is not a seed"),
+    ("--seeds 0,0,1", _compare("--seeds", "0,0,1"), "--seeds gives 0 more than once"),
+    ("--seeds=-1,2", _compare("--seeds=-1,2"), "--seeds: -1 is not a seed"),
+    ("--neurons 0,0", ["edit", *M, "--data", "{data}", "--class", "apple", "--neurons", "0,0", "--out", "{out}",
+                       "--cache-dir", "{cache}", "--no-progress"], "--neurons gives 0 more than once"),
+    ("--input-size 1", _vis("--input-size", "1"), "--input-size: must be at least 16 px"),
 ]
 NEEDS_NON_ROOT = {"--out read-only", "--cache-dir read-only"}
 SETPRIV = shutil.which("setpriv")
@@ -100,7 +133,10 @@ def _paths(tmp: Path) -> dict:
     ro = tmp / "readonly"
     ro.mkdir(exist_ok=True)
     ro.chmod(0o555)
-    return {"data": str(data), "out": str(tmp / "out"), "cache": str(tmp / "cache"), "file": str(file), "ro": str(ro)}
+    (tmp / "empty.pt").write_bytes(b"")
+    (tmp / "junk.pt").write_bytes(bytes(np.random.default_rng(0).integers(0, 128, 256, dtype=np.uint8)))
+    return {"data": str(data), "out": str(tmp / "out"), "cache": str(tmp / "cache"), "file": str(file), "ro": str(ro),
+            "empty_pt": str(tmp / "empty.pt"), "junk_pt": str(tmp / "junk.pt"), "parent": str(tmp)}
 
 
 def run_case(argv, tmp: Path, what: str = ""):
@@ -124,7 +160,7 @@ def test_bad_input_gets_one_line_and_exit_2(what, argv, expected, tmp_path, caps
     err = (err if err is not None else capsys.readouterr().err).strip()
     assert rc == 2, err
     assert err.count("\n") == 0 and "Traceback" not in err, err
-    assert expected in err, err
+    assert _fill([expected], paths)[0] in err, err
     assert not Path(paths["out"]).exists()  # nothing written, not even an empty --out
     assert not list(Path(paths["cache"]).rglob("*.safetensors")) if Path(paths["cache"]).exists() else True
 
@@ -154,6 +190,52 @@ def test_duplicate_manifest_rows_are_counted_and_used_once(tmp_path, caplog):
     data = load_data(root / "m.csv")
     assert sum(data.size(s) for s in data.splits) == len(rows)
     assert "repeats 3 row(s)" in caplog.text
+
+
+def test_a_byte_order_mark_is_not_part_of_a_header_or_a_name(tmp_path):
+    """Files saved by spreadsheet programs and Windows editors start with U+FEFF: it is not text."""
+    from neuroinspect.core.data import load_data, parse_class_names
+
+    root = write_folder(tmp_path / "data", n_red_apples=0, n_per_class=2)
+    rows = [[p.relative_to(root).as_posix(), p.parent.name, p.parts[-3]] for p in sorted(root.rglob("*.png"))]
+    text = "path,label,split\n" + "".join(",".join(r) + "\n" for r in rows)
+    (root / "m.csv").write_text("\ufeff" + text, encoding="utf-8")
+    data = load_data(root / "m.csv")
+    assert data.class_names == ["apple", "berry", "cloud"] and data.size("train") == 6
+    (tmp_path / "names.txt").write_text("\ufeffcloud\napple\nberry\n", encoding="utf-8")
+    assert parse_class_names(str(tmp_path / "names.txt")) == ["cloud", "apple", "berry"]
+    (root / "classes.txt").write_text("\ufeffberry\ncloud\napple\n", encoding="utf-8")
+    assert load_data(root).class_names == ["berry", "cloud", "apple"]  # the folder's classes.txt, first name whole
+
+
+def test_report_names_each_file_it_leaves_out_on_stderr(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    out = tmp_path / "out"
+    assert main(["explain", *M, "--data", str(root), "--class", "apple", "--out", str(out), "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = (out / "ranking.json").read_text()
+    (out / "ranking.json").write_text(text[: len(text) // 2])  # truncated
+    metrics = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").write_text(json.dumps({**metrics, "schema": 99}))  # written by a newer version
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert any("ranking.json" in line and "left out" in line for line in err)
+    assert any("metrics.json" in line and "left out" in line for line in err)
+
+
+def test_debug_says_when_there_are_fewer_classes_than_worst_classes(tmp_path, capsys, monkeypatch):
+    import neuroinspect.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {})  # only the choice is tested here
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    argv = ["debug", *M, "--data", str(root), "--out", str(tmp_path / "out"), "--no-progress",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--worst-classes", "99"]) == 0
+    assert "--worst-classes 99, but the data has 3 classes: debugging all 3" in capsys.readouterr().err
+    assert main([*argv, "--worst-classes", "2"]) == 0
+    assert "--worst-classes" not in capsys.readouterr().err
 
 
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):

@@ -402,3 +402,42 @@ def test_progress_in_a_log_is_periodic_lines_and_warnings_stay_whole(tmp_path, c
     assert "warning: something to read" in lines
     assert sum(line.startswith("features [val]: 4/4") for line in lines) == 1  # close() does not repeat the last line
     assert not progress_bar(4, "x", enabled=False).__class__.__name__ == "LineProgress"
+
+
+# --------------------------------------------------------------------------- a full disk
+def _disk_full_under(monkeypatch, folder: Path, suffix: str = ""):
+    """Every write of a file under ``folder`` (ending in ``suffix``) stops half-way with ENOSPC."""
+    import errno
+
+    from neuroinspect.core import io as nio
+
+    real = nio._write_file
+
+    def full(path, data):
+        if Path(path).is_relative_to(folder) and suffix in Path(path).name:
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(nio, "_write_file", full)
+
+
+@pytest.mark.parametrize("where", ["out", "cache", "visualize"])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(where, tmp_path, capsys, monkeypatch):
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    if where == "visualize":
+        argv = ["visualize", "--model", "planted:planted_cnn", "--data", str(root), "--neurons", "5", "--classes",
+                "apple", "--clip", "none", "--steps", "2", "--size", "32", "--heatmaps", "0"]
+        _disk_full_under(monkeypatch, tmp_path, suffix=".png")
+    else:
+        argv = ["explain", "--model", "planted:planted_cnn", "--data", str(root), "--class", "apple"]
+        _disk_full_under(monkeypatch, out if where == "out" else cache / "features")
+    rc = main([*argv, "--out", str(out), "--cache-dir", str(cache), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.count("\n") == 0 and err.startswith("neuroinspect ") and "no space left on device" in err, err
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
+    assert not list(tmp_path.rglob("features.safetensors")) if where == "cache" else True
+    assert not (out / "visualizations.json").exists() and not list(out.rglob("*.png")) if where == "visualize" else True

@@ -122,6 +122,13 @@ class Inspector(InspectedModel):
                 log.info("classes follow the model's own category list (%d names)", len(own))
             self.data = self.data.with_class_order(list(own), source="the model's category list")
             self.data.class_order = "model"
+        if self.data is not None and self.probe.C != len(self.data.class_names) and self.data.extra_names:
+            names, extra = self.data.class_names, self.data.extra_names
+            raise NeuroInspectError(
+                f"{self.data.class_order or '--class-names'} lists {len(names)} names but the model has {self.probe.C} "
+                f"outputs and the data {len(names) - len(extra)} classes ({', '.join(repr(e) for e in extra[:4])} "
+                f"{'is' if len(extra) == 1 else 'are'} not in the data); list the model's {self.probe.C} classes in "
+                f"its order, or pass --num-classes {len(names)} with the matching --weights")
         if self.data is not None and self.probe.C != len(self.data.class_names):
             raise NeuroInspectError(
                 f"the model has {self.probe.C} outputs but the data has {len(self.data.class_names)} classes; "

@@ -32,7 +32,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
@@ -40,9 +39,9 @@ from tqdm.auto import tqdm
 from neuroinspect.core.config import InspectorConfig, configured
 from neuroinspect.core.data import ImageData, collate_skipping, load_data
 from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError, first_line
 from neuroinspect.core.features import extract_features, store_features
-from neuroinspect.core.io import atomic_path, default_cache_dir, write_json
+from neuroinspect.core.io import default_cache_dir, save_safetensors, save_torch, write_json
 from neuroinspect.core.metrics import summarize
 from neuroinspect.core.models import build_model, load_weights, read_state_dict, resize_head
 from neuroinspect.core.probe import Probe, find_head, model_logits
@@ -159,14 +158,12 @@ def _settings_key(spec: str, data: ImageData, config: TrainConfig, init_weights)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    save_safetensors(path, state)
 
 
 def train_classifier(
@@ -234,7 +231,7 @@ def train_classifier(
         try:
             state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise NeuroInspectError(f"cannot read the checkpoint '{ckpt_path}' ({str(err).splitlines()[0]}); "
+            raise NeuroInspectError(f"cannot read the checkpoint '{ckpt_path}' ({first_line(err)}); "
                                     "delete it or pass --restart") from None
         if state.get("settings") != json.loads(json.dumps(settings)):
             diff = [k for k in settings if state.get("settings", {}).get(k) != settings[k]]

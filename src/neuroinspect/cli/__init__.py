@@ -57,10 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     quiet = open(os.devnull, "w") if rank and not args.verbose else None
     where = f" (rank {rank})" if rank else ""
     try:
+        from neuroinspect.cli.common import check_paths
+
+        check_paths(args)  # every command: no --out or --cache-dir inside the data, no data inside --out
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except NeuroInspectError as err:
         print(f"neuroinspect {args.command}: error{where}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk outside the atomic writes (a folder, a rename): one line too
+        from neuroinspect.core.io import NO_SPACE, no_space_message
+
+        if err.errno not in NO_SPACE:
+            raise
+        print(f"neuroinspect {args.command}: error{where}: {no_space_message(err.filename or '?')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"neuroinspect {args.command}: interrupted{where}", file=sys.stderr)

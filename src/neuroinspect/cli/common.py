@@ -32,6 +32,26 @@ def _number(text: str, kind, what: str):
     return value
 
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds stop here; every seed of a command lies in [0, MAX_SEED]
+
+
+def seed_int(text: str) -> int:
+    value = _number(text, int, f"a seed (an integer from 0 to {MAX_SEED})")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a seed from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def input_px(text: str) -> int:
+    value = _number(text, int, "a size in pixels")
+    if value < MIN_INPUT_PX:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INPUT_PX} px, got {value}")
+    return value
+
+
+MIN_INPUT_PX = 16  # below this a classifier's downsampling leaves nothing to look at
+
+
 def positive_int(text: str) -> int:
     value = _number(text, int, "a positive integer")
     if value < 1:
@@ -87,6 +107,37 @@ def check_out(args: argparse.Namespace) -> None:
         check_writable_dir(out, "--out")
 
 
+def data_root(spec: str | None) -> Path | None:
+    """The folder a data spec reads its images from by listing it (an image folder, or the ROOT of
+    ``torchvision:NAME:ROOT``, ``waterbirds:ROOT``, ``metashift:ROOT:…``); None for a CSV manifest."""
+    if not spec:
+        return None
+    path = Path(spec).expanduser()
+    if not path.exists() and ":" in spec:
+        kind, _, rest = spec.partition(":")
+        path = Path((rest.partition(":")[2] if kind == "torchvision" else rest.partition(":")[0]) or ".").expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` or ``--cache-dir`` inside the data, and data inside ``--out``: what a run writes
+    there would become images of the data (new classes), or be replaced by the next run."""
+    root = data_root(getattr(args, "data", None))
+    if root is None:
+        return
+    for flag in ("out", "cache_dir"):
+        given = getattr(args, flag, None)
+        if not given:
+            continue
+        name, where = f"--{flag.replace('_', '-')}", Path(given).expanduser().resolve()
+        if where == root or root in where.parents:
+            raise NeuroInspectError(f"{name} '{given}' lies inside the data '{args.data}': what is written there would "
+                                    f"become part of the data; choose a folder outside it")
+        if flag == "out" and where in root.parents:
+            raise NeuroInspectError(f"the data '{args.data}' lies inside --out '{given}': a run's results would mix "
+                                    "with the images; choose an --out outside the data")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC",
@@ -128,7 +179,7 @@ def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precisio
                        help="autocast precision of the classifier: auto (default: bf16 on a CUDA GPU that supports it, "
                             "fp32 on a CPU), fp32, bf16 (also on CPUs with bf16 instructions) or fp16 (forward "
                             "passes only: feature extraction); results are always stored in fp32")
-    g.add_argument("--seed", type=nonneg_int, default=_I.seed, help=f"random seed (default {_I.seed})")
+    g.add_argument("--seed", type=seed_int, default=_I.seed, help=f"random seed (default {_I.seed})")
     g.add_argument("--out", required=out_required, metavar="DIR", help="folder for the results")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -138,13 +189,28 @@ def parse_name_list(text: str | None) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()] if text else []
 
 
-def parse_int_list(text: str | None) -> list[int]:
+def parse_int_list(text: str | None, flag: str = "", unique: bool = False) -> list[int]:
+    """``12, 40`` as ``[12, 40]``; with ``unique``, an integer given twice is refused (naming ``flag``)."""
     if not text:
         return []
     try:
-        return [int(t) for t in str(text).replace(" ", "").split(",") if t]
+        values = [int(t) for t in str(text).replace(" ", "").split(",") if t]
     except ValueError:
         raise NeuroInspectError(f"expected comma-separated integers like 12,40; got '{text}'") from None
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if unique and twice:
+        raise NeuroInspectError(f"{flag or 'the list'} gives {', '.join(map(str, twice))} more than once; "
+                                "give each one once")
+    return values
+
+
+def parse_seeds(text: str | None, flag: str = "--seeds") -> list[int]:
+    """Seeds as ``--seed`` takes them (0 to ``MAX_SEED``), each once: a repeated seed would count twice in a mean."""
+    seeds = parse_int_list(text, flag, unique=True)
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise NeuroInspectError(f"{flag}: {bad[0]} is not a seed; give integers from 0 to {MAX_SEED}, like 0,1,2")
+    return seeds
 
 
 def inspector_config(args: argparse.Namespace) -> InspectorConfig:

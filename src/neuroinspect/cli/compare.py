@@ -5,7 +5,7 @@ from pathlib import Path
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.fix.config import DEFAULT_COMPARE, GROUP_LABEL_METHODS, METHODS, NEEDS_NEURONS
-from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, parse_int_list, parse_name_list,
+from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, parse_name_list, parse_seeds,
                                      write_run_json)
 from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, prepare
 
@@ -44,7 +44,7 @@ def run(args) -> int:
     from neuroinspect.fix.compare import compare_methods, comparison_record, format_table
 
     methods = parse_methods(args.methods)
-    seeds = parse_int_list(args.seeds)
+    seeds = parse_seeds(args.seeds)
     if not seeds:
         raise NeuroInspectError("--seeds is empty; give e.g. --seeds 0,1,2")
     out = Path(args.out)

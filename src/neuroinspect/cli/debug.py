@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_int,
-                                     parse_int_list, parse_name_list, positive_int, print_headline, run_record)
+                                     parse_name_list, parse_seeds, positive_int, print_headline, run_record)
 
 # defaults shown by --help, copied here so that --help does not import torch; a test checks them
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
@@ -74,7 +75,7 @@ def config_from(args: argparse.Namespace):
         classes=tuple(parse_name_list(args.classes)),
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
-        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
+        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
         render=RenderConfig(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
         render_precision=args.precision,
     ).validate()
@@ -85,6 +86,10 @@ def run(args) -> int:
 
     config = config_from(args)  # bad settings fail before the model loads
     ins = make_inspector(args)
+    n = len(ins.class_names)
+    if not config.classes and config.worst_classes > n:
+        logging.getLogger(__name__).warning("note: --worst-classes %d, but the data has %d classes: debugging all %d",
+                                            config.worst_classes, n, n)
     headline = run_pipeline(ins, args.out, config, progress=not args.no_progress,
                             run_info=run_record(args, model=args.model, data=args.data))
     if not headline:  # under torchrun, a rank other than 0: its share is done, rank 0 writes and reports

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuroinspect.cli.common import check_out, nonneg_int, parse_int_list, positive_int, print_headline
+from neuroinspect.cli.common import check_out, parse_seeds, positive_int, seed_int, print_headline
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (about 2 minutes on 2 CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the run shown in detail (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed of the run shown in detail (default 0)")
     p.add_argument("--seeds", help="comma-separated seeds of the find → fix comparison; the table shows mean ± std "
                                    "(default 0,1,2; 0 with --fast)")
     p.add_argument("--clip", default="none",
@@ -34,7 +34,7 @@ def run(args) -> int:
 
     check_out(args)
     render = {"clip": args.clip, **({"steps": args.steps} if args.steps else {})}
-    pipeline = {"seeds": tuple(parse_int_list(args.seeds))} if args.seeds else {}
+    pipeline = {"seeds": tuple(parse_seeds(args.seeds))} if args.seeds else {}
     config = (DemoConfig.fast if args.fast else DemoConfig)().with_(seed=args.seed, render=render, pipeline=pipeline)
     headline = run_demo(Path(args.out), config, device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
     if not headline:  # under torchrun, a rank other than 0: its share is done, rank 0 writes and reports

@@ -104,7 +104,7 @@ def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
 def resolve_targets(ins, args, need_neurons: bool) -> dict[int, list[int]]:
     """``{class_index: neurons}`` from --class/--neurons/--ranking (paired by position)."""
     classes = list(args.cls or [])
-    neuron_lists = [parse_int_list(t) for t in (args.neurons or [])]
+    neuron_lists = [parse_int_list(t, "--neurons", unique=True) for t in (args.neurons or [])]
     rankings = list(args.ranking or [])
     if not classes and not rankings:
         raise NeuroInspectError("say which class to fix: --class NAME (with --neurons) or --ranking ranking.json")

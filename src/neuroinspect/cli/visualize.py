@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, make_inspector, parse_int_list,
+from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, input_px, make_inspector, parse_int_list,
                      parse_name_list, positive_float, positive_int, write_run_json)
 from neuroinspect.show.config import PAPER_CLIP, PARAMS, STARTS, RenderConfig
 
@@ -60,7 +60,7 @@ def register(sub) -> None:
     g.add_argument("--channels-last", action="store_true",
                    help="NHWC memory layout for the classifier (faster for CNNs); --precision bf16 (in the run options) "
                         "autocasts it while optimising, CLIP stays fp32 and the final scores are always fp32")
-    g.add_argument("--input-size", type=int, metavar="PX",
+    g.add_argument("--input-size", type=input_px, metavar="PX",
                    help="classifier input size while optimising (default: its own; smaller is cheaper)")
     g.add_argument("--warmup", type=float, default=_R.warmup,
                    help=f"fraction of steps with a linear learning-rate warm-up (default {_R.warmup:g})")
@@ -82,12 +82,11 @@ def run(args) -> int:
     from neuroinspect.core.device import DevicePolicy
     from neuroinspect.show.visualize import parse_clip_spec, visualize_neurons
 
-    neurons = parse_int_list(args.neurons)
+    neurons = parse_int_list(args.neurons, "--neurons", unique=True)
     if not neurons:
         raise NeuroInspectError("--neurons needs at least one index, like 12,40")
     classes = parse_name_list(args.classes) or None
-    for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch),
-                        ("--input-size", args.input_size or 1)):
+    for name, value in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch)):
         if value < 1:
             raise NeuroInspectError(f"{name} must be a positive integer, got {value}")
     if args.heatmaps < 0:

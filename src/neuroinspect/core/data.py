@@ -28,7 +28,7 @@ import torchvision.datasets as D
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError, first_line
 from neuroinspect.core.io import write_text
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class ImageData:
     records: dict[str, list[Record]] = field(default_factory=dict)  # folder and CSV data
     torchvision_splits: dict[str, object] = field(default_factory=dict)  # torchvision data
     class_order: str = ""  # where the class order came from ("" = alphabetical / natural)
+    extra_names: list[str] = field(default_factory=list)  # names of that order the data has no class for
 
     @property
     def splits(self) -> list[str]:
@@ -231,7 +232,8 @@ class ImageData:
         records = {split: [Record(r.path, remap[r.label] if r.label >= 0 else r.label, r.group) for r in recs]
                    for split, recs in self.records.items()}
         tv = {split: _Relabelled(base, remap) for split, base in self.torchvision_splits.items()}
-        return ImageData(self.spec, names, list(self.group_names), records, tv)
+        extra = [n for n in names if n not in self.class_names]
+        return ImageData(self.spec, names, list(self.group_names), records, tv, extra_names=extra)
 
 
 def class_index(class_names: list[str], name_or_index: str | int) -> int:
@@ -324,7 +326,7 @@ def _natural_key(label: str):
 
 
 def _from_csv(path: Path) -> ImageData:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the header
         reader = csv.DictReader(f)
         fields = [c.strip().lower() for c in (reader.fieldnames or [])]
         for need in ("path", "label"):
@@ -381,7 +383,7 @@ def _from_torchvision(name: str, root: str, download: bool) -> ImageData:
         except RuntimeError as err:
             if not download:
                 raise NeuroInspectError(
-                    f"torchvision {name} not found under '{root}' ({str(err).splitlines()[0]}); pass --download to fetch it"
+                    f"torchvision {name} not found under '{root}' ({first_line(err)}); pass --download to fetch it"
                 ) from None
             raise NeuroInspectError(f"could not download torchvision {name}: {err}") from None
     first = next(iter(built.values()))
@@ -404,7 +406,7 @@ def parse_class_names(text: str | os.PathLike | list[str]) -> list[str]:
     p = Path(text).expanduser()
     if p.is_file():
         try:
-            lines = p.read_text(encoding="utf-8").splitlines()
+            lines = p.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of a name
         except (OSError, UnicodeDecodeError) as err:
             raise NeuroInspectError(f"cannot read the class names file '{p}': {err}") from None
         names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

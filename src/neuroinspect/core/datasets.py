@@ -52,7 +52,7 @@ import numpy as np
 import torchvision.datasets as D
 
 from neuroinspect.core.data import ImageData, Record
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def _download(name: str, root: str, download: bool) -> None:
     try:
         getattr(D, name)(root, split="test", download=True)
     except Exception as err:  # network or disk trouble: one line
-        raise NeuroInspectError(f"could not download torchvision {name}: {str(err).splitlines()[0]}") from None
+        raise NeuroInspectError(f"could not download torchvision {name}: {first_line(err)}") from None
 
 
 def load_flowers102(root: str, download: bool = False) -> ImageData:

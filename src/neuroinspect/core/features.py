@@ -31,7 +31,7 @@ from neuroinspect.core.data import ImageData, collate_skipping
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import atomic_path, check_writable_dir, mkdirs
+from neuroinspect.core.io import check_writable_dir, mkdirs, save_torch
 from neuroinspect.core.models import LoadedModel
 from neuroinspect.core.probe import Probe
 from neuroinspect.core.progress import progress_bar
@@ -293,8 +293,7 @@ def _flush(acc: dict, parts: dict[int, dict], ids: list[str], partial: Path | No
     part["skipped"] = list(acc["skipped"])
     part["start"], part["end"] = acc["start"], acc["end"]
     if partial is not None:
-        with atomic_path(partial / f"rows_{acc['start']:09d}_{acc['end']:09d}.pt") as tmp:
-            torch.save(part, tmp)
+        save_torch(partial / f"rows_{acc['start']:09d}_{acc['end']:09d}.pt", part)
     parts[acc["start"]] = part
 
 

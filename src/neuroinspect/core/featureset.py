@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from neuroinspect.core.io import atomic_path
+from neuroinspect.core.io import save_safetensors
 
 
 @dataclass
@@ -80,9 +79,7 @@ class FeatureSet:
             "features": self.features.contiguous(), "logits": self.logits.contiguous(),
             "labels": self.labels.contiguous(), "groups": self.groups.contiguous(),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        return Path(path)
+        return save_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureSet":

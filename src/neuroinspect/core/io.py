@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import errno
 import io as _io
 import json
 import math
@@ -92,15 +93,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except PermissionError:
         raise NeuroInspectError(f"cannot write into '{path.parent}': permission denied; choose a writable folder") from None
+    except OSError as err:
+        _check_space(err, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
+    except OSError as err:  # a full disk is one line; the half-written file goes (below)
+        _check_space(err, path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def no_space_message(path: str | os.PathLike) -> str:
+    return f"no space left on device: cannot write '{path}'; free some space, or write elsewhere (--out, --cache-dir)"
+
+
+def _check_space(err: OSError, path: Path) -> None:
+    """One line instead of ``err`` when the disk (or the quota) is full."""
+    if err.errno in NO_SPACE:
+        raise NeuroInspectError(no_space_message(path)) from None
 
 
 @contextlib.contextmanager
@@ -168,10 +188,32 @@ def publish_dir(staging: str | os.PathLike, out: str | os.PathLike, manifest: st
     return out
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Every byte the project writes passes here (so a full disk is one OSError, caught by ``atomic_path``)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        _write_file(tmp, data)
     return Path(path)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` atomically (serialised in memory first: torch's own writer hides a full disk's errno)."""
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes(path, buf.getvalue())
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """A ``.safetensors`` file, atomically (serialised in memory first, as in :func:`save_torch`)."""
+    from safetensors.torch import save
+
+    return write_bytes(path, save(tensors, metadata=metadata))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -211,6 +253,6 @@ def write_csv(path: str | os.PathLike, header: list[str], rows: list[list[Any]])
 
 def save_png(path: str | os.PathLike, image) -> Path:
     """Save a PIL image as PNG atomically."""
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return Path(path)
+    buf = _io.BytesIO()
+    image.save(buf, format="PNG")
+    return write_bytes(path, buf.getvalue())

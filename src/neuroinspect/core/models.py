@@ -34,7 +34,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.transforms import v2 as T
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.errors import NeuroInspectError, first_line
 from neuroinspect.core.probe import find_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -296,8 +296,7 @@ def _hf(name: str, num_classes: int | None) -> Built:
         model = transformers.AutoModelForImageClassification.from_pretrained(source, config=config,
                                                                              ignore_mismatched_sizes=resized)
     except Exception as err:
-        first = (str(err).splitlines() or [""])[0]
-        raise NeuroInspectError(f"cannot load an image classifier from '{name}': {first}") from None
+        raise NeuroInspectError(f"cannot load an image classifier from '{name}': {first_line(err)}") from None
     size = getattr(config, "image_size", 224)
     size = int(size[0] if isinstance(size, (list, tuple)) else size)
     pre = Preprocess(size, size, IMAGENET_MEAN, IMAGENET_STD)
@@ -337,8 +336,7 @@ def _callable(spec: str, num_classes: int | None) -> Built:
     except NeuroInspectError:
         raise
     except Exception as err:
-        first = (str(err).splitlines() or [""])[0]
-        raise NeuroInspectError(f"the model factory '{spec}' raised {type(err).__name__}: {first}; fix the factory "
+        raise NeuroInspectError(f"the model factory '{spec}' raised {type(err).__name__}: {first_line(err)}; fix the factory "
                                 "(run it in Python to see the traceback)") from None
     if not isinstance(model, nn.Module):
         raise NeuroInspectError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
@@ -398,21 +396,31 @@ def resize_head(model: nn.Module, num_classes: int, head: str | None = None, inp
 def read_state_dict(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a plain state_dict, a checkpoint dict holding one, or a ``.safetensors`` file."""
     path = Path(path)
+    if path.is_dir():
+        raise NeuroInspectError(f"weights file '{path}' is a folder; give the checkpoint file inside it")
     if not path.is_file():
         raise NeuroInspectError(f"weights file '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise NeuroInspectError(f"weights file '{path}' is empty (0 bytes); give a complete checkpoint")
     if path.suffix == ".safetensors":
         try:
             return load_safetensors(str(path))
         except Exception as err:
-            raise NeuroInspectError(f"cannot read safetensors file '{path}': {err}") from None
+            raise NeuroInspectError(f"cannot read safetensors file '{path}': {first_line(err)}") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # neither torch.save's zip archive nor a legacy pickle
+        raise NeuroInspectError(f"'{path}' is not a PyTorch checkpoint (neither torch.save's format nor a pickle); "
+                                "give a state_dict saved with torch.save, or a .safetensors file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as err:
-        if not allow_pickle and "weights_only" in str(err):
+        if not allow_pickle and "Unsupported global" in str(err):
             raise NeuroInspectError(
                 f"'{path}' holds pickled Python objects; re-save it as a state_dict, or pass --allow-pickle if you trust it"
             ) from None
-        raise NeuroInspectError(f"cannot read weights file '{path}': {str(err).splitlines()[0]}") from None
+        raise NeuroInspectError(f"cannot read weights file '{path}' (damaged or truncated? {type(err).__name__}: "
+                                f"{first_line(err)}); give a complete checkpoint") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):

@@ -45,7 +45,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from neuroinspect.core.config import configured
@@ -54,7 +53,7 @@ from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.fix.config import EDIT_METHODS, NEURON_METHODS, SELECT_BY
 from neuroinspect.fix.config import EditConfig
-from neuroinspect.core.io import atomic_path
+from neuroinspect.core.io import save_safetensors
 from neuroinspect.core.progress import progress_bar
 from neuroinspect.find.importance import bias_or_zeros, neuron_importance
 from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
@@ -451,6 +450,5 @@ def save_edited_model(model: nn.Module, head_name: str, weight: torch.Tensor, bi
     if path.suffix != ".safetensors":
         raise NeuroInspectError(f"the edited model is saved as .safetensors; got '{path.name}'")
     state = edited_state_dict(model, head_name, weight, bias)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"neuroinspect": "edited decision layer", "head": head_name})
+    save_safetensors(path, state, {"neuroinspect": "edited decision layer", "head": head_name})
     return path

@@ -25,6 +25,7 @@ The pieces: :mod:`.format` (numbers and labels), :mod:`.charts` (matplotlib),
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from neuroinspect.core.io import write_text
 from neuroinspect.core.runinfo import __version__
 from neuroinspect.report.format import fmt_delta, fmt_num, fmt_pct, num
 from neuroinspect.report.sections import ASSETS_DIR, RUN_FILES, collect, locate
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_report", "collect", "render_html", "REPORT_NAME", "ASSETS_DIR", "fmt_pct", "fmt_num", "fmt_delta"]
 
@@ -68,6 +71,8 @@ def render_html(ctx: dict, title: str = "NeuroInspect report") -> str:
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Write ``run_dir/report.html`` (and its charts under ``run_dir/report_assets/``); returns its path."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise NeuroInspectError(f"'{run_dir}' is a file; give the run folder that holds it (the --out folder of a run)")
     if not run_dir.is_dir():
         raise NeuroInspectError(f"run folder '{run_dir}' does not exist; give the --out folder of explain, visualize, edit, compare or demo")
     if not any(locate(run_dir, name) for name in RUN_FILES):
@@ -75,6 +80,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
             f"'{run_dir}' holds none of {', '.join(RUN_FILES)} (nor do its sub-folders); give the --out folder of a run"
         )
     ctx = collect(run_dir)
+    for note in ctx["notes"]:  # each file left out of the page, also said where the command was run
+        log.warning("warning: %s", note)
     title = "NeuroInspect report"
     if ctx.get("ranking") and ctx["ranking"]["class"] is not None:
         title = f"NeuroInspect report — class {ctx['ranking']['class']}"

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from neuroinspect.core.config import configured
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.show.config import RenderConfig
-from neuroinspect.core.io import atomic_path, save_png
+from neuroinspect.core.io import save_png, save_torch
 from neuroinspect.core.models import state_fingerprint
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def spatial_maps(probe, preprocess, ids: Sequence[str], neurons: Sequence[int], 
         for j, (ident, _, path) in enumerate(part):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    torch.save(sp[j].clone(), tmp)
+                save_torch(path, sp[j].clone())
             maps[ident] = sp[j, neurons]
     return maps, inputs, len(todo)
 
