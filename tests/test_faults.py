@@ -441,3 +441,69 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(where, tmp_path, cap
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
     assert not list(tmp_path.rglob("features.safetensors")) if where == "cache" else True
     assert not (out / "visualizations.json").exists() and not list(out.rglob("*.png")) if where == "visualize" else True
+
+
+# --------------------------------------------------------------------------- readable cache files are checked too
+def _features(root, cache, split, **kw):
+    loaded = build_model("planted:planted_cnn")
+    return extract_features(loaded, Probe(loaded.model, input_size=32), load_data(root), split, cache_dir=cache,
+                            batch_size=4, progress=False, **kw)
+
+
+def _entry(cache, fs):
+    """The cache file holding ``fs``."""
+    from neuroinspect.core.featureset import FeatureSet
+
+    return [f for f in cache.rglob("features.safetensors") if FeatureSet.load(f).ids == fs.ids][0]
+
+
+def test_a_cache_file_copied_from_another_entry_is_not_served(tmp_path, caplog):
+    root = write_folder(tmp_path / "data", n_red_apples=2, n_per_class=4)
+    cache = tmp_path / "cache"
+    train, val = _features(root, cache, "train"), _features(root, cache, "val")
+    assert len(train) != len(val)
+    shutil.copyfile(_entry(cache, train), _entry(cache, val))  # readable, and another split's
+    caplog.clear()
+    again = _features(root, cache, "val")
+    assert again.ids == val.ids and torch.equal(again.features, val.features)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not this split's" in warnings[0] and "key" in warnings[0], warnings
+    caplog.clear()
+    assert torch.equal(_features(root, cache, "val").logits, val.logits) and not caplog.records  # fixed for good
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_cache_file_with_overwritten_rows_is_recomputed(verify, tmp_path, caplog):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root = write_folder(tmp_path / "data", n_red_apples=2, n_per_class=4)
+    cache = tmp_path / "cache"
+    val = _features(root, cache, "val")
+    path = _entry(cache, val)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    tensors["logits"][:5] = torch.tensor([0.0, 9.0, 0.0])  # five rows now predict "berry"
+    save_file(tensors, str(path), metadata=meta)  # same key, same ids, same row count: only the digest tells
+    caplog.clear()
+    again = _features(root, cache, "val", verify_cache=verify)
+    assert torch.equal(again.logits, val.logits) and torch.equal(again.features, val.features)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "digest" in warnings[0], warnings
+
+
+def test_a_cache_file_without_a_digest_is_recomputed(tmp_path, caplog):
+    """A features file written before the digest was stored (or by hand) is not trusted blindly."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root = write_folder(tmp_path / "data", n_red_apples=2, n_per_class=4)
+    cache = tmp_path / "cache"
+    val = _features(root, cache, "val")
+    path = _entry(cache, val)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if k not in ("digest", "key")})
+    caplog.clear()
+    assert torch.equal(_features(root, cache, "val").features, val.features)
+    assert sum(r.levelname == "WARNING" for r in caplog.records) == 1

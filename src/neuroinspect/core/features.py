@@ -30,7 +30,7 @@ from neuroinspect.core.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, 
 from neuroinspect.core.data import ImageData, collate_skipping
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.featureset import FeatureMismatch, FeatureSet
 from neuroinspect.core.io import check_writable_dir, mkdirs, save_torch
 from neuroinspect.core.models import LoadedModel
 from neuroinspect.core.probe import Probe
@@ -57,6 +57,32 @@ def cache_key(loaded: LoadedModel, probe: Probe, data: ImageData, split: str, dt
         "dtype": dtype,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def split_stamp(key: str, data: ImageData, split: str) -> dict[str, str]:
+    """What a cached features file must say about itself to be served for ``key``: the key, the split's
+    image count and a digest of its ids (checked on every read, beside the tensors' own digest)."""
+    ids = data.ids(split)
+    return {"key": key, "split_size": str(len(ids)),
+            "split_ids": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]}
+
+
+def _read_cached(path: Path, stamp: dict[str, str]) -> FeatureSet | None:
+    """The cached features at ``path`` if they are whole and are the ones ``stamp`` describes; else None with
+    one warning (they are then extracted again)."""
+    try:
+        fs = FeatureSet.load(path, expect=stamp)
+    except FeatureMismatch as err:
+        log.warning("warning: cached features %s are not this split's (%s); extracting again", path, err)
+        return None
+    except Exception as err:  # a damaged cache file is recomputed, never fatal
+        log.warning("warning: cached features %s are unreadable (%s); extracting again", path, type(err).__name__)
+        return None
+    if len(fs) + len(fs.skipped) != int(stamp["split_size"]):
+        log.warning("warning: cached features %s hold %d rows and %d skipped images for a split of %s; "
+                    "extracting again", path, len(fs), len(fs.skipped), stamp["split_size"])
+        return None
+    return fs
 
 
 def _cache_folder(cache_dir: str | Path, key: str) -> Path:
@@ -137,13 +163,9 @@ def extract_features(
     distributed.record("images", split, [lo, hi])
     if cache_dir is not None:
         key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir, verify=cfg.verify_cache)
+        stamp = split_stamp(key, data, split)
         final = Path(cache_dir) / "features" / key / "features.safetensors"
-        fs = None
-        if final.is_file():
-            try:
-                fs = FeatureSet.load(final)
-            except Exception as err:  # a damaged cache file is recomputed, never fatal
-                log.warning("cached features %s are unreadable (%s); extracting again", final, type(err).__name__)
+        fs = _read_cached(final, stamp) if final.is_file() else None
         if distributed.all_agree(fs is not None):  # every rank takes the same branch
             log.info("features of split %s: cache hit %s", split, key)
             return fs
@@ -173,13 +195,13 @@ def extract_features(
             error = distributed.broadcast(None)
             if error:
                 raise NeuroInspectError(error)
-            return FeatureSet.load(folder / "features.safetensors")
+            return FeatureSet.load(folder / "features.safetensors", expect=stamp)
 
     tell_others = folder is not None and distributed.world_size() > 1  # rank 0 here: the others wait for its word
     try:
         fs = _assemble(parts, n, ids, data, split)
         if folder is not None:
-            fs.save(folder / "features.safetensors")
+            fs.save(folder / "features.safetensors", stamp)
     except NeuroInspectError as err:
         if tell_others:
             distributed.broadcast(str(err))
@@ -190,7 +212,7 @@ def extract_features(
     if tell_others:
         distributed.broadcast(None)  # the file is there: the other ranks read it
     # read back what was written: a cold run returns exactly what every warm run will read
-    return FeatureSet.load(folder / "features.safetensors")
+    return FeatureSet.load(folder / "features.safetensors", expect=stamp)
 
 
 def _assemble(parts: dict[int, dict], n: int, ids: list[str], data: ImageData, split: str) -> FeatureSet:
@@ -305,6 +327,6 @@ def store_features(loaded: LoadedModel, probe: Probe, data: ImageData, split: st
     ``fs`` must then hold the old features with the new head's logits (``FeatureSet.with_logits``).
     """
     dtype = DevicePolicy.of(policy).cache_tag
-    folder = _cache_folder(cache_dir, cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir))
-    return fs.save(folder / "features.safetensors")
+    key = cache_key(loaded, probe, data, split, dtype, cache_dir=cache_dir)
+    return fs.save(_cache_folder(cache_dir, key) / "features.safetensors", split_stamp(key, data, split))
 

@@ -1,6 +1,7 @@
 """The cached penultimate features of one split, with everything needed to use them later."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -65,32 +66,60 @@ class FeatureSet:
         return FeatureSet(self.features, logits, self.labels, self.groups, self.ids, self.class_names,
                           self.group_names, self.split, self.skipped)
 
+    def digest(self) -> str:
+        """A BLAKE2b digest of every tensor's bytes, the ids and the names (about 1 s per GB on one core)."""
+        h = hashlib.blake2b(digest_size=16)
+        for name in TENSORS:
+            t = getattr(self, name).contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.numpy().data if t.numel() else b"")
+        h.update(json.dumps([self.ids, self.class_names, self.group_names, self.split, self.skipped]).encode())
+        return h.hexdigest()
+
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save as one ``.safetensors`` file (tensors) with the names and ids in its metadata."""
+    def save(self, path: str | os.PathLike, meta: dict[str, str] | None = None) -> Path:
+        """Save as one ``.safetensors`` file (tensors) with the names, ids, row count and :meth:`digest` in its
+        metadata, and ``meta`` beside them (the cache stores its key and the split's ids there)."""
         meta = {
+            **(meta or {}),
             "ids": json.dumps(self.ids),
             "class_names": json.dumps(self.class_names),
             "group_names": json.dumps(self.group_names),
             "split": self.split,
             "skipped": json.dumps(self.skipped),
+            "rows": str(len(self)),
+            "digest": self.digest(),
         }
-        tensors = {
-            "features": self.features.contiguous(), "logits": self.logits.contiguous(),
-            "labels": self.labels.contiguous(), "groups": self.groups.contiguous(),
-        }
-        return save_safetensors(path, tensors, meta)
+        return save_safetensors(path, {name: getattr(self, name).contiguous() for name in TENSORS}, meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureSet":
+    def load(cls, path: str | os.PathLike, expect: dict[str, str] | None = None) -> "FeatureSet":
+        """Read a file :meth:`save` wrote. With ``expect``, the file must carry those metadata values, its row
+        count and a digest that matches its content, else :class:`FeatureMismatch` says what differs."""
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
+            meta = f.metadata() or {}
             # clone: tensors read from the file sit at arbitrary byte offsets, and CPU matrix kernels
             # round differently on unaligned memory, which made scores from cached features differ
             # (in the last bits, then more after training) from scores of freshly computed ones
             t = {k: f.get_tensor(k).clone(memory_format=torch.contiguous_format) for k in f.keys()}
-        return cls(
+        wrong = [k for k, v in (expect or {}).items() if meta.get(k) != v]
+        if wrong:
+            raise FeatureMismatch(f"its {', '.join(wrong)} differ{'s' if len(wrong) == 1 else ''}")
+        fs = cls(
             t["features"], t["logits"], t["labels"], t["groups"], json.loads(meta["ids"]),
             json.loads(meta["class_names"]), json.loads(meta["group_names"]), meta.get("split", ""),
             json.loads(meta.get("skipped", "[]")),
         )
+        if expect is not None:
+            if meta.get("rows") != str(len(fs)):
+                raise FeatureMismatch(f"it holds {len(fs)} rows where its metadata says {meta.get('rows')}")
+            if meta.get("digest") != fs.digest():
+                raise FeatureMismatch("its tensors do not match their digest (changed after they were written)")
+        return fs
+
+
+TENSORS = ("features", "logits", "labels", "groups")
+
+
+class FeatureMismatch(ValueError):
+    """A features file that reads, but is not the one its place promises (another entry's, or changed)."""
