@@ -507,3 +507,22 @@ def test_a_cache_file_without_a_digest_is_recomputed(tmp_path, caplog):
     caplog.clear()
     assert torch.equal(_features(root, cache, "val").features, val.features)
     assert sum(r.levelname == "WARNING" for r in caplog.records) == 1
+
+
+# --------------------------------------------------------------------------- a thin image
+def test_a_thin_image_is_skipped_before_it_is_decoded_or_resized(tmp_path, caplog, monkeypatch):
+    """A 1×10,000 px PNG resized to the model's input would be 32×320,000 px here (256×2,560,000 at 224 px):
+    it is skipped with a warning, and never reaches the resize."""
+    root = _bmp_folder(tmp_path / "data", n_per_class=2)
+    thin = root / "val" / CLASSES[0] / "thin.png"
+    Image.fromarray(np.zeros((1, 10_000, 3), np.uint8)).save(thin)
+    loaded = build_model("planted:planted_cnn")
+    real, seen = loaded.preprocess.transform, []
+    monkeypatch.setattr(type(loaded.preprocess), "transform", property(lambda self: lambda im: (seen.append(im.size),
+                                                                                                 real(im))[1]))
+    fs = extract_features(loaded, Probe(loaded.model, input_size=32), load_data(root), "val", batch_size=4,
+                          progress=False)
+    assert len(fs) == 6 and str(thin) not in fs.ids
+    assert len(fs.skipped) == 1 and fs.skipped[0].startswith(str(thin)) and "10000×1 px" in fs.skipped[0]
+    assert seen and max(max(size) for size in seen) == 32  # what was resized: the 32 px images only
+    assert any("skipped image" in r.getMessage() and "thin.png" in r.getMessage() for r in caplog.records)

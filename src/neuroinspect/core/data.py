@@ -64,9 +64,23 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+MAX_ASPECT = 32  # a thinner image is skipped: resizing its short side to the model's input would inflate its long side
+
+
+def check_aspect(im: Image.Image) -> Image.Image:
+    """``im`` unchanged, or a ValueError (the image is then skipped) when one side is over ``MAX_ASPECT`` times
+    the other. Checked before decoding: a 1×10,000 px PNG of 122 bytes becomes 256×2,560,000 px once its short
+    side is resized to 256, about 2 GB; the check keeps the cost of an image bounded by the output size."""
+    w, h = im.size
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise ValueError(f"{w}×{h} px, one side over {MAX_ASPECT} times the other: resizing it would need memory "
+                         "in proportion to that ratio; crop it to use it")
+    return im
+
+
 def _load_rgb(path: str) -> Image.Image:
     with Image.open(path) as im:
-        return to_rgb(im)
+        return to_rgb(check_aspect(im))
 
 
 class _RecordDataset(torch.utils.data.Dataset):
@@ -117,7 +131,7 @@ class _TorchvisionDataset(torch.utils.data.Dataset):
             image, label = self.base[i]
             if isinstance(image, torch.Tensor):
                 image = to_pil_image(image)
-            image = to_rgb(image)
+            image = to_rgb(check_aspect(image))
             x = self.transform(image) if self.transform else image
         except Exception as err:
             return None, -1, -1, i, f"#{i}: {type(err).__name__}: {err}"

@@ -223,7 +223,7 @@ def _assemble(parts: dict[int, dict], n: int, ids: list[str], data: ImageData, s
         raise RuntimeError(f"feature parts cover {covered} of {n} images")
     skipped = [s for p in ordered for s in p["skipped"]]
     for s in skipped:
-        log.warning("skipped unreadable image %s", s)
+        log.warning("warning: skipped image %s", s)
     if all(p["features"].shape[0] == 0 for p in ordered):
         raise NeuroInspectError(f"no image of split '{split}' could be read ({len(skipped)} unreadable); check the files")
     cat = {k: torch.cat([p[k] for p in ordered if p["features"].shape[0]]) for k in PART_KEYS}
