@@ -526,3 +526,14 @@ def test_a_thin_image_is_skipped_before_it_is_decoded_or_resized(tmp_path, caplo
     assert len(fs.skipped) == 1 and fs.skipped[0].startswith(str(thin)) and "10000×1 px" in fs.skipped[0]
     assert seen and max(max(size) for size in seen) == 32  # what was resized: the 32 px images only
     assert any("skipped image" in r.getMessage() and "thin.png" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- nothing to debug: nothing written
+def test_debug_of_a_class_without_mistakes_writes_nothing(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    out = tmp_path / "out"
+    rc = main(["debug", "--model", "planted:planted_cnn", "--data", str(root), "--class", "berry",
+               "--eval-split", "val", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "'berry' (0 mistakes)" in err, err
+    assert not out.exists()  # no metrics.json, ranking.json or empty folder left behind

@@ -36,7 +36,7 @@ from neuroinspect.core.data import class_index as class_index_of
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import mkdirs, write_json
+from neuroinspect.core.io import check_writable_dir, write_json
 from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.progress import progress_bar
 from neuroinspect.core.records import Comparison, EditRecord, Metrics, RunInfo
@@ -202,7 +202,7 @@ class Pipeline:
     def __init__(self, inspector: Inspector, out: str | Path, config: PipelineConfig | None = None, *,
                  retrain_head: HeadFn | None = None, progress: bool = True):
         self.ins = inspector
-        self.out = mkdirs(out, "run folder")
+        self.out = check_writable_dir(out, "run folder")  # created by the first file written
         self.cfg = (config or PipelineConfig()).validate()
         # the classifier's device and precision while rendering: resolved (and an fp16 backward refused) before any work
         self.render_policy = DevicePolicy.resolve(inspector.device, self.cfg.render_precision,
@@ -266,9 +266,6 @@ class Pipeline:
         names = ins.class_names
         metrics = {split: evaluate(fs) for split, fs in
                    {cfg.explain_split: feats["val"], "train": feats["train"], cfg.eval_split: feats["test"]}.items()}
-        if distributed.is_main():  # under torchrun rank 0 alone writes
-            Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
-            write_json(out / "metrics_all_splits.json", metrics)
         self._lap("features", t0)
         bar.update()
 
@@ -276,6 +273,10 @@ class Pipeline:
         t0 = time.perf_counter()
         stage("explaining mistakes")
         explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, device=ins.device, progress=self.progress)
+        with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
+        if distributed.is_main():  # under torchrun rank 0 alone writes
+            Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
+            write_json(out / "metrics_all_splits.json", metrics)
         for i, e in enumerate(explanations if distributed.is_main() else ()):
             e.save(out if i == 0 else out / "find" / _slug(e.class_name))
         self._lap("explain", t0)
