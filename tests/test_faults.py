@@ -537,3 +537,30 @@ def test_debug_of_a_class_without_mistakes_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "'berry' (0 mistakes)" in err, err
     assert not out.exists()  # no metrics.json, ranking.json or empty folder left behind
+
+
+# --------------------------------------------------------------------------- a class without training images
+def test_a_class_without_training_images_is_said_by_train_and_by_edit(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    shutil.rmtree(root / "train" / "cloud")  # cloud: images in val only
+    common = ["--model", "planted:planted_cnn", "--data", str(root), "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress"]
+    assert main(["train", *common, "--head-only", "--epochs", "1", "--out", str(tmp_path / "train")]) == 0
+    err = capsys.readouterr().err
+    assert "1 class(es) have no training images ('cloud')" in err, err
+    for method in ("rebalance", "ratio"):
+        rc = main(["edit", *common, "--class", "cloud", "--neurons", "5", "--method", method,
+                   "--out", str(tmp_path / method)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.count("\n") == 0 and "class 'cloud' has no" in err and "train" in err, err
+
+
+def test_an_empty_training_checkpoint_is_one_line(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", n_red_apples=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")  # a disk that filled up, a copy that stopped
+    rc = main(["train", "--model", "planted:planted_cnn", "--data", str(root), "--head-only", "--epochs", "1",
+               "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "cannot read the checkpoint" in err and "--restart" in err, err

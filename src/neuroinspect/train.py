@@ -203,6 +203,12 @@ def train_classifier(
         raise NeuroInspectError(f"--select-by worst-group needs group labels, and '{data.spec}' has none; "
                                 "use accuracy or class")
     C = len(data.class_names)
+    trained = {r.label for r in data.records.get(data.resolve_split("train"), [])} if data.records else set(range(C))
+    empty = [name for c, name in enumerate(data.class_names) if c not in trained]
+    if empty:
+        log.warning("warning: %d class(es) have no training images (%s): the model cannot learn them, and no fix can "
+                    "be fitted for them; add their images to the 'train' split", len(empty),
+                    ", ".join(repr(n) for n in empty[:5]) + (" …" if len(empty) > 5 else ""))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     seed_everything(config.seed)

@@ -187,7 +187,12 @@ class Spuriosity:
             a = self.cue(fs, c)
             own = fs.labels == c
             if not own.any() or own.all():
-                raise NeuroInspectError(f"class {c} needs samples in the reference split, and so do the other classes")
+                name = fs.class_names[c] if c < len(fs.class_names) else str(c)
+                split = f"the '{fs.split}' split" if fs.split else "the training features"
+                raise NeuroInspectError(
+                    f"class '{name}' has {'no images' if not own.any() else 'every image'} in {split}; rebalance "
+                    f"sorts each class's images by its neurons there: add images of '{name}'"
+                    f"{'' if not own.any() else ' and of the other classes'} to it")
             mid = 0.5 * (float(a[own].mean()) + float(a[~own].mean()))
             t += -mid
             t[c] += 2 * mid
