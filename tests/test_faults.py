@@ -564,3 +564,70 @@ def test_an_empty_training_checkpoint_is_one_line(tmp_path, capsys):
                "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "cannot read the checkpoint" in err and "--restart" in err, err
+
+
+# --------------------------------------------------------------------------- cold = warm, twenty times
+def _one_run(root, cache, out, junk: int) -> tuple[dict, dict]:
+    """explain, then render its top neurons with masks and CRS; ``junk`` bytes held meanwhile move every later
+    allocation elsewhere in memory."""
+    from neuroinspect.session import Inspector
+    from neuroinspect.show.visualize import visualize_ranked
+
+    held = torch.empty(junk, dtype=torch.uint8)  # noqa: F841 - kept alive on purpose
+    ins = Inspector("planted:planted_cnn", root, cache_dir=cache, batch_size=5, progress=False)
+    exp = ins.explain("apple", split="val", max_steps=100)
+    vis = visualize_ranked(ins, exp, 1, out, recipe="class", steps=4, size=32, batch=2, heatmaps=0, exemplars=2,
+                           seed=0, progress=False)
+    images = [{k: v for k, v in rec.items() if k not in ("start_image",)} for rec in vis["images"]]
+    return exp.to_json(), {"images": images, "pixels": sorted((p.name, p.read_bytes()) for p in out.rglob("*.png"))}
+
+
+def test_cold_and_warm_runs_agree_in_a_loop_of_twenty(tmp_path):
+    """Ten fresh caches, each used cold and then warm: the ranking, every score (CRS included) and every PNG are
+    the same in all twenty runs, wherever their tensors land in memory."""
+    root = write_folder(tmp_path / "data", n_red_apples=5)
+    runs = []
+    for i in range(10):
+        cache = tmp_path / f"cache{i}"
+        for kind in ("cold", "warm"):
+            runs.append(_one_run(root, cache, tmp_path / f"out{i}{kind}", junk=4096 * i + 3 * len(runs) + 1))
+    first = runs[0]
+    assert first[1]["images"] and all(rec["crs"] is not None for rec in first[1]["images"])
+    for i, run in enumerate(runs[1:], 1):
+        assert run[0] == first[0], f"run {i}: ranking differs"
+        assert run[1] == first[1], f"run {i}: visualizations differ"
+
+
+def test_render_scores_depend_on_the_image_alone_not_its_batch_or_layout():
+    """The final scores (and the start activation that decides how a silent image starts) of an image are the
+    same whether it is scored alone or beside others, and with a channels-last classifier: batched CPU kernels
+    round each row differently with the batch's size and the memory layout (a ResNet differs in the 7th digit)."""
+    from types import SimpleNamespace
+
+    import torchvision
+
+    from neuroinspect.core.device import DevicePolicy
+    from neuroinspect.core.models import Preprocess
+    from neuroinspect.show.augment import ModelInput
+    from neuroinspect.show.render import _evaluate, _own_layout
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    probe = Probe(model, input_size=32)
+    model_input = ModelInput.for_classifier(Preprocess(32, 32, (0.5,) * 3, (0.25,) * 3))
+    images = torch.rand(4, 3, 32, 32)
+
+    def scores(batch, channels_last=False):
+        state = SimpleNamespace(image=lambda: batch, neurons=torch.tensor([7] * len(batch)),
+                                classes=torch.tensor([1] * len(batch)))
+        policy = DevicePolicy("cpu", channels_last=channels_last)
+        policy.place(model)
+        try:
+            return _own_layout(policy, probe, _evaluate, model_input, state, None, None, "cpu", False)
+        finally:
+            policy.release(model)
+
+    alone = scores(images[:1].clone())
+    for other in (scores(images), scores(images, channels_last=True)):
+        for key in ("features", "activation", "logit", "prob"):
+            assert torch.equal(other[key][:1], alone[key]), key

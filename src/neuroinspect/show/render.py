@@ -180,14 +180,15 @@ def render(
             text = None
             if use_clip:
                 text = clip.class_embeddings([class_texts[c] for c in state.classes.tolist()]).to(device)
-            state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
+            state.start = _own_layout(policy, probe, _evaluate, model_input, state, None, None, device, False)["activation"]
             silent = state.start <= 1e-6
             if start in ("exemplar", "auto") and init_images is not None and silent.any():
                 for j, i in enumerate(index):
                     if silent[j] and init_images[i] is not None:
                         state.param.set_image(j, init_images[i].to(device))
                         state.started_from[j] = "exemplar"
-                state.start = _evaluate(probe, model_input, state, None, None, device, spatial=False)["activation"]
+                state.start = _own_layout(policy, probe, _evaluate, model_input, state, None, None, device,
+                                          False)["activation"]
             waking = silent.clone() if preact is not None and preact.handle is not None else None
             if waking is not None and start == "auto":  # only those without an exemplar to start from
                 waking &= torch.tensor([f != "exemplar" for f in state.started_from], device=waking.device)
@@ -224,7 +225,7 @@ def render(
                     bar.update(len(index))
             except KeyboardInterrupt:
                 result.interrupted = True
-            result.images.extend(_finish(probe, model_input, state, clip, text, device))
+            result.images.extend(_own_layout(policy, probe, _finish, model_input, state, clip, text, device))
             if result.interrupted:
                 break
     except KeyboardInterrupt:
@@ -278,9 +279,14 @@ def make_schedule(opt, steps: int, schedule: str = "cosine", warmup: float = 0.0
 
 @torch.no_grad()
 def _evaluate(probe, model_input, state, clip, text, device, spatial=True) -> dict:
+    """The scores of the chunk's current images, each image scored alone in fresh memory: a score is then a
+    function of its image only, not of the batch the image sits in or of where its pixels lie in memory (CPU
+    kernels round a row differently with the batch's size and the buffer's alignment, and a start activation
+    that rounds to 0 in one batch and not in another changes how the image is optimised)."""
     images = state.image()
-    out = probe(model_input(images), spatial=spatial)
-    feats, logits = out.features.float(), out.logits.float()
+    outs = [probe(model_input(images[j:j + 1].clone()), spatial=spatial) for j in range(images.shape[0])]
+    feats = torch.cat([o.features.float() for o in outs])
+    logits = torch.cat([o.logits.float() for o in outs])
     n, c = state.neurons.view(-1, 1), state.classes.view(-1, 1)
     res = {
         "images": images,
@@ -291,12 +297,23 @@ def _evaluate(probe, model_input, state, clip, text, device, spatial=True) -> di
         "spatial": None,
         "clip": None,
     }
-    if spatial and out.spatial is not None:
-        sp = out.spatial.float()
+    if spatial and outs[0].spatial is not None:
+        sp = torch.cat([o.spatial.float() for o in outs])
         res["spatial"] = sp[torch.arange(sp.shape[0], device=sp.device), state.neurons.to(sp.device)]
     if clip is not None and text is not None:
-        res["clip"] = (clip.encode_image(images) * text).sum(-1)
+        res["clip"] = torch.cat([clip.encode_image(images[j:j + 1].clone()) for j in range(images.shape[0])])
+        res["clip"] = (res["clip"] * text).sum(-1)
     return res
+
+
+def _own_layout(policy: DevicePolicy, probe, score, *args):
+    """``score(probe, *args)`` with the classifier in its own memory layout (not channels-last) and fp32, as the
+    final scores are reported: a score then depends on the image alone, not on the run's cost options."""
+    policy.release(probe.model)
+    try:
+        return score(probe, *args)
+    finally:
+        policy.place(probe.model)
 
 
 def _finish(probe, model_input, state, clip, text, device) -> list[Rendered]:

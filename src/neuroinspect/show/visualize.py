@@ -342,10 +342,10 @@ def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, 
             rec["masked"], rec["rgba"] = f"{stem}_masked.png", f"{stem}_rgba.png"
             rec["mask_fraction"] = float(mask.float().mean())
             if means is not None and (present == r.cls).any():
-                with torch.no_grad():  # f(x) came with the final scores: one forward, for f(x ⊙ M)
+                with torch.no_grad():  # f(x) and f(x ⊙ M) the same way, each alone: the CRS depends on the image only
                     x = r.image.unsqueeze(0).to(model_input.mean.device)
                     m = mask.to(x.device, x.dtype).view(1, 1, *mask.shape)
-                    f = r.features.view(1, -1) if r.features is not None else probe(model_input(x)).features.float().cpu()
+                    f = probe(model_input(x.clone())).features.float().cpu()
                     fm = probe(model_input(x * m)).features.float().cpu()
                 c = int((present == r.cls).nonzero()[0])
                 rec["crs"] = float(core_relevance_score(f[0], fm[0], means, c))
