@@ -202,7 +202,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save(obj)`` atomically (serialised in memory first: torch's own writer hides a full disk's errno)."""
-    import torch
+    import torch  # lazy: core.io stays free of torch for the command line's start-up
 
     buf = _io.BytesIO()
     torch.save(obj, buf)
@@ -211,7 +211,7 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
 
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     """A ``.safetensors`` file, atomically (serialised in memory first, as in :func:`save_torch`)."""
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: as torch in save_torch
 
     return write_bytes(path, save(tensors, metadata=metadata))
 
