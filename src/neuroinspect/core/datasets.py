@@ -97,7 +97,7 @@ def load_waterbirds(root: str) -> ImageData:
     if not csv_path.is_file():
         raise NeuroInspectError(f"no Waterbirds metadata at '{csv_path}'; waterbirds:ROOT needs ROOT/metadata.csv "
                                 "(columns img_filename,y,split,place) beside the images")
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the header
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in ("img_filename", "y", "split", "place") if c not in fields]
