@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import logging
 import random
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,9 +26,16 @@ from neuroinspect.core.features import extract_features
 from neuroinspect.find.config import ExplainConfig
 from neuroinspect.core.io import default_cache_dir
 from neuroinspect.core.metrics import evaluate
+from neuroinspect.core.html import table
 from neuroinspect.core.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, build_model
 from neuroinspect.core.probe import Probe
 from neuroinspect.core.session_api import InspectedModel
+from neuroinspect.fix.compare import run_methods
+from neuroinspect.fix.config import FixConfig
+from neuroinspect.pipeline import PipelineConfig, edit_targets, merge_targets, pick_neurons, run_pipeline, with_neurons
+from neuroinspect.results import DebugRun, Fix, Pictures
+from neuroinspect.show.config import RenderConfig
+from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +236,81 @@ class Inspector(InspectedModel):
         if config is None:
             overrides.setdefault("progress", self.progress)
         return explain_class(self.probe.weight, self.probe.bias, fs, c, config, policy=self.policy, **overrides)
+
+    # ------------------------------------------------------------------ the notebook API
+    def find(self, cls: str | int, split: str = "val", config: ExplainConfig | None = None, **overrides) -> Explanation:
+        """Stage 1, find: the ranked neurons behind class ``cls``'s mistakes on ``split`` (:meth:`explain`).
+
+        The :class:`~neuroinspect.find.ranking.Explanation` shows itself as a table (``.table()``, or as
+        HTML in a notebook); ``.top(3)`` are its top insufficient neurons; ``.save(dir)`` writes
+        ``ranking.json`` and ``mistakes.csv``."""
+        return self.explain(cls, split, config, **overrides)
+
+    def show(self, neurons, classes=None, config: RenderConfig | None = None, **overrides) -> Pictures:
+        """Stage 2, show: render ``neurons`` (a list, or one neuron) inside ``classes`` (a name, a list, or
+        ``{neuron: classes}``; default: each neuron's top classes by weight) and return the pictures in
+        memory (:class:`~neuroinspect.results.Pictures`; ``.save(dir)`` writes them).
+
+        ``config``: a :class:`RenderConfig`, or its fields as keyword ``overrides``; without one, the quick
+        pictures of ``neuroinspect debug`` (no CLIP, 96 steps at 128 px), not the paper's 650-step renders."""
+        neurons = [neurons] if isinstance(neurons, int) else list(neurons)
+        classes = [classes] if isinstance(classes, (str, int)) else classes
+        if config is None:
+            overrides.setdefault("progress", self.progress)
+            config = PipelineConfig().render
+        self.start()
+        with tempfile.TemporaryDirectory(prefix="neuroinspect-show-") as tmp:
+            visualize_neurons(self, neurons, classes, Path(tmp) / "pictures", config, **overrides)
+            return Pictures.read(Path(tmp) / "pictures")
+
+    def fix(self, explanation: Explanation | list[Explanation], n: int = 3, config: FixConfig | None = None, *,
+            fit_split: str = "val", eval_split: str = "test", **overrides) -> Fix:
+        """Stage 3, fix: refit or edit the decision layer for the top ``n`` insufficient neurons of each
+        explanation (its excessive ones when it has none), each fixed in the class it is a false correlation
+        of: the pipeline's rule (:func:`~neuroinspect.pipeline.edit_targets`).
+
+        ``config``: a :class:`FixConfig`, or its fields as keyword ``overrides`` (``method`` — any registered
+        fix method, default ``rebalance`` —, ``seed``, ...). The methods read the cached features of
+        ``train`` and ``fit_split``; before/after is measured on ``eval_split``. Nothing is written and the
+        model is not changed: ``Fix.apply()`` gives a new model, ``Fix.save(dir)`` writes it."""
+        explanations = [explanation] if isinstance(explanation, Explanation) else list(explanation)
+        cfg = configured(FixConfig, config, overrides)
+        W = self.probe.weight.detach().float().cpu()
+        b = self.probe.bias.detach().float().cpu()
+        kept = with_neurons(explanations)
+        targets = merge_targets([edit_targets(pick_neurons(e, n), e, W) for e in kept])
+        feats = {role: self.features(split).with_logits(W, b)
+                 for role, split in (("train", "train"), ("val", fit_split), ("test", eval_split))}
+        self.start()
+        results = run_methods(W, b, feats["train"], feats["val"], feats["test"], targets, [cfg.method], cfg.seed, cfg,
+                              policy=self.device, progress=self.progress)
+        before, (after, _, result) = results["original"][0], results[cfg.method]
+        ranking = kept[0].settings.get("ranking")
+        rule = f"the top {n} insufficient neurons of " + ", ".join(repr(e.class_name) for e in kept) + f" ({ranking} ranking)"
+        return Fix(result, targets, self.class_names, before, after, self.data.resolve_split(eval_split),
+                   self.loaded.model, self.probe.head_name, (W, b), feats, cfg,
+                   picked_by={"rule": rule, "ranking": ranking, "ranked": [j for e in kept for j in e.top(n)]})
+
+    def debug(self, out: str | os.PathLike, config: PipelineConfig | None = None, **overrides) -> DebugRun:
+        """The whole pipeline (find → show → pick → fix → compare → report, as ``neuroinspect debug``) into the
+        run folder ``out``; ``config``: a :class:`PipelineConfig`, or its fields as keyword ``overrides``."""
+        cfg = configured(PipelineConfig, config, overrides)
+        self.start()
+        headline = run_pipeline(self, out, cfg, progress=self.progress)
+        return DebugRun(Path(out), headline)
+
+    # ------------------------------------------------------------------ display
+    def _facts(self) -> list[tuple[str, str]]:
+        data = self.data
+        splits = ", ".join(f"{s} {data.size(s)}" for s in data.splits) if data is not None else ""
+        return [("model", f"{self.loaded.spec} (head '{self.probe.head_name}', {self.probe.D} features, "
+                          f"{self.probe.C} classes)"),
+                ("data", f"{data.spec} ({splits} images)" if data is not None else "none"),
+                ("classes", ", ".join(self.class_names[:8]) + (" …" if self.probe.C > 8 else "")),
+                ("device", f"{self.device} ({self.policy.precision})")]
+
+    def __repr__(self) -> str:
+        return "Inspector(" + "; ".join(f"{k}: {v}" for k, v in self._facts()) + ")"
+
+    def _repr_html_(self) -> str:
+        return f"<p><b>Inspector</b></p>{table(['', ''], self._facts())}"
