@@ -68,6 +68,18 @@ def test_labels_and_groups_are_part_of_the_key(tmp_path):
     assert with_groups.content_hash("all") != a.content_hash("all") and with_groups.group_names == ["group_0"]
 
 
+def test_a_datasets_groups_are_named_by_its_group_names(tmp_path):
+    class Grouped(ItemDataset):
+        group_names = ["land", "water"]
+
+        def __getitem__(self, i):
+            return self.x[i], int(self.y[i]), i % 2
+
+    x, y = images(0)
+    fs = inspector(Grouped(x, y), tmp_path).features("val")
+    assert fs.group_names == ["land", "water"] and fs.groups.tolist() == [0, 1, 0, 1, 0, 1]
+
+
 def test_pil_images_with_string_labels_and_a_dict_of_splits(tmp_path):
     x, y = images(0)
     pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in x]
@@ -140,3 +152,21 @@ def test_a_plain_module_brings_its_preprocessing_and_class_names(tmp_path):
     assert ins.data.class_names == ["a", "b", "c"]
     bare = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     assert Inspector(bare, progress=False).loaded.preprocess.input_size == 224  # the ImageNet default
+
+
+def test_a_dataset_object_without_a_root_folder_is_not_keyed_by_its_length(tmp_path):
+    from neuroinspect.core.data import ImageData
+    from neuroinspect.core.errors import NeuroInspectError as Error
+
+    class Rootless(ItemDataset):
+        root = ""
+
+    x, y = images(0)
+    data = ImageData("custom", list(CLASSES), [], {}, {"all": Rootless(x, y)})
+    assert "no root folder" in data.cache_refusal("all")
+    with pytest.raises(Error, match="no root folder"):  # never a key from the type and length alone
+        data.content_hash("all")
+    ins = Inspector(PlantedCNN(), data, cache_dir=tmp_path / "cache", progress=False, warn_chance=False)
+    model = PlantedCNN().eval()
+    torch.testing.assert_close(ins.features("val").features, expected_features(model, x), atol=1e-5, rtol=1e-5)
+    assert cached_entries(tmp_path) == 0  # extracted, not cached

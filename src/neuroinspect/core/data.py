@@ -229,8 +229,16 @@ class ImageData:
         """Why the features of ``split`` cannot be cached (``None``: they can): an in-memory dataset whose
         content cannot be hashed, or that gives different images for the same index."""
         base = self.torchvision_splits.get(self.resolve_split(split))
+        if base is None:
+            return None
         inner = base.base if isinstance(base, _Relabelled) else base
-        return inner.refusal() if isinstance(inner, _MemorySplit) else None
+        if isinstance(inner, _MemorySplit):
+            return inner.refusal()
+        root = str(getattr(base, "root", "") or "")
+        if not (root and Path(root).is_dir()):
+            return (f"'{self.spec}' has no root folder whose files could be hashed; pass the dataset object to "
+                    "Inspector instead (its images are then hashed)")
+        return None
 
     listing_hash = content_hash  # the older name
 
@@ -445,9 +453,10 @@ def from_memory(data, class_names: list[str] | None = None, num_classes: int | N
     """In-memory data (the module docstring) as an :class:`ImageData`.
 
     Class names: ``class_names`` if given, else the string labels' (sorted), else a Dataset's
-    ``classes``, else ``class_0 … class_{num_classes - 1}``. Splits: the dict's keys, else one
-    split ``all`` (used for every split asked for). Integer labels outside the classes and
-    unknown split names are one clear error.
+    ``classes``, else ``class_0 … class_{num_classes - 1}``. Groups: ``group_0 …`` for group labels
+    given as tensors or lists; a Dataset's by its ``group_names`` attribute (without one, its
+    groups are not reported). Splits: the dict's keys, else one split ``all`` (used for every split
+    asked for). Integer labels outside the classes are one clear error.
     """
     given = {SPLIT_ALIASES.get(str(k).lower(), str(k)): v for k, v in data.items()} if isinstance(data, dict) else {"all": data}
     if not given:
@@ -477,6 +486,9 @@ def from_memory(data, class_names: list[str] | None = None, num_classes: int | N
     kinds = sorted({type(s.dataset if isinstance(s, _DatasetSplit) else s.images).__name__ for s in splits.values()})
     groups = sorted({g for s in splits.values() if not isinstance(s, _DatasetSplit) for g in s.groups if g >= 0})
     group_names = [f"group_{g}" for g in range(max(groups) + 1)] if groups else []
+    for split in splits.values():  # a Dataset's groups are known by its group_names only (it is not read here)
+        if isinstance(split, _DatasetSplit) and not group_names:
+            group_names = [str(g) for g in getattr(split.dataset, "group_names", None) or []]
     return ImageData(f"memory:{'+'.join(kinds)}", [str(c) for c in names], group_names, {}, splits)
 
 
