@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import logging
+import os
 import random
 import tempfile
 from dataclasses import replace
