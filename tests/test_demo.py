@@ -138,3 +138,17 @@ def test_compare_with_default_flags_puts_rebalance_above_erm_retraining(fast_pro
     assert rows["rebalance"]["n_seeds"] == 3
     assert rows["rebalance"]["worst_group_acc"] >= rows["original"]["worst_group_acc"] + 0.15
     assert rows["rebalance"]["worst_group_acc"] >= rows["erm"]["worst_group_acc"] + 0.1
+
+
+def test_load_gives_the_runs_model_on_its_data(tiny_run, tmp_path):
+    from neuroinspect.core.records import Metrics
+    from neuroinspect.demo import load
+
+    run, headline = tiny_run
+    ins = load(run, cache_dir=tmp_path, progress=False)
+    assert sorted(ins.class_names) == ["Bag", "Coat", "T-shirt", "Trouser"]
+    recorded = Metrics.read(run / Metrics.FILE)
+    measured = ins.metrics("test")
+    assert measured["n"] == recorded.n
+    assert abs(measured["accuracy"] - recorded.accuracy) <= 1 / recorded.n  # the same model on the same images
+    assert ins.find(headline["worst_class"]).n_mistakes > 0

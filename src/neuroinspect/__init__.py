@@ -13,11 +13,13 @@ from neuroinspect.core.runinfo import __version__
 _LAZY = {
     "Explanation": ".find.ranking", "explain_class": ".find.ranking", "FeatureSet": ".core.featureset",
     "ImageData": ".core.data", "load_data": ".core.data", "LoadedModel": ".core.models", "Preprocess": ".core.models",
-    "build_model": ".core.models", "Probe": ".core.probe", "Inspector": ".session",
+    "build_model": ".core.models", "Probe": ".core.probe", "Inspector": ".session", "Pictures": ".results",
+    "Fix": ".results", "ComparisonTable": ".results", "DebugRun": ".results",
 }
+_SUBMODULES = ("demo", "pipeline", "results")  # ``neuroinspect.demo.load(...)`` after a bare ``import neuroinspect``
 __all__ = [
-    "Explanation", "FeatureSet", "ImageData", "Inspector", "LoadedModel", "NeuroInspectError", "Preprocess", "Probe",
-    "build_model", "explain_class", "load_data", "__version__",
+    "ComparisonTable", "DebugRun", "Explanation", "FeatureSet", "Fix", "ImageData", "Inspector", "LoadedModel",
+    "NeuroInspectError", "Pictures", "Preprocess", "Probe", "build_model", "explain_class", "load_data", "__version__",
 ]
 
 
@@ -26,6 +28,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'neuroinspect' has no attribute {name!r}")
 
 

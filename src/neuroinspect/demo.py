@@ -23,10 +23,12 @@ import torch.nn.functional as F
 
 from neuroinspect.core import distributed
 from neuroinspect.core.data import load_data
+from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.features import store_features
 from neuroinspect.core.io import default_cache_dir, mkdirs
 from neuroinspect.core.models import build_model
+from neuroinspect.core.records import RunInfo
 from neuroinspect.core.scenes import ScenesConfig, make_scenes
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
@@ -126,3 +128,29 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
                   "data": str(manifest), "model_file": model_file.name, "timings_s": timings},
     )
     return headline
+
+
+def load(run_dir: str | Path, *, device: str = "cpu", cache_dir: str | Path | None = None,
+         progress: bool = True) -> Inspector:
+    """The :class:`~neuroinspect.session.Inspector` of a finished demo run: the model it debugged (the
+    frozen backbone with the ERM head, ``RUN_DIR/model.safetensors``) on its benchmark (the manifest that
+    ``run.json`` names), ready for ``find``/``show``/``fix``. ``cache_dir``: the demo's cache (default: the
+    default cache, where the demo put the features)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RunInfo.FILE).is_file():
+        raise NeuroInspectError(f"'{run_dir}' holds no run.json; give the --out folder of a finished `neuroinspect demo`")
+    info = RunInfo.read(run_dir / RunInfo.FILE)
+    if info.command != "demo":
+        raise NeuroInspectError(f"'{run_dir}' is a '{info.command}' run, not a demo run; load its model with "
+                                "Inspector(model, data, weights=...)")
+    manifest = Path(str(info.data or ""))
+    model_file = run_dir / (info.model_file or "model.safetensors")
+    if not manifest.is_file():
+        raise NeuroInspectError(f"the demo's benchmark '{manifest}' is gone (a cleared cache?); run `neuroinspect demo "
+                                f"--out {run_dir}` again")
+    if not model_file.is_file():
+        raise NeuroInspectError(f"'{model_file}' is missing; run `neuroinspect demo --out {run_dir}` again")
+    data = load_data(manifest)
+    model = (info.config or {}).get("model") or DemoConfig.model
+    return Inspector(model, data, weights=str(model_file), num_classes=len(data.class_names), device=device,
+                     cache_dir=str(cache_dir) if cache_dir is not None else None, progress=progress)

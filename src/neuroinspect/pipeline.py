@@ -47,7 +47,7 @@ from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.report import build_report
-from neuroinspect.session import Inspector
+from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.config import RenderConfig
 from neuroinspect.show.visualize import visualize_neurons
 
@@ -171,6 +171,19 @@ def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Call
             for c in choose_classes(fs, cfg, class_index)]
 
 
+def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
+    """``methods`` without repeats, the ones that read group labels last (left out, with a note, when the
+    data has none)."""
+    notes = []
+    methods = tuple(dict.fromkeys(methods))
+    labelled = tuple(m for m in methods if get_fix_method(m).uses_group_labels)
+    others = tuple(m for m in methods if m not in labelled)
+    if labelled and not val.group_names:
+        notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
+        labelled = ()
+    return others + labelled, notes
+
+
 @dataclass
 class SeedRun:
     """One seed of find → pick → fix: its head, explanations, targets and ``{method: (metrics, row, FixResult)}``."""
@@ -199,7 +212,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
 class Pipeline:
     """The stages over one :class:`~neuroinspect.session.Inspector`, writing into one run folder."""
 
-    def __init__(self, inspector: Inspector, out: str | Path, config: PipelineConfig | None = None, *,
+    def __init__(self, inspector: InspectedModel, out: str | Path, config: PipelineConfig | None = None, *,
                  retrain_head: HeadFn | None = None, progress: bool = True):
         self.ins = inspector
         self.out = check_writable_dir(out, "run folder")  # created by the first file written
@@ -234,14 +247,7 @@ class Pipeline:
     def _methods(self, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
         """The methods to compare: the fix first, the references that read group labels last (left out
         when the data has none)."""
-        notes = []
-        methods = tuple(dict.fromkeys((self.cfg.fix, *self.cfg.methods)))
-        labelled = tuple(m for m in methods if get_fix_method(m).uses_group_labels)
-        others = tuple(m for m in methods if m not in labelled)
-        if labelled and not val.group_names:
-            notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
-            labelled = ()
-        return others + labelled, notes
+        return comparable_methods((self.cfg.fix, *self.cfg.methods), val)
 
     # ------------------------------------------------------------------ the run
     def run(self, run_info: dict | None = None) -> dict:
@@ -369,7 +375,7 @@ class Pipeline:
         }
 
 
-def run_pipeline(inspector: Inspector, out: str | Path, config: PipelineConfig | None = None, *,
+def run_pipeline(inspector: InspectedModel, out: str | Path, config: PipelineConfig | None = None, *,
                  retrain_head: HeadFn | None = None, run_info: dict | None = None, progress: bool = True) -> dict:
     """Run find → show → pick → fix → compare → report on ``inspector``'s model and data into ``out``."""
     return Pipeline(inspector, out, config, retrain_head=retrain_head, progress=progress).run(run_info)

@@ -231,7 +231,9 @@ def make_inspector(args: argparse.Namespace):
     from neuroinspect.session import Inspector, seed_everything
 
     seed_everything(args.seed)  # once, at the command's entry point; the library itself seeds only generators
-    return Inspector(args.model, getattr(args, "data", None), inspector_config(args))
+    ins = Inspector(args.model, getattr(args, "data", None), inspector_config(args))
+    ins.start()  # a command under torchrun: the process group now, on the command's device
+    return ins
 
 
 def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:

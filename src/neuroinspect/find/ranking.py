@@ -27,6 +27,7 @@ from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, count
 from neuroinspect.core.config import configured
 from neuroinspect.core.device import DevicePolicy
 from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.html import esc, file_thumbnails, table
 from neuroinspect.find.config import DEFAULT_RANKING, RANKINGS, ExplainConfig  # noqa: F401 (re-exported)
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
 from neuroinspect.core.featureset import FeatureSet
@@ -92,7 +93,43 @@ class Explanation:
                 lines.append(f"  … {len(rows) - limit} more in ranking.json")
         return "\n".join(lines)
 
+    def top(self, n: int = 3, kind: str = "insufficient") -> list[int]:
+        """The top ``n`` neurons: ``insufficient`` (the default: what a fix edits), ``excessive``, or ``both``
+        (the top ``n`` of each, without repeats)."""
+        if kind == "both":
+            return self.record().top_neurons(n)
+        if kind not in ("insufficient", "excessive"):
+            raise NeuroInspectError(f"unknown kind '{kind}'; choose insufficient, excessive or both")
+        return [s.neuron for s in getattr(self, kind)[:n]]
+
+    def __repr__(self) -> str:
+        def few(rows):
+            return ", ".join(f"{s.neuron} ({s.ratio:.0f}%)" for s in rows[:5]) + (" …" if len(rows) > 5 else "") or "none"
+
+        return (f"Explanation of {self.class_name!r} on '{self.split}': {self.n_mistakes} mistakes, "
+                f"{self.settings.get('ranking', 'additive')} ranking; insufficient: {few(self.insufficient)}; "
+                f"excessive: {few(self.excessive)}")
+
+    def _repr_html_(self, limit: int = 10) -> str:
+        head = (f"<p><b>{esc(self.class_name)}</b> (#{self.class_index}) on split '{esc(self.split)}': "
+                f"{self.n_mistakes} mistakes, {self.counterfactuals.n_flipped} flipped by the counterfactual edit; "
+                f"neurons ranked by the {esc(self.settings.get('ranking', 'additive'))} blame</p>")
+        if self.settings.get("ranking_note"):
+            head += f"<p>note: {esc(self.settings['ranking_note'])}</p>"
+        parts = [head]
+        for title, rows in (("insufficient (should fire more for this class)", self.insufficient),
+                            ("excessive (fire for the wrong class)", self.excessive)):
+            parts.append(table(["rank", "neuron", "ratio %", "mean blame", "importance", "log-odds", "weight"],
+                               [[r, s.neuron, f"{s.ratio:.1f}", f"{s.mean_edit:.3f}", f"{s.importance:.4f}",
+                                 f"{s.log_odds:.3f}", f"{s.weight:.3f}"] for r, s in enumerate(rows[:limit], 1)],
+                               caption=f"{title}: {len(rows)} neurons"))
+        thumbs = file_thumbnails(self.mistakes.ids)
+        if thumbs:
+            parts.append(f"<p>mistakes:</p><div>{thumbs}</div>")
+        return "".join(parts)
+
     def save(self, out_dir: str | Path) -> None:
+        """``ranking.json`` and ``mistakes.csv`` in ``out_dir``."""
         out = Path(out_dir)
         self.record().write(out / ExplanationRecord.FILE)
         names = self.mistakes.class_names

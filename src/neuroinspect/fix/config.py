@@ -80,6 +80,6 @@ class FixConfig(EditConfig):
             raise NeuroInspectError(f"unknown --select-by '{self.select_by}'; choose one of {', '.join(SELECT_BY)}")
         if self.fit_on not in FIT_ON:
             raise NeuroInspectError(f"--fit-on must be one of {', '.join(FIT_ON)}; got '{self.fit_on}'")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
+        if self.epochs < 1 or self.batch_size < 1 or (self.patience is not None and self.patience < 0):
             raise NeuroInspectError("--epochs and --train-batch-size must be ≥ 1 and --patience ≥ 0")
         return self

@@ -116,7 +116,7 @@ def gradient_edit(p: FixProblem, cfg: FixConfig) -> FixResult:
     select_by = resolve_select_by(cfg.select_by, p.targets)
     lrs = (cfg.lr,) if cfg.lr is not None else LR_GRID
     lams = (cfg.lam,) if cfg.lam is not None else (LAM_GRID if method.regularised else (0.0,))
-    use_val = p.val is not None and cfg.patience > 0
+    use_val = p.val is not None and bool(cfg.patience)  # patience 0 or None: every epoch, no early stopping
     best, rows = None, []
     for lr, lam in itertools.product(lrs, lams):
         trainer = cfg.edit_config(lr=lr, lam=lam, patience=cfg.patience if use_val else None, select_by=select_by)
