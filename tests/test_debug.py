@@ -100,3 +100,36 @@ def test_cli_defaults_match_the_pipeline_config():
     for k, v in RENDER_DEFAULTS.items():
         assert getattr(cfg.render, k) == v, k
     assert CLASSES == ["apple", "berry", "cloud"]
+
+
+def test_the_answer_is_written_before_any_picture(tmp_path, monkeypatch):
+    """find/fix/compare and the report first: a rendering that fails still leaves a complete report."""
+    import neuroinspect.pipeline as pipeline
+
+    data = manifest_with_test(tmp_path, n_red=3)
+
+    def broken(*args, **kwargs):
+        assert (tmp_path / "run" / "report.html").is_file()  # the report is there before the first picture
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr(pipeline, "visualize_neurons", broken)
+    with pytest.raises(RuntimeError, match="renderer broke"):
+        debug(data, tmp_path / "run", "--methods", "rebalance", "--n-edit", "1")
+    page = (tmp_path / "run" / "report.html").read_text()
+    for part in ('id="answer"', 'id="edit-summary"', 'id="compare-table"', 'id="evidence-table"', 'id="ranking-excessive"'):
+        assert part in page, part
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["headline"]["evidence"].startswith("3 of 3 'apple' mistakes") and "visualize" not in run["timings_s"]
+    assert run["threads"] >= 1
+
+
+def test_pictures_none_and_heatmaps(tmp_path):
+    data = manifest_with_test(tmp_path, n_red=3)
+    assert debug(data, tmp_path / "none", "--methods", "rebalance", "--n-edit", "1", "--pictures", "none") == 0
+    assert (tmp_path / "none" / "report.html").is_file() and not (tmp_path / "none" / "visualize").exists()
+    assert debug(data, tmp_path / "heat", "--methods", "rebalance", "--n-edit", "1", "--pictures", "heatmaps") == 0
+    vis = json.loads((tmp_path / "heat" / "visualize" / "visualizations.json").read_text())
+    assert vis["images"] == [] and vis["optimised"] is False  # no optimised picture ...
+    assert any(row["items"] for n in vis["neurons"] for row in n["exemplar_heatmaps"])  # ... but the heatmaps
+    timings = json.loads((tmp_path / "heat" / "run.json").read_text())["timings_s"]
+    assert "heatmaps" in timings and "visualize" not in timings

@@ -209,6 +209,8 @@ def print_headline(h: dict, out: str | Path) -> None:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     seeds, metric = h["seeds"], h["metric"].replace("_acc", "").replace("_", "-")
+    if h.get("evidence"):  # the answer first: where the evidence behind the mistakes sits
+        print(h["evidence"])
     print(f"debugged: {', '.join(h['classes'])}; edited (seed {seeds[0]}): "
           + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
     others = ", ".join(f"{m}: {pct(v)}" for m, v in h["by_method"].items() if m not in ("original", h["fix"]))

@@ -17,8 +17,8 @@ from PIL import Image
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import atomic_path
-from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, ExplanationRecord, HeatmapRow,
-                                       Metrics, Record, RunInfo, VisualizationSet)
+from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
+                                       ExplanationRecord, HeatmapRow, Metrics, Record, RunInfo, VisualizationSet)
 from neuroinspect.report import charts
 from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, trend
 
@@ -28,8 +28,9 @@ ASSETS_DIR = "report_assets"
 MAX_MISTAKES = 48
 THUMB_SIZE = 112
 #: Sub-folders searched first, in this order; any other sub-folder comes after them.
-KNOWN_SUBDIRS = ("explain", "visualize", "edit", "compare")
-RUN_FILES = ("run.json", "metrics.json", "mistakes.csv", "ranking.json", "visualizations.json", "edit.json", "compare.json")
+KNOWN_SUBDIRS = ("explain", "evidence", "visualize", "edit", "compare")
+RUN_FILES = ("run.json", "metrics.json", "mistakes.csv", "ranking.json", "visualizations.json", "edit.json", "compare.json",
+             "evidence.json")
 COMPARE_METRICS = [("avg_acc", "average"), ("class_acc", "edited class"), ("worst_class_acc", "worst class"),
                    ("worst_group_acc", "worst group")]
 assert tuple(k for k, _ in COMPARE_METRICS) == STAT_KEYS
@@ -186,6 +187,31 @@ def ranking_section(ranking: ExplanationRecord, src: Path, run_dir: Path) -> dic
     }
 
 
+# --------------------------------------------------------------------------- the evidence (what the shortcut is)
+def _places(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "–"
+
+
+def evidence_section(ev: EvidenceRecord, src: Path, run_dir: Path) -> dict:
+    """The measured paragraph, the table it is built from, and the mistakes sorted by the lead neuron."""
+    base = src.parent
+
+    def img(rel: str | None) -> str | None:
+        return rel_url(base / rel, run_dir) if rel and (base / rel).is_file() else None
+
+    rows = [{"neuron": r.neuron, "kind": r.kind, "lead": r.neuron in ev.lead, "pulled": r.pulled,
+             "toward": ", ".join(f"{k} ({v})" for k, v in r.pulled_toward.items()) or "–",
+             "act_mistakes": r.act_mistakes, "act_correct": r.act_correct, "act_ratio": r.act_ratio,
+             "mistakes_places": _places(r.mistakes_places), "correct_places": _places(r.correct_places),
+             "region": r.region, "auc": r.auc, "auc_groups": r.auc_groups} for r in ev.neurons]
+    return {"source": rel_url(src, run_dir), "class": ev.class_name, "split": ev.split, "n_mistakes": ev.n_mistakes,
+            "n_correct": ev.n_correct, "k": ev.k, "paragraph": ev.paragraph, "rows": rows, "mapped": ev.mapped,
+            "has_maps": any(r.mistakes_places for r in ev.neurons), "has_auc": any(r.auc is not None for r in ev.neurons),
+            "gallery_neuron": ev.gallery_neuron, "notes": ev.notes,
+            "gallery": [{"id": g.id, "name": Path(str(g.id)).name, "predicted": g.predicted, "activation": g.activation,
+                         "place": g.place, "image": img(g.image)} for g in ev.gallery]}
+
+
 # --------------------------------------------------------------------------- stage 2
 def _heatmap_rows(rows: list[HeatmapRow], img: Callable[[str | None], str | None]) -> list[dict]:
     """The neuron card's exemplar rows: per class, top images with heatmaps and crops."""
@@ -281,7 +307,7 @@ def edit_section(edit: EditRecord, src: Path, run_dir: Path, assets: Path) -> di
         chosen = {str(n) for ns in edit.neurons.values() for n in ns}
         crs = edit.picked_by.crs
         ranked = [str(n) for n in edit.picked_by.ranked] if edit.picked_by.ranked is not None else list(crs)
-        sec["picked_by"] = {"rule": edit.picked_by.rule,
+        sec["picked_by"] = {"rule": edit.picked_by.rule, "has_crs": any(v is not None for v in crs.values()),
                             "rows": [{"neuron": n, "crs": crs.get(n), "picked": n in chosen} for n in ranked]}
     for key, what in (("per_group", "group"), ("per_class", "class")):  # per group when there are groups
         b, a = getattr(before, key), getattr(after, key)
@@ -426,6 +452,8 @@ def collect(run_dir: str | os.PathLike, assets: Path | None = None) -> dict:
         ctx["vis"] = vis_section(got[1], got[0], run_dir, edit_neurons)
     if (got := first(Comparison)) is not None:
         ctx["compare"] = compare_section(got[1], got[0], run_dir, assets)
+    if (got := first(EvidenceRecord)) is not None:
+        ctx["evidence"] = evidence_section(got[1], got[0], run_dir)
     ctx["vis_neurons"] = {str(c["neuron"]) for c in ctx["vis"]["cards"]} if ctx.get("vis") else set()
     ctx["headline"] = headline(ctx)
     return ctx
