@@ -51,7 +51,7 @@ def test_the_paragraph_names_the_planted_patch_and_its_corner(tmp_path):
     assert red.correct_places["silent"] == rec.n_correct == 6  # the red neuron is 0 on every plain apple
     assert red.act_ratio is None and red.act_mistakes > 0.3
     assert f"Neuron {RED} fires on the mistakes (mean {red.act_mistakes:.2f}) and not on the correct 'apple' images " \
-           f"(mean 0.00); in 5 of 5 mistakes its map sits away from the centre of the image (on the background), " \
+           f"(mean 0.00); in 5 of 5 mistakes its map sits away from the centre of the image, on the background, " \
            f"mostly in the bottom-right corner, and it is 0 on all 6 correct ones mapped." in text
     green = next(r for r in rec.neurons if r.neuron == GREEN)  # green everywhere but the patch: not a place
     assert green.kind == "insufficient" and green.correct_places["spread"] == 6

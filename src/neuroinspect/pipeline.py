@@ -41,7 +41,7 @@ from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.progress import progress_bar
 from neuroinspect.core.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
 from neuroinspect.core.runinfo import versions
-from neuroinspect.find.evidence import map_place, measure_evidence
+from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, run_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
@@ -347,11 +347,10 @@ class Pipeline:
                  ) -> EvidenceRecord:
         """Measure where the evidence behind ``e``'s mistakes sits (:mod:`neuroinspect.find.evidence`) on ``fs``,
         with the spatial maps of up to ``gallery`` mistakes and as many correct images of the class, and write
-        ``evidence/evidence.json`` with a gallery of the mistakes sorted by the lead neuron, its map over each."""
+        ``evidence/evidence.json`` with a gallery of the mistakes sorted by :func:`gallery_neuron`, its map over each."""
         W, b = head
         c = e.class_index
-        bare = measure_evidence(W, b, fs, e, neurons)  # no maps yet: which neuron leads
-        lead = bare.lead[0] if bare.lead else neurons[0]
+        lead = gallery_neuron(measure_evidence(W, b, fs, e, neurons))  # no maps yet: which neuron sorts the gallery
         pred = (fs.features.float() @ W.float().T + b.float()).argmax(1)
         wrong = ((fs.labels == c) & (pred != c)).nonzero().flatten()
         right = ((fs.labels == c) & (pred == c)).nonzero().flatten()

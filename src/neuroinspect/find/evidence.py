@@ -193,6 +193,15 @@ def measure_evidence(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, explanati
     return record
 
 
+def gallery_neuron(record: EvidenceRecord) -> int | None:
+    """The neuron the gallery of mistakes is sorted by: the excessive neuron that pulls the most mistakes (its map
+    shows where the wrong evidence sits), else the first neuron named."""
+    excessive = [r for r in record.neurons if r.kind == "excessive" and r.pulled > 0]
+    if excessive:
+        return max(excessive, key=lambda r: (r.pulled, _shift(r))).neuron
+    return record.lead[0] if record.lead else (record.neurons[0].neuron if record.neurons else None)
+
+
 def _names(neurons: Sequence[int]) -> str:
     items = [str(n) for n in neurons]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -219,7 +228,7 @@ def _place_clause(r: NeuronEvidence) -> str | None:
     place = max(("border", "centre", "spread"), key=lambda p: m.get(p, 0))
     if m.get(place, 0) == 0:
         return f"its map is 0 on all {n} mistakes mapped"
-    where = {"border": "away from the centre of the image (on the background)",
+    where = {"border": "away from the centre of the image, on the background",
              "centre": "in the centre of the image (where the object usually is)",
              "spread": "spread over the whole image"}[place]
     if place == "border" and r.region and r.region != "centre":

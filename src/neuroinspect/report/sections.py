@@ -20,7 +20,7 @@ from neuroinspect.core.io import atomic_path
 from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
                                        ExplanationRecord, HeatmapRow, Metrics, Record, RunInfo, VisualizationSet)
 from neuroinspect.report import charts
-from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, trend
+from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, settings_text, trend
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ def run_section(run: RunInfo, src: Path, run_dir: Path) -> dict:
 def metrics_section(metrics: Metrics, src: Path, run_dir: Path, assets: Path) -> dict:
     sec = {
         "source": rel_url(src, run_dir),
+        "split": metrics.split,
         "accuracy": metrics.accuracy,
         "n": metrics.n,
         "worst_class": metrics.worst_class,
@@ -296,7 +297,7 @@ def edit_section(edit: EditRecord, src: Path, run_dir: Path, assets: Path) -> di
         "method": edit.method, "label": method_label(edit.method),
         "classes": edit.classes, "fit_on": edit.fit_on,
         "uses_group_labels": edit.uses_group_labels,
-        "chosen": edit.chosen,
+        "chosen": edit.chosen, "settings": settings_text(edit.chosen),
         "searched": bool(edit.search),
         "neurons": edit.neurons,
         "tau": edit.tau or {}, "lam": edit.lam, "select_by": edit.select_by,
