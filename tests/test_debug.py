@@ -123,10 +123,21 @@ def test_the_answer_is_written_before_any_picture(tmp_path, monkeypatch):
     assert run["threads"] >= 1
 
 
-def test_pictures_none_and_heatmaps(tmp_path):
+def test_pictures_none_and_heatmaps(tmp_path, monkeypatch):
+    import torch
+
     data = manifest_with_test(tmp_path, n_red=3)
-    assert debug(data, tmp_path / "none", "--methods", "rebalance", "--n-edit", "1", "--pictures", "none") == 0
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # --threads sets them: restored after the test
+        monkeypatch.setenv(var, "1")
+    threads = torch.get_num_threads()
+    try:
+        assert debug(data, tmp_path / "none", "--methods", "rebalance", "--n-edit", "1", "--pictures", "none",
+                     "--threads", "1") == 0
+    finally:
+        torch.set_num_threads(threads)
     assert (tmp_path / "none" / "report.html").is_file() and not (tmp_path / "none" / "visualize").exists()
+    run = json.loads((tmp_path / "none" / "run.json").read_text())
+    assert run["threads"] == 1 and run["options"]["threads"] == 1
     assert debug(data, tmp_path / "heat", "--methods", "rebalance", "--n-edit", "1", "--pictures", "heatmaps") == 0
     vis = json.loads((tmp_path / "heat" / "visualize" / "visualizations.json").read_text())
     assert vis["images"] == [] and vis["optimised"] is False  # no optimised picture ...

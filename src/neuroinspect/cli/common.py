@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -129,8 +130,32 @@ def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precisio
                             "fp32 on a CPU), fp32, bf16 (also on CPUs with bf16 instructions) or fp16 (forward "
                             "passes only: feature extraction); results are always stored in fp32")
     g.add_argument("--seed", type=nonneg_int, default=_I.seed, help=f"random seed (default {_I.seed})")
+    add_threads_arg(g)
     g.add_argument("--out", required=out_required, metavar="DIR", help="folder for the results")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_threads_arg(p) -> None:
+    p.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
+                   help="CPU threads for torch and OpenMP (default 0: torch's choice, one per core); on a machine "
+                        "other jobs share, 1 is often several times faster (see the README)")
+
+
+def apply_threads(n: int | None) -> None:
+    """Use ``n`` CPU threads: torch's intra-op pool, and OpenMP/MKL in the processes it starts (0/None: leave them)."""
+    if not n:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch  # lazy: --help and argument errors must not import torch
+
+    torch.set_num_threads(n)
+
+
+def threads_in_use() -> int:
+    import torch  # lazy: only once a command runs
+
+    return torch.get_num_threads()
 
 
 def parse_name_list(text: str | None) -> list[str]:
@@ -187,6 +212,7 @@ def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
         "argv": sys.argv[1:],
         "options": options,
         "versions": versions(),
+        "threads": threads_in_use(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         **extra,
     }).write(Path(out) / RunInfo.FILE)

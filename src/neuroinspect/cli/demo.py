@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuroinspect.cli.common import check_out, nonneg_int, parse_int_list, positive_int, print_headline
+from neuroinspect.cli.common import add_threads_arg, check_out, nonneg_int, parse_int_list, positive_int, print_headline
 
 
 def register(sub) -> None:
@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="visualisation steps (default 96, 32 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 

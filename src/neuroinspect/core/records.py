@@ -588,6 +588,7 @@ class RunInfo(Record):
     options: dict[str, Any] | None = opt()
     config: dict[str, Any] | None = opt()
     device: str | None = opt()
+    threads: int | None = opt()  # torch's CPU threads (the --threads option, else one per core)
     model: Any = opt()
     data: Any = opt()
     versions: dict[str, Any] = field(default_factory=dict)
