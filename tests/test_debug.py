@@ -138,6 +138,7 @@ def test_pictures_none_and_heatmaps(tmp_path, monkeypatch):
     assert (tmp_path / "none" / "report.html").is_file() and not (tmp_path / "none" / "visualize").exists()
     run = json.loads((tmp_path / "none" / "run.json").read_text())
     assert run["threads"] == 1 and run["options"]["threads"] == 1
+    assert run["options"]["device"] == "auto" and run["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     assert debug(data, tmp_path / "heat", "--methods", "rebalance", "--n-edit", "1", "--pictures", "heatmaps") == 0
     vis = json.loads((tmp_path / "heat" / "visualize" / "visualizations.json").read_text())
     assert vis["images"] == [] and vis["optimised"] is False  # no optimised picture ...

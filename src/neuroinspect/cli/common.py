@@ -123,7 +123,9 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precision: bool = True) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--device", default=_I.device, help=f"cpu, cuda, cuda:N or auto (default {_I.device})")
+    g.add_argument("--device", default=_I.device,
+                   help=f"auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default {_I.device}); "
+                        "run.json records the device used")
     if precision:
         g.add_argument("--precision", choices=["auto", *PRECISIONS], default=_I.precision,
                        help="autocast precision of the classifier: auto (default: bf16 on a CUDA GPU that supports it, "
@@ -150,6 +152,13 @@ def apply_threads(n: int | None) -> None:
     import torch  # lazy: --help and argument errors must not import torch
 
     torch.set_num_threads(n)
+
+
+def used_device(args: argparse.Namespace) -> str:
+    """The device ``--device`` resolves to (``auto``: a CUDA GPU when there is one, else the CPU)."""
+    from neuroinspect.core.device import resolve_device  # lazy: imports torch
+
+    return str(resolve_device(getattr(args, "device", None) or "auto"))
 
 
 def threads_in_use() -> int:
@@ -213,6 +222,7 @@ def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
         "options": options,
         "versions": versions(),
         "threads": threads_in_use(),
+        "device": used_device(args),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         **extra,
     }).write(Path(out) / RunInfo.FILE)
