@@ -22,6 +22,8 @@ from _harness import add_arguments, emit, environment, measure, pin_threads  # n
 #: name -> (precision, channels_last, input_size (None: the classifier's own), steps factor, warm-up)
 CANDIDATES = {
     "fp32, own input": ("fp32", False, None, 1.0, 0.0),
+    "fp32 + channels-last, own input": ("fp32", True, None, 1.0, 0.0),
+    "fp32 + channels-last, own input, half the steps, warm-up 0.1": ("fp32", True, None, 0.5, 0.1),
     "fp32, input = render size": ("fp32", False, "size", 1.0, 0.0),
     "fp32 + channels-last, input = render size": ("fp32", True, "size", 1.0, 0.0),
     "bf16 + channels-last, input = render size": ("bf16", True, "size", 1.0, 0.1),
@@ -37,6 +39,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=96, help="full steps (default 96, debug's default)")
     ap.add_argument("--size", type=int, default=128, help="render size in pixels (default 128, debug's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", action="append", help="run only the candidates whose name holds this text (repeatable)")
     ap.add_argument("--json", help="also write the results to this file")
     add_arguments(ap, threads=1, repeat=1)
     args = ap.parse_args(argv)
@@ -60,6 +63,8 @@ def main(argv=None) -> dict:
                                                              progress=False))  # warm-up
     rows = {}
     for name, (precision, channels_last, input_size, factor, warmup) in CANDIDATES.items():
+        if args.only and not any(part in name for part in args.only):
+            continue
         policy = DevicePolicy.resolve(args.device, precision, channels_last, backward=True)
         steps = max(1, round(args.steps * factor))
         cfg = RenderConfig(recipe="class", clip="none", steps=steps, size=args.size, batch=len(pairs),

@@ -10,7 +10,7 @@ from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
 DEFAULTS = dict(worst_classes=1, explain_split="val", eval_split="test", ranking="gap", n_insufficient=4, n_excessive=2,
                 n_edit=3, fix="rebalance", seeds=(0,), pictures="all")
-RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=96, size=128)
+RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=48, size=128)
 
 
 def register(sub) -> None:
