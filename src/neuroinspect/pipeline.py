@@ -1,4 +1,4 @@
-"""One pipeline for any classifier and data: find → show → pick → fix → compare → report.
+"""One pipeline for any classifier and data: find → fix → compare → report, then show.
 
 ``neuroinspect debug --model M --data D`` runs it on a user's model; the built-in demo runs it on
 its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
@@ -7,11 +7,15 @@ its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
 ``metrics.json``                        accuracy per class and group on the evaluation split
 ``metrics_all_splits.json``             the same for every split used
 ``ranking.json``, ``mistakes.csv``      stage 1 for the first class debugged (``find/CLASS/`` for the others)
+``evidence/evidence.json``, ``gallery/``  where the evidence behind the first class's mistakes sits, in words
 ``visualize/``                          stage 2: each picked neuron inside its class and the class it votes for
 ``edit/edit.json``, ``edit/*.safetensors``  stage 3: the chosen fix, applied to the model
 ``compare/compare.json``                every method of stage 3 (mean ± std over seeds)
 ``run.json``, ``report.html``           what ran, and the HTML report of all of it
 ======================================  ==============================================================
+
+The answer comes first: ``report.html`` is written once find, fix and compare are done, then rebuilt
+after the exemplar heatmaps and after the optimised pictures (``pictures`` says how far to go).
 
 Which classes: the ones named, or the ``worst_classes`` worst on the explanation split. Which
 neurons are fixed: the top ``n_edit`` insufficient neurons of each class's ranking (its excessive
