@@ -5,8 +5,9 @@ Builds the spurious scenes at ``--size`` px (default 224; 4 classes with ``--n-t
 frozen EfficientNet-Lite0 (what a user has after ``neuroinspect train --head-only``) and caches
 the features of every split (untimed: ``train`` leaves them cached), then times the pipeline of
 ``debug`` at its defaults (``PipelineConfig()``; ``--seeds`` and ``--pictures`` change them)
-``--repeat`` times in this process, each into a fresh run folder. The first run finds the
-heatmaps' spatial maps uncached, as a user's first run does; later runs read them back.
+``--repeat`` times in this process, each into a fresh run folder. The spatial maps of the
+heatmaps and the evidence are cached under the cache folder: only a first run on a fresh
+``--cache-dir`` computes them, as a user's first run does.
 
 Prints JSON: per run, the pipeline's stage times (``run.json``'s ``timings_s``), wall and CPU
 seconds and the pictures' share of the wall time; the peak memory of the process (max RSS: the
@@ -118,7 +119,7 @@ def main(argv=None) -> dict:
                 headline = run_pipeline(ins, work / f"run{i}", cfg, progress=False)
             stages = headline["timings_s"]
             pictures = sum(stages.get(k, 0.0) for k in PICTURE_STAGES)
-            runs.append({"run": i, "spatial_maps": "uncached" if i == 0 else "cached", **t.as_dict(),
+            runs.append({"run": i, **t.as_dict(),
                          "timings_s": stages, "pictures_s": round(pictures, 2),
                          "pictures_share": round(pictures / t.wall, 3) if t.wall else None})
     first = runs[0]

@@ -339,7 +339,7 @@ class Pipeline:
                 if distributed.is_main():
                     with distributed.alone():
                         self._write_run(headline, started, run_info)
-                        build_report(out)
+                        self._report()
                 bar.update()
         shards = distributed.run_record()  # under torchrun: what each rank took
         bar.close()
@@ -347,7 +347,8 @@ class Pipeline:
             return {}
         distributed.go_alone()
         self._write_run(headline, started, run_info, shards)
-        report = build_report(out)
+        report = self._report()
+        self._write_run(headline, started, run_info, shards)  # with the last report's time
         return {**headline, "report": str(report), "seconds": self.timings["total"], "timings_s": dict(self.timings)}
 
     def evidence(self, e: Explanation, neurons: list[int], head, fs: FeatureSet, gallery: int = GALLERY
@@ -424,8 +425,15 @@ class Pipeline:
         if evidence.is_file():
             headline["evidence"] = EvidenceRecord.read(evidence).paragraph
         self._write_run(headline, started, run_info)
-        build_report(out)
+        self._report()
         return headline
+
+    def _report(self) -> Path:
+        """Build ``report.html`` from the files written so far; its time adds up under ``report`` in run.json."""
+        t0 = time.perf_counter()
+        path = build_report(self.out)
+        self.timings["report"] = round(self.timings.get("report", 0.0) + time.perf_counter() - t0, 2)
+        return path
 
     def _write_run(self, headline: dict, started: float, run_info: dict | None, shards: dict | None = None) -> None:
         """``run.json`` with the stage times so far (rewritten after each stage of pictures)."""
