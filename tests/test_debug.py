@@ -100,6 +100,13 @@ def test_cli_defaults_match_the_pipeline_config():
     for k, v in RENDER_DEFAULTS.items():
         assert getattr(cfg.render, k) == v, k
     assert CLASSES == ["apple", "berry", "cloud"]
+    from neuroinspect.cli import build_parser
+    from neuroinspect.cli.debug import config_from
+
+    args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o"])
+    assert config_from(args) == cfg  # the measured render defaults reach the command line's config
+    args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o", "--size", "96"])
+    assert config_from(args).render.input_size == 96  # the classifier follows the render size
 
 
 def test_the_answer_is_written_before_any_picture(tmp_path, monkeypatch):

@@ -47,7 +47,8 @@ def test_demo_writes_every_stage(tiny_run):
     assert set(load_run_files(run / "visualize")) == {"visualizations.json"}
     assert set(load_run_files(run / "edit")) == {"edit.json"} and set(load_run_files(run / "compare")) == {"compare.json"}
     vis = json.loads((run / "visualize/visualizations.json").read_text())
-    assert vis["precision"] == "bf16" and vis["channels_last"] is True
+    assert vis["precision"] == "fp32" and vis["channels_last"] is True  # debug's measured defaults on a CPU
+    assert vis["steps"] == 6 and vis["input_size"] == 128 and vis["warmup"] == 0.1
     # every card: exemplar heatmaps first, and a blank image is never left without a reason
     assert all(n["exemplar_heatmaps"] for n in vis["neurons"])
     assert all(im["activation"] > 1e-6 or im["note"] for im in vis["images"])

@@ -70,16 +70,19 @@ def register(sub) -> None:
 
 
 def config_from(args: argparse.Namespace):
+    from dataclasses import replace
+
     from neuroinspect.fix.config import DEFAULT_COMPARE
     from neuroinspect.pipeline import PipelineConfig
-    from neuroinspect.show.config import RenderConfig
 
     return PipelineConfig(
         classes=tuple(parse_name_list(args.classes)),
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
         fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_int_list(args.seeds)) or (args.seed,),
-        render=RenderConfig(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
+        # the measured render defaults (PipelineConfig's), the classifier at the render size
+        render=replace(PipelineConfig().render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
+                       input_size=args.size, seed=args.seed),
         render_precision=args.precision, pictures=args.pictures,
     ).validate()
 
