@@ -38,7 +38,7 @@ def _peak_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def prepare(scenes, cache_dir: Path, work: Path) -> None:
+def prepare(scenes, cache_dir: Path, work: Path, device: str = "auto") -> None:
     """The model under debugging and its data, features cached (run in a child process, so that the
     extraction's memory does not count in the peak of ``debug``): ``work/model.safetensors``, ``work/manifest``."""
     from neuroinspect.core.data import load_data
@@ -53,21 +53,21 @@ def prepare(scenes, cache_dir: Path, work: Path) -> None:
     data = load_data(manifest)
     C = len(data.class_names)
     base = build_model("efficientnet-lite0", num_classes=C)
-    ins0 = Inspector(base, data, cache_dir=cache_dir, progress=False, warn_chance=False)
+    ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, progress=False, warn_chance=False)
     feats = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], C)
     model_file = work / "model.safetensors"
     save_edited_model(base.model, ins0.probe.head_name, W, b, model_file)
     trained = build_model("efficientnet-lite0", num_classes=C, weights=model_file)
-    ins = Inspector(trained, data, cache_dir=cache_dir, progress=False)
+    ins = Inspector(trained, data, device=device, cache_dir=cache_dir, progress=False)
     for split, fs in feats.items():  # as `train --head-only` leaves them: the trained model's features cached
         store_features(trained, ins.probe, data, split, fs.with_logits(W, b), cache_dir, ins.policy)
     (work / "manifest").write_text(str(manifest))
 
 
-def _prepare_in_child(scenes, cache_dir: Path, work: Path, threads: int) -> None:
+def _prepare_in_child(scenes, cache_dir: Path, work: Path, threads: int, device: str) -> None:
     pin_threads(threads)
-    prepare(scenes, cache_dir, work)
+    prepare(scenes, cache_dir, work, device)
 
 
 def main(argv=None) -> dict:
@@ -79,6 +79,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", default="0", help="debug's --seeds (default 0)")
     ap.add_argument("--pictures", choices=("none", "heatmaps", "all"), help="debug's --pictures (default: its own)")
     ap.add_argument("--cache-dir", help="feature and scene cache (default: neuroinspect's)")
+    ap.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu or cuda (default auto); "
+                                                     "the JSON names the card")
     ap.add_argument("--json", help="also write the results to this file")
     add_arguments(ap, threads=1, repeat=2)
     args = ap.parse_args(argv)
@@ -100,14 +102,15 @@ def main(argv=None) -> dict:
                               n_val=args.n_val, n_test=args.n_test)
         with Clock() as setup:  # wall time only: the child's CPU time is not this process's
             child = multiprocessing.get_context("spawn").Process(target=_prepare_in_child,
-                                                                 args=(scenes, cache_dir, work, args.threads))
+                                                                 args=(scenes, cache_dir, work, args.threads, args.device))
             child.start()
             child.join()
         if child.exitcode != 0:
             raise SystemExit(f"preparing the benchmark failed (exit code {child.exitcode})")
         data = load_data((work / "manifest").read_text())
         ins = Inspector(build_model("efficientnet-lite0", num_classes=len(data.class_names),
-                                    weights=work / "model.safetensors"), data, cache_dir=cache_dir, progress=False)
+                                    weights=work / "model.safetensors"), data, device=args.device, cache_dir=cache_dir,
+                        progress=False)
         n_images = sum(len(ins.features(s)) for s in ("train", "val", "test"))  # from the cache
         cfg = PipelineConfig(seeds=tuple(int(s) for s in args.seeds.split(",")))
         if args.pictures:
@@ -124,7 +127,7 @@ def main(argv=None) -> dict:
                          "pictures_share": round(pictures / t.wall, 3) if t.wall else None})
     first = runs[0]
     report = {
-        "benchmark": "debug", **environment(), "threads": threads,
+        "benchmark": "debug", **environment(str(ins.device)), "threads": threads,
         "scenes": {"size": scenes.size, "classes": list(scenes.classes), "images": n_images},
         "pipeline": {k: v for k, v in asdict(cfg).items() if k in ("seeds", "pictures", "n_insufficient", "n_excessive",
                                                                     "n_edit", "fix", "render_precision")},
