@@ -10,13 +10,13 @@ import torch
 from markupsafe import escape
 
 import shortcut
-from neuroinspect.core.records import EvidenceRecord
 from neuroinspect.find.evidence import auc, map_place, measure_evidence
 from neuroinspect.find.ranking import explain_class
 from neuroinspect.pipeline import Pipeline, PipelineConfig
 from neuroinspect.report import build_report
 from neuroinspect.session import Inspector
 from planted import GREEN, RED, write_folder
+from runfiles import load_run_files
 
 
 def test_map_place_names_the_corner_and_the_centre():
@@ -57,7 +57,7 @@ def test_the_paragraph_names_the_planted_patch_and_its_corner(tmp_path):
     assert green.kind == "insufficient" and green.correct_places["spread"] == 6
     assert "group labels" not in text  # a folder has none
     # the gallery: the mistakes sorted by the lead neuron, each with its map over it
-    saved = EvidenceRecord.read(tmp_path / "run" / "evidence" / "evidence.json")
+    saved = load_run_files(tmp_path / "run" / "evidence")["evidence.json"]  # schema-versioned, read back losslessly
     assert saved.paragraph == text and len(saved.gallery) == 5
     acts = [g.activation for g in saved.gallery]
     assert acts == sorted(acts, reverse=True) and all(g.predicted == "berry" for g in saved.gallery)
