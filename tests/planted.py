@@ -51,7 +51,8 @@ def planted_cnn(num_classes: int = 3) -> PlantedCNN:
     return PlantedCNN(num_classes)
 
 
-def make_image(kind: str, rng: np.random.Generator, size: int = 32, red_patch: bool = False, pale: bool = False) -> Image.Image:
+def make_image(kind: str, rng: np.random.Generator, size: int = 32, red_patch: bool = False, pale: bool = False,
+               patch_at: str | None = None) -> Image.Image:
     base = {"apple": (0.1, 0.8, 0.1), "berry": (0.1, 0.1, 0.8), "cloud": (0.5, 0.5, 0.5)}[kind]
     img = np.ones((size, size, 3)) * np.array(base)
     if pale:  # a washed-out apple: barely green
@@ -60,12 +61,17 @@ def make_image(kind: str, rng: np.random.Generator, size: int = 32, red_patch: b
     if red_patch:
         s = int(size * 0.6)
         y, x = rng.integers(0, size - s, 2)
+        if patch_at is not None:  # "top-left", "bottom-right", ...: the patch in that corner
+            y = 0 if patch_at.startswith("top") else size - s
+            x = 0 if patch_at.endswith("left") else size - s
         img[y : y + s, x : x + s] = (0.95, 0.05, 0.05)
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
-def write_folder(root: Path, n_per_class: int = 6, n_red_apples: int = 5, n_pale_apples: int = 0, seed: int = 0) -> Path:
-    """``root/{train,val}/CLASS/*.png``: val apples include ``n_red_apples`` with a red patch."""
+def write_folder(root: Path, n_per_class: int = 6, n_red_apples: int = 5, n_pale_apples: int = 0, seed: int = 0,
+                 patch_at: str | None = None) -> Path:
+    """``root/{train,val}/CLASS/*.png``: val apples include ``n_red_apples`` with a red patch (at a random place,
+    or in the corner ``patch_at``)."""
     rng = np.random.default_rng(seed)
     for split in ("train", "val"):
         for kind in CLASSES:
@@ -74,7 +80,7 @@ def write_folder(root: Path, n_per_class: int = 6, n_red_apples: int = 5, n_pale
             for i in range(n_per_class):
                 make_image(kind, rng).save(d / f"{kind}_{i}.png")
         for i in range(n_red_apples if split == "val" else 0):
-            make_image("apple", rng, red_patch=True).save(root / split / "apple" / f"red_{i}.png")
+            make_image("apple", rng, red_patch=True, patch_at=patch_at).save(root / split / "apple" / f"red_{i}.png")
         for i in range(n_pale_apples if split == "val" else 0):
             make_image("apple", rng, pale=True).save(root / split / "apple" / f"pale_{i}.png")
     return root

@@ -54,3 +54,17 @@ def test_counterfactual_benchmark_reports_ratio_and_gflops(tmp_path):
         assert row["speedup_vs_loop"] > 0 and row["gflop_per_s"] > 0 and 0 < row["fraction_of_peak"]
     assert rep["matmul_peak_gflop_per_s"]["fp32"]["wall"] > 0 and rep["threads"] == 1
     assert rep["agreement_with_fp32"]["sync_free"]["flipped_equal"]
+
+
+@pytest.mark.slow
+def test_debug_benchmark_reports_stage_times_and_memory(tmp_path):
+    out = _run(BENCH / "bench_debug.py", "--size", "48", "--n-train", "8", "--n-val", "6", "--n-test", "6", "--repeat", "1",
+               "--pictures", "heatmaps", "--cache-dir", tmp_path / "cache", "--json", tmp_path / "debug.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    assert rep == json.loads((tmp_path / "debug.json").read_text()) and rep["threads"] == 1
+    (run,) = rep["runs"]
+    assert {"features", "explain", "evidence", "edit_and_compare", "heatmaps", "total"} <= set(run["timings_s"])
+    assert "visualize" not in run["timings_s"] and run["pictures_s"] == run["timings_s"]["heatmaps"]
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0 and rep["peak_rss_mib"]["after_debug"] > 0
+    assert rep["scenes"]["images"] == 4 * (8 + 6 + 6) and rep["pipeline"]["pictures"] == "heatmaps"

@@ -100,3 +100,55 @@ def test_cli_defaults_match_the_pipeline_config():
     for k, v in RENDER_DEFAULTS.items():
         assert getattr(cfg.render, k) == v, k
     assert CLASSES == ["apple", "berry", "cloud"]
+    from neuroinspect.cli import build_parser
+    from neuroinspect.cli.debug import config_from
+
+    args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o"])
+    assert config_from(args) == cfg  # the measured render defaults reach the command line's config
+    args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o", "--size", "96"])
+    assert config_from(args).render.input_size == 96  # the classifier follows the render size
+
+
+def test_the_answer_is_written_before_any_picture(tmp_path, monkeypatch):
+    """find/fix/compare and the report first: a rendering that fails still leaves a complete report."""
+    import neuroinspect.pipeline as pipeline
+
+    data = manifest_with_test(tmp_path, n_red=3)
+
+    def broken(*args, **kwargs):
+        assert (tmp_path / "run" / "report.html").is_file()  # the report is there before the first picture
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr(pipeline, "visualize_neurons", broken)
+    with pytest.raises(RuntimeError, match="renderer broke"):
+        debug(data, tmp_path / "run", "--methods", "rebalance", "--n-edit", "1")
+    page = (tmp_path / "run" / "report.html").read_text()
+    for part in ('id="answer"', 'id="edit-summary"', 'id="compare-table"', 'id="evidence-table"', 'id="ranking-excessive"'):
+        assert part in page, part
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["headline"]["evidence"].startswith("3 of 3 'apple' mistakes") and "visualize" not in run["timings_s"]
+    assert run["threads"] >= 1
+
+
+def test_pictures_none_and_heatmaps(tmp_path, monkeypatch):
+    import torch
+
+    data = manifest_with_test(tmp_path, n_red=3)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # --threads sets them: restored after the test
+        monkeypatch.setenv(var, "1")
+    threads = torch.get_num_threads()
+    try:
+        assert debug(data, tmp_path / "none", "--methods", "rebalance", "--n-edit", "1", "--pictures", "none",
+                     "--threads", "1") == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "none" / "report.html").is_file() and not (tmp_path / "none" / "visualize").exists()
+    run = json.loads((tmp_path / "none" / "run.json").read_text())
+    assert run["threads"] == 1 and run["options"]["threads"] == 1
+    assert run["options"]["device"] == "auto" and run["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
+    assert debug(data, tmp_path / "heat", "--methods", "rebalance", "--n-edit", "1", "--pictures", "heatmaps") == 0
+    vis = json.loads((tmp_path / "heat" / "visualize" / "visualizations.json").read_text())
+    assert vis["images"] == [] and vis["optimised"] is False  # no optimised picture ...
+    assert any(row["items"] for n in vis["neurons"] for row in n["exemplar_heatmaps"])  # ... but the heatmaps
+    timings = json.loads((tmp_path / "heat" / "run.json").read_text())["timings_s"]
+    assert "heatmaps" in timings and "visualize" not in timings

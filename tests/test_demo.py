@@ -1,6 +1,7 @@
 """The built-in demo, end to end, on the real EfficientNet-Lite0 and (when installed) real Fashion-MNIST."""
 import json
 import re
+from html import unescape
 
 import pytest
 
@@ -11,6 +12,10 @@ from runfiles import load_run_files
 
 TINY = dict(scenes=dict(n_train=16, n_val=10, n_test=10, size=48), head_epochs=60,
             pipeline=dict(n_insufficient=2, n_excessive=1, n_edit=1), render=dict(steps=6, size=64, batch=8))
+
+
+def html_unescaped(run) -> str:
+    return unescape((run / "report.html").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,13 @@ def test_demo_writes_every_stage(tiny_run):
     assert set(load_run_files(run / "visualize")) == {"visualizations.json"}
     assert set(load_run_files(run / "edit")) == {"edit.json"} and set(load_run_files(run / "compare")) == {"compare.json"}
     vis = json.loads((run / "visualize/visualizations.json").read_text())
-    assert vis["precision"] == "bf16" and vis["channels_last"] is True
+    assert vis["precision"] == "fp32" and vis["channels_last"] is True  # debug's measured defaults on a CPU
+    assert vis["steps"] == 6 and vis["input_size"] == 128 and vis["warmup"] == 0.1
+    # the paragraph that opens the report, measured on the real model's spatial maps
+    evidence = json.loads((run / "evidence/evidence.json").read_text())
+    assert f"'{headline['worst_class']}' mistakes on val are pulled toward" in evidence["paragraph"]
+    assert evidence["mapped"]["mistakes"] > 0 and all(n["mistakes_places"] for n in evidence["neurons"])
+    assert headline["evidence"] == evidence["paragraph"] and evidence["paragraph"] in html_unescaped(run)
     # every card: exemplar heatmaps first, and a blank image is never left without a reason
     assert all(n["exemplar_heatmaps"] for n in vis["neurons"])
     assert all(im["activation"] > 1e-6 or im["note"] for im in vis["images"])

@@ -252,7 +252,7 @@ def test_debug_on_two_ranks_equals_one_process(tmp_path):
     one = _neuroinspect(args + ["--out", "one", "--cache-dir", "c1"], 1, tmp_path)
     two = _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
     for name in ("metrics.json", "ranking.json", "mistakes.csv", "visualize/visualizations.json", "edit/edit.json",
-                 "compare/compare.json"):
+                 "compare/compare.json", "evidence/evidence.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     assert (tmp_path / "two" / "report.html").is_file()
     run = json.loads((tmp_path / "two" / "run.json").read_text())

@@ -144,7 +144,7 @@ def test_one_function_finds_the_worst_class_and_group():
 
 def test_every_record_file_is_known():
     assert set(RECORDS) == {"run.json", "metrics.json", "ranking.json", "visualizations.json", "edit.json",
-                            "compare.json"}
+                            "compare.json", "evidence.json"}
 
 
 def test_report_leaves_out_a_too_new_file_and_keeps_rcparams(tmp_path, files):

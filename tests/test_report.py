@@ -64,10 +64,10 @@ def test_numbers_match_json(run_dir):
     assert _data_values(page, "per-group") == list(BEFORE["per_group"].values())
     rk = files["ranking"]
     got = _data_values(page, "ranking-insufficient")
-    assert got == [v for r in rk["insufficient"] for v in (r["ratio"], r["importance"], r["weight"])]
-    assert _data_values(page, "ranking-excessive") == [29.7297, 0.7777, -0.2468]
+    assert got == [v for r in rk["insufficient"] for v in (r["ratio"], r["weight"])]  # importance: left out
+    assert _data_values(page, "ranking-excessive") == [29.7297, -0.2468]
     for r in rk["insufficient"]:
-        assert f"{fmt_num(r['ratio'], 1)} %" in page and fmt_num(r["importance"], 3) in page
+        assert f"{fmt_num(r['ratio'], 1)} %" in page and fmt_num(r["importance"], 3) not in page
     # edit: per-group before/after pairs
     per_group = _data_values(page, "edit-per-group")
     assert per_group == [v for g in BEFORE["per_group"] for v in (BEFORE["per_group"][g], AFTER["per_group"][g])]
@@ -223,3 +223,22 @@ def test_many_classes_fold_and_chart_the_lowest(tmp_path):
     assert _data_values(page, "per-class") == list(per_class.values())
     chart = Image.open(tmp_path / "report_assets" / "metrics_per_class.png")
     assert chart.height < 2000  # 30 bars, not 120
+
+
+def test_what_the_newcomer_tripped_on(tmp_path):
+    """One seed shown under a mean of several says so; settings in words; the mistakes' split; headers wrap."""
+    root = tmp_path / "run"
+    files = make_run(root)
+    comp = {**files["compare"], "seeds": [0, 1, 2],
+            "rows": [{**r, "per_group": {"Trouser/B-indoor": 0.5}} for r in files["compare"]["rows"]]}
+    (root / "compare" / "compare.json").write_text(json.dumps(comp))
+    edit = {**files["edit"], "method": "rebalance", "chosen": {"l2": 0.001, "q": None}}
+    (root / "edit" / "edit.json").write_text(json.dumps(edit))
+    page = build_report(root).read_text(encoding="utf-8")
+    section = page.split('<section id="edit">')[1].split("</section>")[0]
+    assert "seed 0" in section and "mean of 3 seeds" in section
+    assert "L2 penalty 0.001; pseudo-groups split at the midpoint of each class" in section
+    assert "q = None" not in section and re.search(r"read\.\s+Settings", section)
+    mistakes = page.split('<section id="mistakes">')[1].split("</section>")[0]
+    assert "of the <b>val</b> split" in mistakes and page.index('id="ranking"') < page.index('id="mistakes"')
+    assert "Trouser/<wbr>B-indoor" in page and 'class="chart wide"' in page

@@ -33,14 +33,6 @@ from neuroinspect.core.scenes import ScenesConfig, make_scenes
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
-from neuroinspect.show.config import RenderConfig
-
-
-# the demo's pictures: the classifier at the render size, a short warm-up; silent images start from
-# their top exemplar (else their pre-activation is pushed); exemplar heatmaps per class; and (in the
-# pipeline's config) bf16 + channels-last on the classifier only
-RENDER = RenderConfig(recipe="clip-illusion", clip="none", steps=96, size=128, batch=8, input_size=128, warmup=0.1,
-                      start="auto", heatmaps=4)
 
 
 @dataclass
@@ -52,8 +44,7 @@ class DemoConfig:
     model: str = "efficientnet-lite0"
     head_epochs: int = 200
     seed: int = 0  # the benchmark's, the head's and the pictures' seed; the run shown in detail
-    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(  # its defaults, but 3 seeds and RENDER
-        seeds=(0, 1, 2), render=RENDER, render_precision="bf16", render_channels_last=True))
+    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(seeds=(0, 1, 2)))  # debug's defaults, 3 seeds
 
     @classmethod
     def fast(cls, *, scenes: dict | None = None, pipeline: dict | None = None, render: dict | None = None,

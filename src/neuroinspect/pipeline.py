@@ -1,4 +1,4 @@
-"""One pipeline for any classifier and data: find → show → pick → fix → compare → report.
+"""One pipeline for any classifier and data: find → fix → compare → report, then show.
 
 ``neuroinspect debug --model M --data D`` runs it on a user's model; the built-in demo runs it on
 its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
@@ -7,11 +7,15 @@ its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
 ``metrics.json``                        accuracy per class and group on the evaluation split
 ``metrics_all_splits.json``             the same for every split used
 ``ranking.json``, ``mistakes.csv``      stage 1 for the first class debugged (``find/CLASS/`` for the others)
+``evidence/evidence.json``, ``gallery/``  where the evidence behind the first class's mistakes sits, in words
 ``visualize/``                          stage 2: each picked neuron inside its class and the class it votes for
 ``edit/edit.json``, ``edit/*.safetensors``  stage 3: the chosen fix, applied to the model
 ``compare/compare.json``                every method of stage 3 (mean ± std over seeds)
 ``run.json``, ``report.html``           what ran, and the HTML report of all of it
 ======================================  ==============================================================
+
+The answer comes first: ``report.html`` is written once find, fix and compare are done, then rebuilt
+after the exemplar heatmaps and after the optimised pictures (``pictures`` says how far to go).
 
 Which classes: the ones named, or the ``worst_classes`` worst on the explanation split. Which
 neurons are fixed: the top ``n_edit`` insufficient neurons of each class's ranking (its excessive
@@ -39,8 +43,9 @@ from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import check_writable_dir, write_json
 from neuroinspect.core.metrics import evaluate
 from neuroinspect.core.progress import progress_bar
-from neuroinspect.core.records import Comparison, EditRecord, Metrics, RunInfo
+from neuroinspect.core.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
 from neuroinspect.core.runinfo import versions
+from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, run_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
@@ -49,9 +54,13 @@ from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.report import build_report
 from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.config import RenderConfig
+from neuroinspect.show.heatmaps import dataset_maps, save_overlays
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
+
+PICTURES = ("none", "heatmaps", "all")  # how far the pictures go: none, the exemplar heatmaps, + the optimised images
+GALLERY = 24  # mistakes (and correct images) whose maps are measured; the gallery shows the mistakes
 
 
 @dataclass
@@ -69,15 +78,21 @@ class PipelineConfig:
     fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
     methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
     seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
-    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=96, size=128))  # stage 2
+    # stage 2, measured (benchmarks/bench_render_defaults.py): the classifier at the render size, in channels-last,
+    # 48 steps after a 10 % warm-up reached the most activation per second on the CPU
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=48, size=128, input_size=128,
+                                                                      warmup=0.1))
     render_precision: str = "auto"  # the classifier's precision while rendering (see core.device.DevicePolicy)
-    render_channels_last: bool = False  # the classifier in channels-last layout while rendering
+    render_channels_last: bool = True  # the classifier in channels-last layout while rendering
+    pictures: str = "all"  # none, heatmaps (the exemplar heatmaps only) or all (+ the optimised images)
 
     def validate(self) -> "PipelineConfig":
         for method in (self.fix, *self.methods):
             get_fix_method(method)  # an unknown name: one line listing the registered ones
         if not self.seeds:
             raise NeuroInspectError("give at least one seed")
+        if self.pictures not in PICTURES:
+            raise NeuroInspectError(f"unknown --pictures '{self.pictures}'; choose one of {', '.join(PICTURES)}")
         if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
             raise NeuroInspectError("--worst-classes and --n-edit must be ≥ 1, the render counts ≥ 0")
         return self
@@ -137,11 +152,6 @@ def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:
             merged.setdefault(k, [])
             merged[k] += [j for j in js if j not in merged[k]]
     return merged
-
-
-def crs_of(vis: dict) -> dict[int, float]:
-    """The core relevance score of each rendered neuron inside the class under debugging (for display)."""
-    return {rec["neuron"]: rec["crs"] for rec in vis.get("images", []) if rec.get("crs") is not None}
 
 
 def _slug(name: str) -> str:
@@ -253,11 +263,16 @@ class Pipeline:
     def run(self, run_info: dict | None = None) -> dict:
         """Run every stage; returns the headline (also in ``run.json``).
 
-        Under torchrun every rank shares extraction, counterfactuals and rendering; fixing and
-        the report are short and rank 0 does them alone: the other ranks return ``{}``."""
+        The answer comes first: ``report.html`` is written as soon as find, fix and compare are done,
+        before any picture, then rebuilt after the exemplar heatmaps and after the optimised pictures
+        (``cfg.pictures`` says how far to go), so an interrupted or failed rendering still leaves a
+        complete report of what was done. Under torchrun every rank shares extraction,
+        counterfactuals and rendering; fixing and the report are short and rank 0 does them alone
+        while the others wait: the other ranks return ``{}``."""
         cfg, out, ins = self.cfg, self.out, self.ins
         started = time.perf_counter()
-        bar = progress_bar(5, "debug", "stage", enabled=self.progress)
+        phases = {"none": 0, "heatmaps": 1, "all": 2}[cfg.pictures]
+        bar = progress_bar(4 + phases, "debug", "stage", enabled=self.progress)
 
         def stage(text: str) -> None:
             bar.set_postfix_str(text)
@@ -288,34 +303,102 @@ class Pipeline:
         self._lap("explain", t0)
         bar.update()
 
-        # 3. show ---------------------------------------------------------------------------
-        t0 = time.perf_counter()
-        stage("rendering the top neurons")
+        # which neurons are shown: each class's top ones, inside the class and inside the class their edit targets
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
+        mine_of: dict[int, list[int]] = {}
         notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
                  f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
             mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
+            mine_of[e.class_index] = mine
             ranked += [j for j in mine if j not in ranked]
-            # each neuron inside the class under debugging and inside the class its edit would target
             for k, js in edit_targets(mine, e, W).items():
                 for j in js:
                     per_neuron.setdefault(j, set()).update({e.class_index, k})
-        vis = visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
-                                cfg.render, policy=self.render_policy, features=feats["train"], progress=self.progress)
-        self._lap("visualize", t0)
-        bar.update()
-        shards = distributed.run_record()  # under torchrun: what each rank took; the rest is short, rank 0 does it alone
+
+        headline: dict = {}
+        if distributed.is_main():
+            with distributed.alone():  # rank 0 alone; the other ranks wait for it at the pictures
+                # 3. name the shortcut: where the evidence behind the first class's mistakes sits -------
+                t0 = time.perf_counter()
+                stage("measuring the evidence")
+                first_e = next(e for e in explanations if ranks_neurons(e))
+                self.evidence(first_e, mine_of[first_e.class_index], (W, b), feats["val"])
+                self._lap("evidence", t0)
+                bar.update()
+                # 4. pick, fix and compare over seeds; the report with the answer ----------------------
+                headline = self._fix(feats, explanations, ranked, notes, (W, b), started, run_info)
+                bar.update()
+
+        # 5. pictures: the exemplar heatmaps (cheap, what people read), then the optimised images --------
+        if phases:
+            jobs = [("heatmaps", replace(cfg.render, optimise=False))]
+            if phases > 1:
+                jobs.append(("visualize", cfg.render))
+            for name, render_cfg in jobs:
+                t0 = time.perf_counter()
+                stage("rendering the top neurons" if render_cfg.optimise else "exemplar heatmaps")
+                visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
+                                  render_cfg, policy=self.render_policy, features=feats["train"], progress=self.progress)
+                self._lap(name, t0)
+                if distributed.is_main():
+                    with distributed.alone():
+                        self._write_run(headline, started, run_info)
+                        self._report()
+                bar.update()
+        shards = distributed.run_record()  # under torchrun: what each rank took
+        bar.close()
         if not distributed.is_main():
-            bar.close()
             return {}
         distributed.go_alone()
+        self._write_run(headline, started, run_info, shards)
+        report = self._report()
+        self._write_run(headline, started, run_info, shards)  # with the last report's time
+        return {**headline, "report": str(report), "seconds": self.timings["total"], "timings_s": dict(self.timings)}
 
-        # 4. pick, fix and compare over seeds ------------------------------------------------
+    def evidence(self, e: Explanation, neurons: list[int], head, fs: FeatureSet, gallery: int = GALLERY
+                 ) -> EvidenceRecord:
+        """Measure where the evidence behind ``e``'s mistakes sits (:mod:`neuroinspect.find.evidence`) on ``fs``,
+        with the spatial maps of up to ``gallery`` mistakes and as many correct images of the class, and write
+        ``evidence/evidence.json`` with a gallery of the mistakes sorted by :func:`gallery_neuron`, its map over each."""
+        W, b = head
+        c = e.class_index
+        lead = gallery_neuron(measure_evidence(W, b, fs, e, neurons))  # no maps yet: which neuron sorts the gallery
+        pred = (fs.features.float() @ W.float().T + b.float()).argmax(1)
+        wrong = ((fs.labels == c) & (pred != c)).nonzero().flatten()
+        right = ((fs.labels == c) & (pred == c)).nonzero().flatten()
+        wrong = wrong[fs.features[wrong, lead].float().argsort(descending=True, stable=True)][:gallery]
+        right = right[torch.linspace(0, len(right) - 1, min(gallery, len(right))).round().long()] if len(right) else right
+        ids = {"mistakes": [fs.ids[i] for i in wrong.tolist()], "correct": [fs.ids[i] for i in right.tolist()]}
+        folder = self.out / "evidence"
+        maps, inputs = {}, {}
+        if self.ins.data is not None:  # one forward pass over these images (none when their maps are cached)
+            maps, inputs = dataset_maps(self.ins.probe, self.ins.loaded.preprocess, ids["mistakes"] + ids["correct"],
+                                        neurons, data=self.ins.data, split=fs.split or None,
+                                        cache_dir=self.ins.cache_dir, policy=self.ins.policy)
+        record = measure_evidence(W, b, fs, e, neurons, maps, ids)
+        col = neurons.index(lead)
+        images = save_overlays(maps, inputs, ids["mistakes"], col, folder) if maps else {}
+        names = fs.class_names
+        for i, ident in zip(wrong.tolist(), ids["mistakes"]):
+            place = map_place(maps[ident][col]) if ident in maps else None
+            record.gallery.append(GalleryItem(id=ident, predicted=names[int(pred[i])], activation=float(fs.features[i, lead]),
+                                              place=(place or {}).get("place", "silent" if ident in maps else None),
+                                              image=images.get(ident)))
+        record.gallery_neuron = lead
+        if not maps:
+            record.notes.append("no spatial maps (the model has none at its features, or the images cannot be read): "
+                                "where the neurons fire is not measured")
+        record.write(folder / EvidenceRecord.FILE)
+        return record
+
+    def _fix(self, feats, explanations, ranked, notes, head, started, run_info) -> dict:
+        """Stage 4 on rank 0: pick, fix and compare over seeds; edit.json, compare.json, run.json and the report."""
+        cfg, out, ins, names = self.cfg, self.out, self.ins, self.ins.class_names
+        W, b = head
         t0 = time.perf_counter()
-        stage("fixing the decision layer")
         methods, method_notes = self._methods(feats["val"])
         notes += method_notes
         run_cfg = replace(cfg, methods=methods)
@@ -333,7 +416,7 @@ class Pipeline:
         rule = (f"the top {cfg.n_edit} insufficient neurons of " + ", ".join(f"'{e.class_name}'" for e in explanations)
                 + f" by the {cfg.ranking} ranking")
         fix_record(res, names, before, after, edited_file.name, split=cfg.eval_split,
-                   picked_by={"rule": rule, "ranking": cfg.ranking, "ranked": ranked, "crs": crs_of(vis)},
+                   picked_by={"rule": rule, "ranking": cfg.ranking, "ranked": ranked},
                    ).write(out / "edit" / EditRecord.FILE)
         picked = {r.seed: {names[k]: v for k, v in r.targets.items()} for r in runs}
         if self.retrain_head is not None and len(runs) > 1:
@@ -342,22 +425,34 @@ class Pipeline:
         comparison_record(rows, first.targets, names, cfg.eval_split, cfg.seeds, notes, neurons_by_seed=picked,
                           ).write(out / "compare" / Comparison.FILE)
         self._lap("edit_and_compare", t0)
-        bar.update()
 
-        # 5. run.json and the report ---------------------------------------------------------
-        stage("writing the report")
+        # run.json and the report: the answer, before any picture -----------------------------------------
         headline = self.headline(rows, explanations, first.targets)
+        evidence = out / "evidence" / EvidenceRecord.FILE
+        if evidence.is_file():
+            headline["evidence"] = EvidenceRecord.read(evidence).paragraph
+        self._write_run(headline, started, run_info)
+        self._report()
+        return headline
+
+    def _report(self) -> Path:
+        """Build ``report.html`` from the files written so far; its time adds up under ``report`` in run.json."""
+        t0 = time.perf_counter()
+        path = build_report(self.out)
+        self.timings["report"] = round(self.timings.get("report", 0.0) + time.perf_counter() - t0, 2)
+        return path
+
+    def _write_run(self, headline: dict, started: float, run_info: dict | None, shards: dict | None = None) -> None:
+        """``run.json`` with the stage times so far (rewritten after each stage of pictures)."""
         info = {"command": "debug", **(run_info or {})}
         earlier = info.pop("timings_s", {})  # stages the caller ran before the pipeline (the demo's data and head)
-        self.timings = {**earlier, **self.timings, "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
+        self.timings = {**earlier, **{k: v for k, v in self.timings.items() if k != "total"},
+                        "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
         RunInfo.from_dict({
-            **info, **shards, "pipeline": asdict(cfg), "device": str(ins.device), "versions": versions(),
-            "timings_s": dict(self.timings), "headline": headline, "probe": ins.probe.describe(),
-        }).write(out / RunInfo.FILE)
-        report = build_report(out)
-        bar.update()
-        bar.close()
-        return {**headline, "report": str(report), "seconds": self.timings["total"], "timings_s": dict(self.timings)}
+            **info, **(shards or {}), "pipeline": asdict(self.cfg),
+            "device": str(self.ins.device), "threads": torch.get_num_threads(), "versions": versions(),
+            "timings_s": dict(self.timings), "headline": headline, "probe": self.ins.probe.describe(),
+        }).write(self.out / RunInfo.FILE)
 
     def headline(self, rows: list[dict], explanations: list[Explanation], targets: dict[int, list[int]]) -> dict:
         """The run in a few numbers: worst group (worst class when the data has no groups), before and after."""

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from neuroinspect.cli.common import apply_threads
+
+    apply_threads(getattr(args, "threads", None))  # before any work: torch's pool is sized once
     quiet = open(os.devnull, "w") if rank and not args.verbose else None
     where = f" (rank {rank})" if rank else ""
     try:

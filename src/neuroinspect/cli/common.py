@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -173,15 +174,48 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True, precision: bool = True) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--device", default=_I.device, help=f"cpu, cuda, cuda:N or auto (default {_I.device})")
+    g.add_argument("--device", default=_I.device,
+                   help=f"auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default {_I.device}); "
+                        "run.json records the device used")
     if precision:
         g.add_argument("--precision", choices=["auto", *PRECISIONS], default=_I.precision,
                        help="autocast precision of the classifier: auto (default: bf16 on a CUDA GPU that supports it, "
                             "fp32 on a CPU), fp32, bf16 (also on CPUs with bf16 instructions) or fp16 (forward "
                             "passes only: feature extraction); results are always stored in fp32")
     g.add_argument("--seed", type=seed_int, default=_I.seed, help=f"random seed (default {_I.seed})")
+    add_threads_arg(g)
     g.add_argument("--out", required=out_required, metavar="DIR", help="folder for the results")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_threads_arg(p) -> None:
+    p.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
+                   help="CPU threads for torch and OpenMP (default 0: torch's choice, one per core); on a machine "
+                        "other jobs share, 1 is often several times faster (see the README)")
+
+
+def apply_threads(n: int | None) -> None:
+    """Use ``n`` CPU threads: torch's intra-op pool, and OpenMP/MKL in the processes it starts (0/None: leave them)."""
+    if not n:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch  # lazy: --help and argument errors must not import torch
+
+    torch.set_num_threads(n)
+
+
+def used_device(args: argparse.Namespace) -> str:
+    """The device ``--device`` resolves to (``auto``: a CUDA GPU when there is one, else the CPU)."""
+    from neuroinspect.core.device import resolve_device  # lazy: imports torch
+
+    return str(resolve_device(getattr(args, "device", None) or "auto"))
+
+
+def threads_in_use() -> int:
+    import torch  # lazy: only once a command runs
+
+    return torch.get_num_threads()
 
 
 def parse_name_list(text: str | None) -> list[str]:
@@ -255,6 +289,8 @@ def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
         "argv": sys.argv[1:],
         "options": options,
         "versions": versions(),
+        "threads": threads_in_use(),
+        "device": used_device(args),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         **extra,
     }).write(Path(out) / RunInfo.FILE)
@@ -277,6 +313,8 @@ def print_headline(h: dict, out: str | Path) -> None:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     seeds, metric = h["seeds"], h["metric"].replace("_acc", "").replace("_", "-")
+    if h.get("evidence"):  # the answer first: where the evidence behind the mistakes sits
+        print(h["evidence"])
     print(f"debugged: {', '.join(h['classes'])}; edited (seed {seeds[0]}): "
           + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
     others = ", ".join(f"{m}: {pct(v)}" for m, v in h["by_method"].items() if m not in ("original", h["fix"]))

@@ -10,8 +10,8 @@ from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args
 # defaults shown by --help, copied here so that --help does not import torch; a test checks them
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
 DEFAULTS = dict(worst_classes=1, explain_split="val", eval_split="test", ranking="gap", n_insufficient=4, n_excessive=2,
-                n_edit=3, fix="rebalance", seeds=(0,))
-RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=96, size=128)
+                n_edit=3, fix="rebalance", seeds=(0,), pictures="all")
+RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=48, size=128)
 
 
 def register(sub) -> None:
@@ -53,6 +53,10 @@ def register(sub) -> None:
                    help="methods compared in the table (default: all; dfr only when the data has group labels)")
     f.add_argument("--seeds", metavar="S[,S…]", help="seeds of the comparison; the table shows mean ± std (default 0)")
     r = p.add_argument_group("pictures")
+    r.add_argument("--pictures", choices=("none", "heatmaps", "all"), default=d["pictures"],
+                   help="how far the pictures go, after the report with the answer is written: none, heatmaps (where "
+                        "the top neurons fire in their top images; cheap) or all (+ the optimised images; default "
+                        f"{d['pictures']})")
     r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"],
                    help=f"visualisation recipe (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")
     r.add_argument("--clip", default=RENDER_DEFAULTS["clip"],
@@ -67,17 +71,20 @@ def register(sub) -> None:
 
 
 def config_from(args: argparse.Namespace):
+    from dataclasses import replace
+
     from neuroinspect.fix.config import DEFAULT_COMPARE
     from neuroinspect.pipeline import PipelineConfig
-    from neuroinspect.show.config import RenderConfig
 
     return PipelineConfig(
         classes=tuple(parse_name_list(args.classes)),
         worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
         fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
-        render=RenderConfig(recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size, seed=args.seed),
-        render_precision=args.precision,
+        # the measured render defaults (PipelineConfig's), the classifier at the render size
+        render=replace(PipelineConfig().render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
+                       input_size=args.size, seed=args.seed),
+        render_precision=args.precision, pictures=args.pictures,
     ).validate()
 
 

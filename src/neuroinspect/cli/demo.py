@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuroinspect.cli.common import check_out, parse_seeds, positive_int, seed_int, print_headline
+from neuroinspect.cli.common import add_threads_arg, check_out, parse_seeds, positive_int, seed_int, print_headline
 
 
 def register(sub) -> None:
@@ -16,7 +16,8 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and few steps (about 2 minutes on 2 CPU cores)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one, else the CPU), cpu or cuda "
+                                                    "(default auto); run.json records the one used")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed of the run shown in detail (default 0)")
     p.add_argument("--seeds", help="comma-separated seeds of the find → fix comparison; the table shows mean ± std "
                                    "(default 0,1,2; 0 with --fast)")
@@ -26,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="visualisation steps (default 96, 32 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 

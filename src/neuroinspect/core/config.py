@@ -63,7 +63,7 @@ class InspectorConfig(ExtractConfig):
     weights: str | None = None  # a state_dict, a checkpoint holding one, or .safetensors
     num_classes: int | None = None  # resize the decision layer before loading weights
     head: str | None = None  # the decision layer's module name, when it cannot be found
-    device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    device: str = "auto"  # auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N
     precision: str = "auto"  # fp32, bf16, fp16 or auto (bf16 autocast on CUDA when supported; fp32 on a CPU)
     cache_dir: str | None = None  # feature cache (default: $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)
     seed: int = 0  # seeds the model's random initialisation (scoped: global RNGs are left alone)

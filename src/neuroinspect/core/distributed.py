@@ -17,6 +17,7 @@ process as soon as one fails, so a failed rank never leaves the others waiting.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import logging
 import os
@@ -137,6 +138,21 @@ def go_alone() -> None:
     a pipeline that only rank 0 runs).
     """
     _state["alone"] = True
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Within the block this process works alone (as after :func:`go_alone`), then rejoins the others.
+
+    For rank 0's share of a pipeline that the other ranks wait out (they block in the next
+    collective). What it records meanwhile is not kept: run.json reports the shared work.
+    """
+    before, shards = _state["alone"], copy.deepcopy(_state["shards"])
+    _state["alone"] = True
+    try:
+        yield
+    finally:
+        _state["alone"], _state["shards"] = before, shards
 
 
 def shutdown() -> None:

@@ -9,6 +9,7 @@ record                 file                    written by
 :class:`VisualizationSet`   ``visualizations.json``  visualize (stage 2: one image per neuron and class)
 :class:`EditRecord`    ``edit.json``           edit (stage 3: the fixed decision layer)
 :class:`Comparison`    ``compare.json``        compare (every fix, over seeds)
+:class:`EvidenceRecord`  ``evidence.json``     debug (where the evidence behind the mistakes sits, measured)
 =====================  ======================  ==================================================
 
 Each record is a dataclass with ``to_dict``/``from_dict``, ``to_json``/``from_json`` (text)
@@ -35,7 +36,8 @@ from neuroinspect.core.metrics import Summary, summarize
 
 __all__ = ["SCHEMA_VERSION", "Record", "Metrics", "NeuronRank", "ExplanationRecord", "TopClass", "Exemplar",
            "HeatmapItem", "HeatmapRow", "VisImage", "VisNeuron", "VisualizationSet", "CurvePoint", "PickedBy",
-           "EditRecord", "ComparisonRow", "Comparison", "RunInfo", "RECORDS"]
+           "EditRecord", "ComparisonRow", "Comparison", "RunInfo", "NeuronEvidence", "GalleryItem", "EvidenceRecord",
+           "RECORDS"]
 
 #: The version every record writes. Raise it when a field changes meaning or a required one is added.
 SCHEMA_VERSION = 1
@@ -399,6 +401,7 @@ class VisualizationSet(Record):
     warmup: float | None = None
     start: Any = None
     interrupted: bool | None = None
+    optimised: bool | None = opt()  # False: exemplar heatmaps only, no optimised picture
     features_split: str | None = None
     heatmaps: dict[str, Any] | None = None
     images: list[VisImage]
@@ -518,6 +521,60 @@ class Comparison(Record):
         return next((r for r in self.rows if r.method == method), None)
 
 
+# --------------------------------------------------------------------------- evidence.json
+@dataclass(kw_only=True)
+class NeuronEvidence(Part):
+    """What one picked neuron does to a class's mistakes, measured (:mod:`neuroinspect.find.evidence`)."""
+
+    neuron: int
+    kind: str  # insufficient (fires less on the mistakes) or excessive (fires more)
+    pulled: int  # mistakes whose top-k blame holds this neuron
+    pulled_toward: dict[str, int] = field(default_factory=dict)  # ... by the class they were taken for
+    act_mistakes: float | None = None  # mean activation over the mistakes
+    act_correct: float | None = None  # ... over the correctly classified images of the class
+    act_ratio: float | None = None  # act_mistakes / act_correct (None when act_correct is 0)
+    mistakes_places: dict[str, int] = field(default_factory=dict)  # border / centre / silent counts of the maps
+    correct_places: dict[str, int] = field(default_factory=dict)
+    centre_share_mistakes: float | None = None  # mean share of the map's mass in the central box
+    centre_share_correct: float | None = None
+    region: str | None = None  # the 3x3 cell that holds most of the mistakes' map centres (None: no majority)
+    auc: float | None = None  # with group labels: P(activation in the hard group > in the rest of the class)
+    auc_groups: str | None = None  # which groups the AUC separates
+
+
+@dataclass(kw_only=True)
+class GalleryItem(Part):
+    """One mistake of the gallery: sorted by the lead neuron, with its map over the image."""
+
+    id: Any
+    predicted: str | None = None
+    activation: float | None = None
+    place: str | None = None
+    image: str | None = None  # relative to evidence.json
+
+
+@dataclass(kw_only=True)
+class EvidenceRecord(Record):
+    """Where the evidence behind a class's mistakes sits (``evidence.json``): the paragraph that opens the
+    report and the measurements it is built from."""
+
+    FILE: ClassVar[str] = "evidence.json"
+    WRITER: ClassVar[str] = "'neuroinspect debug'"
+
+    class_name: str = named("class")
+    split: str | None = None
+    n_mistakes: int = 0
+    n_correct: int = 0
+    k: int | None = None  # a mistake's top-k blamed neurons count as pulling it
+    paragraph: str = ""
+    lead: list[int] = field(default_factory=list)  # the neurons the paragraph names
+    neurons: list[NeuronEvidence] = field(default_factory=list)
+    mapped: dict[str, int] = field(default_factory=dict)  # images whose maps were measured: mistakes, correct
+    gallery_neuron: int | None = None
+    gallery: list[GalleryItem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- run.json
 @dataclass(kw_only=True)
 class RunInfo(Record):
@@ -531,6 +588,7 @@ class RunInfo(Record):
     options: dict[str, Any] | None = opt()
     config: dict[str, Any] | None = opt()
     device: str | None = opt()
+    threads: int | None = opt()  # torch's CPU threads (the --threads option, else one per core)
     model: Any = opt()
     data: Any = opt()
     versions: dict[str, Any] = field(default_factory=dict)
@@ -543,4 +601,4 @@ class RunInfo(Record):
 
 #: file name -> record type, for the readers that go through a run folder
 RECORDS: dict[str, type[Record]] = {r.FILE: r for r in (RunInfo, Metrics, ExplanationRecord, VisualizationSet,
-                                                          EditRecord, Comparison)}
+                                                          EditRecord, Comparison, EvidenceRecord)}

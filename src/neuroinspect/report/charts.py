@@ -80,7 +80,7 @@ def bar_chart(series: Mapping[str, Mapping[str, float | None]], title: str, path
 def grouped_columns(rows: Sequence[ComparisonRow], metrics: Sequence[tuple[str, str]], path: Path) -> Path:
     """One group of columns per metric, one column per method (mean, with the std over seeds as error bar)."""
     n = len(rows)
-    with _figure(path, (7.6 if n <= 6 else 10.5, 3.6)) as (fig, ax):
+    with _figure(path, (8.0 if n <= 6 else 11.0, 4.6)) as (fig, ax):  # shown full width in the report
         width = 0.8 / max(n, 1)
         for ri, row in enumerate(rows):
             xs = [mi + (ri - (n - 1) / 2) * width for mi in range(len(metrics))]
@@ -90,13 +90,14 @@ def grouped_columns(rows: Sequence[ComparisonRow], metrics: Sequence[tuple[str, 
             bars = ax.bar(xs, heights, width=width * 0.92, color=PALETTE[ri % len(PALETTE)],
                           yerr=errs if any(errs) else None, error_kw={"elinewidth": 0.8, "capsize": 1.5},
                           label=chart_label(method_label(row.method)))
-            for b, v in zip(bars, vals):
-                if v is not None:
-                    ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.8, f"{100 * v:.1f}", ha="center",
-                            fontsize=7.5, rotation=90)
+            for b, v, e in zip(bars, vals, errs):
+                if v is not None:  # above the error bar, so that labels and bars do not overlap
+                    ax.text(b.get_x() + b.get_width() / 2, b.get_height() + e + 1.0, f"{100 * v:.1f}", ha="center",
+                            va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(range(len(metrics)))
         ax.set_xticklabels([label for _, label in metrics])
-        ax.set_ylim(0, 112)
+        ax.set_ylim(0, 120)
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=8.5, frameon=False, ncol=min(n, 3), loc="upper center", bbox_to_anchor=(0.5, -0.1))
         ax.grid(axis="y", color="#ddd", linewidth=0.6)

@@ -68,3 +68,26 @@ def chart_label(label: Any, width: int = 30) -> str:
         head = (width - 1) // 2
         label = label[:head] + "…" + label[len(label) - (width - 1 - head):]
     return label.replace("$", r"\$")
+
+
+#: What a fix's chosen settings mean, in words (unknown ones are shown as ``key = value``).
+SETTING_WORDS = {
+    "l2": lambda v: f"L2 penalty {v:g}" if isinstance(v, (int, float)) else f"L2 penalty {v}",
+    "q": lambda v: ("pseudo-groups split at the midpoint of each class's scores" if v is None
+                    else f"pseudo-groups: each class's lowest {100 * v:g} % of scores"),
+    "upweight": lambda v: f"errors up-weighted {v:g}×",
+    "n_errors": lambda v: f"{v} training errors up-weighted",
+    "lr": lambda v: f"learning rate {v:g}",
+    "lam": lambda v: f"λ = {v:g}",
+}
+
+
+def settings_text(chosen: dict) -> str:
+    """A fix's chosen settings in words, e.g. ``L2 penalty 0.001; pseudo-groups split at the midpoint ...``."""
+    out = []
+    for k, v in chosen.items():
+        try:
+            out.append(SETTING_WORDS[k](v) if k in SETTING_WORDS else f"{k} = {v}")
+        except (TypeError, ValueError):
+            out.append(f"{k} = {v}")
+    return "; ".join(out)

@@ -17,10 +17,10 @@ from PIL import Image
 
 from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.io import atomic_path
-from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, ExplanationRecord, HeatmapRow,
-                                       Metrics, Record, RunInfo, VisualizationSet)
+from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
+                                       ExplanationRecord, HeatmapRow, Metrics, Record, RunInfo, VisualizationSet)
 from neuroinspect.report import charts
-from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, trend
+from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, settings_text, trend
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ ASSETS_DIR = "report_assets"
 MAX_MISTAKES = 48
 THUMB_SIZE = 112
 #: Sub-folders searched first, in this order; any other sub-folder comes after them.
-KNOWN_SUBDIRS = ("explain", "visualize", "edit", "compare")
-RUN_FILES = ("run.json", "metrics.json", "mistakes.csv", "ranking.json", "visualizations.json", "edit.json", "compare.json")
+KNOWN_SUBDIRS = ("explain", "evidence", "visualize", "edit", "compare")
+RUN_FILES = ("run.json", "metrics.json", "mistakes.csv", "ranking.json", "visualizations.json", "edit.json", "compare.json",
+             "evidence.json")
 COMPARE_METRICS = [("avg_acc", "average"), ("class_acc", "edited class"), ("worst_class_acc", "worst class"),
                    ("worst_group_acc", "worst group")]
 assert tuple(k for k, _ in COMPARE_METRICS) == STAT_KEYS
@@ -106,6 +107,7 @@ def run_section(run: RunInfo, src: Path, run_dir: Path) -> dict:
 def metrics_section(metrics: Metrics, src: Path, run_dir: Path, assets: Path) -> dict:
     sec = {
         "source": rel_url(src, run_dir),
+        "split": metrics.split,
         "accuracy": metrics.accuracy,
         "n": metrics.n,
         "worst_class": metrics.worst_class,
@@ -184,6 +186,31 @@ def ranking_section(ranking: ExplanationRecord, src: Path, run_dir: Path) -> dic
         "insufficient": ranking.insufficient,
         "excessive": ranking.excessive,
     }
+
+
+# --------------------------------------------------------------------------- the evidence (what the shortcut is)
+def _places(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "–"
+
+
+def evidence_section(ev: EvidenceRecord, src: Path, run_dir: Path) -> dict:
+    """The measured paragraph, the table it is built from, and the mistakes sorted by the lead neuron."""
+    base = src.parent
+
+    def img(rel: str | None) -> str | None:
+        return rel_url(base / rel, run_dir) if rel and (base / rel).is_file() else None
+
+    rows = [{"neuron": r.neuron, "kind": r.kind, "lead": r.neuron in ev.lead, "pulled": r.pulled,
+             "toward": ", ".join(f"{k} ({v})" for k, v in r.pulled_toward.items()) or "–",
+             "act_mistakes": r.act_mistakes, "act_correct": r.act_correct, "act_ratio": r.act_ratio,
+             "mistakes_places": _places(r.mistakes_places), "correct_places": _places(r.correct_places),
+             "region": r.region, "auc": r.auc, "auc_groups": r.auc_groups} for r in ev.neurons]
+    return {"source": rel_url(src, run_dir), "class": ev.class_name, "split": ev.split, "n_mistakes": ev.n_mistakes,
+            "n_correct": ev.n_correct, "k": ev.k, "paragraph": ev.paragraph, "rows": rows, "mapped": ev.mapped,
+            "has_maps": any(r.mistakes_places for r in ev.neurons), "has_auc": any(r.auc is not None for r in ev.neurons),
+            "gallery_neuron": ev.gallery_neuron, "notes": ev.notes,
+            "gallery": [{"id": g.id, "name": Path(str(g.id)).name, "predicted": g.predicted, "activation": g.activation,
+                         "place": g.place, "image": img(g.image)} for g in ev.gallery]}
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -270,7 +297,7 @@ def edit_section(edit: EditRecord, src: Path, run_dir: Path, assets: Path) -> di
         "method": edit.method, "label": method_label(edit.method),
         "classes": edit.classes, "fit_on": edit.fit_on,
         "uses_group_labels": edit.uses_group_labels,
-        "chosen": edit.chosen,
+        "chosen": edit.chosen, "settings": settings_text(edit.chosen),
         "searched": bool(edit.search),
         "neurons": edit.neurons,
         "tau": edit.tau or {}, "lam": edit.lam, "select_by": edit.select_by,
@@ -281,7 +308,7 @@ def edit_section(edit: EditRecord, src: Path, run_dir: Path, assets: Path) -> di
         chosen = {str(n) for ns in edit.neurons.values() for n in ns}
         crs = edit.picked_by.crs
         ranked = [str(n) for n in edit.picked_by.ranked] if edit.picked_by.ranked is not None else list(crs)
-        sec["picked_by"] = {"rule": edit.picked_by.rule,
+        sec["picked_by"] = {"rule": edit.picked_by.rule, "has_crs": any(v is not None for v in crs.values()),
                             "rows": [{"neuron": n, "crs": crs.get(n), "picked": n in chosen} for n in ranked]}
     for key, what in (("per_group", "group"), ("per_class", "class")):  # per group when there are groups
         b, a = getattr(before, key), getattr(after, key)
@@ -426,6 +453,8 @@ def collect(run_dir: str | os.PathLike, assets: Path | None = None) -> dict:
         ctx["vis"] = vis_section(got[1], got[0], run_dir, edit_neurons)
     if (got := first(Comparison)) is not None:
         ctx["compare"] = compare_section(got[1], got[0], run_dir, assets)
+    if (got := first(EvidenceRecord)) is not None:
+        ctx["evidence"] = evidence_section(got[1], got[0], run_dir)
     ctx["vis_neurons"] = {str(c["neuron"]) for c in ctx["vis"]["cards"]} if ctx.get("vis") else set()
     ctx["headline"] = headline(ctx)
     return ctx

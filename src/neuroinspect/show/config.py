@@ -42,6 +42,7 @@ class RenderConfig:
     warmup: float = 0.0  # fraction of the steps
     start: str = "auto"  # silent neurons: auto, noise, exemplar or preact (see render)
     freeze: bool = True  # turn off the models' parameter gradients while optimising
+    optimise: bool = True  # False: no optimised picture, only the exemplars and their heatmaps (cheap)
     # what is shown beside the images (visualize_neurons)
     top_classes: int = 3  # without classes: each neuron's top classes by decision-layer weight
     split: str | None = None  # split whose features give exemplars and class means (None: train, else the only one)

@@ -215,6 +215,28 @@ def overlay(image: torch.Tensor, cell_map: torch.Tensor, scale: float, box=None,
     return pil
 
 
+def dataset_maps(probe, preprocess, ids: Sequence[str], neurons: Sequence[int], *, data=None, split: str | None = None,
+                 cache_dir=None, policy: DevicePolicy | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(maps, inputs)`` of :func:`spatial_maps` for dataset images: files, or items of ``data``'s ``split``."""
+    maps, inputs, _ = spatial_maps(probe, preprocess, ids, neurons, images=_Images(data, split), cache_dir=cache_dir,
+                                   policy=policy)
+    return maps, inputs
+
+
+def save_overlays(maps: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], ids: Sequence[str], col: int,
+                  out_dir: str | os.PathLike, stem: str = "gallery") -> dict[str, str]:
+    """Each of ``ids`` with map ``col`` over it, on one scale (the largest map's peak), as
+    ``out_dir/STEM/NN.png``; returns ``{id: path relative to out_dir}`` for those with an image and a map."""
+    have = [i for i in ids if i in maps and i in inputs]
+    scale = max((float(maps[i][col].max()) for i in have), default=1.0)
+    out: dict[str, str] = {}
+    for rank, ident in enumerate(have):
+        rel = f"{stem}/{rank:02d}.png"
+        save_png(Path(out_dir) / rel, overlay(inputs[ident], maps[ident][col], scale if scale > 0 else 1.0))
+        out[ident] = rel
+    return out
+
+
 def exemplar_heatmaps(probe, preprocess, fs, requests: Sequence[HeatmapRequest], out_dir: str | os.PathLike,
                       config: RenderConfig | None = None, *, policy: DevicePolicy | None = None,
                       class_names: Sequence[str] | None = None, data=None, cache_dir=None,

@@ -170,19 +170,19 @@ def visualize_neurons(
             if (n, c) not in pairs:
                 pairs.append((n, c))
 
-    choice = resolve_clip(clip, policy.device) if chosen.needs_clip else ClipChoice(None)
-    used = chosen.name if (not chosen.needs_clip or choice.model is not None) else FALLBACK_RECIPE
+    choice = resolve_clip(clip, policy.device) if chosen.needs_clip and cfg.optimise else ClipChoice(None)
+    used = chosen.name if (not chosen.needs_clip or choice.model is not None or not cfg.optimise) else FALLBACK_RECIPE
     texts = [class_text.get(name, name) for name in names]
     fs = _features_for(ins, features, split)
 
     precision, channels_last = policy.precision, policy.channels_last
     init = (_start_images(probe, pre, fs, pairs, getattr(ins, "data", None))
-            if start in ("exemplar", "auto") and fs is not None else None)
+            if start in ("exemplar", "auto") and fs is not None and cfg.optimise else None)
     result = render(
         probe, pre, pairs, replace(cfg, recipe=used, start=start if (start != "exemplar" or init is not None) else "noise"),
         policy=policy, clip=choice.model, class_texts=texts,
         init_images=[i[0] if i else None for i in init] if init else None,
-    )
+    ) if cfg.optimise else None  # heatmaps only: nothing is optimised
     starts = {(pairs[j][0], pairs[j][1]): init[j] for j in range(len(pairs))} if init else {}
 
     # everything is written into a staging folder, then published into out_dir at once; under torchrun
@@ -194,8 +194,8 @@ def visualize_neurons(
         present = (counts > 0).nonzero().flatten()
         means = class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present]
     records = _save_images(result, probe, pre, names, out, threshold, dim, means, present, used,
-                           choice.model is not None, starts)
-    shares = distributed.gather((records, result.interrupted))  # in rank order: the pairs' order
+                           choice.model is not None, starts) if result is not None else []
+    shares = distributed.gather((records, bool(result and result.interrupted)))  # in rank order: the pairs' order
     if not distributed.is_main():
         return distributed.broadcast(None)
     records = [rec for theirs, _ in shares for rec in theirs]
@@ -258,6 +258,7 @@ def visualize_neurons(
         "warmup": warmup,
         "start": start,
         "interrupted": interrupted,
+        "optimised": cfg.optimise,
         "features_split": getattr(fs, "split", None),
         "heatmaps": heat_stats,
         "images": records,
