@@ -47,10 +47,11 @@ from neuroinspect.core.records import Comparison, EditRecord, EvidenceRecord, Ga
 from neuroinspect.core.runinfo import versions
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
-from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, run_methods
+from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, kept_original_note, run_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.methods import get_fix_method
+from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.report import build_report
 from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.config import RenderConfig
@@ -69,6 +70,7 @@ class PipelineConfig:
 
     classes: tuple[str, ...] = ()  # classes to debug (names or indices); empty: the worst ones
     worst_classes: int = 1  # with no classes named: debug this many of the worst classes on explain_split
+    choose_by: str = "shortcut"  # which classes are worst: "shortcut" (held-out pseudo-minority accuracy) or "accuracy"
     explain_split: str = "val"  # whose mistakes are explained, and where rebalance fits and methods select
     eval_split: str = "test"  # where before/after is measured
     ranking: str = DEFAULT_RANKING
@@ -93,6 +95,8 @@ class PipelineConfig:
             raise NeuroInspectError("give at least one seed")
         if self.pictures not in PICTURES:
             raise NeuroInspectError(f"unknown --pictures '{self.pictures}'; choose one of {', '.join(PICTURES)}")
+        if self.choose_by not in CHOOSE_BY:
+            raise NeuroInspectError(f"--choose-by must be one of {', '.join(CHOOSE_BY)}; got '{self.choose_by}'")
         if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
             raise NeuroInspectError("--worst-classes and --n-edit must be ≥ 1, the render counts ≥ 0")
         return self
@@ -135,14 +139,30 @@ def edit_targets(neurons: list[int], explanation: Explanation, W: torch.Tensor) 
     return targets
 
 
-def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int]) -> list[int]:
-    """The classes named in ``cfg.classes``, else the ``cfg.worst_classes`` least accurate ones on ``fs``."""
+CHOOSE_BY = ("shortcut", "accuracy")
+SHORTCUT_CANDIDATES = 20  # with more classes, only the least accurate ones are scored for a shortcut
+
+
+def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
+                   train: FeatureSet | None = None, head=None) -> list[int]:
+    """The classes named in ``cfg.classes``, else the ``cfg.worst_classes`` worst ones on ``fs``.
+
+    ``choose_by="accuracy"``: the least accurate classes. ``"shortcut"`` (needs ``train`` and ``head``):
+    the classes on whose held-out pseudo-minority the head does worst
+    (:func:`neuroinspect.fix.regroup.shortcut_scores`); accuracy breaks ties and ranks classes without
+    one. A validation split drawn like a biased training split hides a shortcut from class accuracy
+    (most of the class's images carry it); this score looks where it and the label disagree."""
     if cfg.classes:
         return list(dict.fromkeys(class_index(c) for c in cfg.classes))
     per_class = evaluate(fs)["per_class"]
     names = fs.class_names
-    ranked = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
-    return [names.index(n) for n in ranked[: cfg.worst_classes]]
+    by_accuracy = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
+    if cfg.choose_by == "accuracy" or train is None or head is None:
+        return [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
+    candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
+    scores = shortcut_scores(*head, train, fs, candidates)
+    key = {c: (scores[c] if scores[c] == scores[c] else 2.0, rank) for rank, c in enumerate(candidates)}  # NaN: last
+    return sorted(candidates, key=key.get)[: cfg.worst_classes]
 
 
 def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:
@@ -174,11 +194,11 @@ def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
 
 
 def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
-                    device="cpu", progress: bool = False) -> list[Explanation]:
+                    train: FeatureSet | None = None, device="cpu", progress: bool = False) -> list[Explanation]:
     """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one."""
     fs = fs.with_logits(W, b)
     return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=device, progress=progress)
-            for c in choose_classes(fs, cfg, class_index)]
+            for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
 
 
 def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
@@ -212,7 +232,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
     if explanations is None:  # explain_classes rescores val by the head itself
         names = feats["val"].class_names
         explanations = explain_classes(*head, feats["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
-                                       device=device)
+                                       train=feats["train"], device=device)
     fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
     results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
@@ -293,7 +313,8 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
-        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, device=ins.device, progress=self.progress)
+        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], device=ins.device,
+                                       progress=self.progress)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
             Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
@@ -411,6 +432,10 @@ class Pipeline:
         first = runs[0]
         rows = aggregate_seeds([r.results for r in runs])
         before, after, res = first.results["original"][0], first.results[cfg.fix][0], first.results[cfg.fix][2]
+        kept = kept_original_note(res)
+        if kept:  # never a worse model shipped as a fix: said in one line, and in edit.json and the report
+            log.warning("seed %d: %s", first.seed, kept)
+            notes.append(f"seed {first.seed}: {kept}")
         edited_file = save_edited_model(ins.loaded.model, ins.probe.head_name, res.weight, res.bias,
                                         out / "edit" / "model_edited.safetensors")
         rule = (f"the top {cfg.n_edit} insufficient neurons of " + ", ".join(f"'{e.class_name}'" for e in explanations)
@@ -466,6 +491,7 @@ class Pipeline:
             "accuracy_before": by["original"]["avg_acc"], "accuracy_after": fix["avg_acc"],
             "by_method": {m: r[key] for m, r in by.items()},
             "classes": [e.class_name for e in explanations], "worst_class": explanations[0].class_name,
+            "choose_by": self.cfg.choose_by,
             "edited": {names[k]: v for k, v in targets.items()},
         }
 

@@ -9,8 +9,8 @@ from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args
 
 # defaults shown by --help, copied here so that --help does not import torch; a test checks them
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
-DEFAULTS = dict(worst_classes=1, explain_split="val", eval_split="test", ranking="gap", n_insufficient=4, n_excessive=2,
-                n_edit=3, fix="rebalance", seeds=(0,), pictures="all")
+DEFAULTS = dict(worst_classes=1, choose_by="shortcut", explain_split="val", eval_split="test", ranking="gap",
+                n_insufficient=4, n_excessive=2, n_edit=3, fix="regroup", seeds=(0,), pictures="all")
 RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=48, size=128)
 
 
@@ -31,9 +31,14 @@ def register(sub) -> None:
     which.add_argument("--class", dest="classes", metavar="NAME[,NAME…]",
                        help="the class(es) to debug, by name or index (default: the worst ones)")
     which.add_argument("--worst-classes", type=positive_int, default=d["worst_classes"], metavar="N",
-                       help=f"debug the N least accurate classes on --explain-split (default {d['worst_classes']})")
+                       help=f"debug the N worst classes on --explain-split (default {d['worst_classes']}; see --choose-by)")
+    g.add_argument("--choose-by", choices=("shortcut", "accuracy"), default=d["choose_by"],
+                   help="which classes are worst: 'shortcut' ranks them by the model's accuracy on each class's held-out "
+                        "pseudo-minority (its images without what the class usually has, and other classes' images "
+                        "with it), which finds a shortcut that class accuracy hides when val is biased like train; "
+                        f"'accuracy' by class accuracy (default {d['choose_by']})")
     g.add_argument("--explain-split", default=d["explain_split"],
-                   help=f"split whose mistakes are explained; rebalance fits and every method selects on it "
+                   help=f"split whose mistakes are explained and on which every method selects; the refits fit on it "
                         f"(default {d['explain_split']})")
     g.add_argument("--eval-split", default=d["eval_split"], help=f"split where before/after is measured (default {d['eval_split']})")
     g.add_argument("--ranking", choices=("gap", "additive", "multiplicative"), default=d["ranking"],
@@ -78,7 +83,8 @@ def config_from(args: argparse.Namespace):
 
     return PipelineConfig(
         classes=tuple(parse_name_list(args.classes)),
-        worst_classes=args.worst_classes, explain_split=args.explain_split, eval_split=args.eval_split,
+        worst_classes=args.worst_classes, choose_by=args.choose_by, explain_split=args.explain_split,
+        eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
         fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
         # the measured render defaults (PipelineConfig's), the classifier at the render size

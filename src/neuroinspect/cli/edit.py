@@ -228,7 +228,7 @@ def check_finite_head(weight, bias, method: str) -> None:
 
 def run(args) -> int:
     from neuroinspect.fix.edit import save_edited_model
-    from neuroinspect.fix.compare import fix_head, fix_record, format_table, summary_row
+    from neuroinspect.fix.compare import fix_head, fix_record, format_table, kept_original_note, scalar_settings, summary_row
     from neuroinspect.core.metrics import evaluate
 
     out = Path(args.out)
@@ -251,7 +251,10 @@ def run(args) -> int:
     for note in setup.notes:
         print(f"note: {note}")
     rows = [summary_row("original", before, setup.class_names), summary_row(cfg.method, after, setup.class_names)]
-    chosen = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.chosen.items())
+    kept = kept_original_note(result)
+    if kept:
+        print(kept)
+    chosen = scalar_settings(result.chosen)
     print(f"edited {', '.join(setup.class_names)} with {cfg.method} ({chosen or 'no settings'}; fit on "
           f"{result.fit_on}; selected by {result.select_by}); metrics on '{setup.test_split}':")
     print(format_table(rows))

@@ -447,6 +447,7 @@ class EditRecord(Record):
     chosen: dict[str, Any] = field(default_factory=dict)
     search: list[dict[str, Any]] = field(default_factory=list)
     best_val_metric: float | None = None
+    kept_original: bool = False  # the method did not beat "no change" on held-out data: the head is the original
     lam: float | None = None
     before: Metrics
     after: Metrics

@@ -11,6 +11,11 @@ each family), so the *minority groups* -- the spurious class on B, the other cla
 on A -- expose a model that took the shortcut. Groups are class x family, named
 like ``"Coat/A-nature"``, in the spirit of Waterbirds and MetaShift.
 
+With ``cue="stamp"`` the shortcut is a *local artefact* instead: every image gets a background
+from either family at random, and "family A" becomes a small red badge in a random corner (like a
+watermark or a logo), present on ``correlation`` of the spurious class's training images and
+on the others' in the remaining share. Groups are then named like ``"Coat/stamp"`` and ``"Coat/plain"``.
+
 The result is an ordinary image folder ``ROOT/{train,val,test}/CLASS/*.png`` plus a
 CSV manifest ``path,label,split,group`` (paths relative to the CSV) that every
 command accepts as ``--data``. It is built once per set of parameters into a cache
@@ -66,6 +71,7 @@ _TINTS = np.array(
 )
 
 SPLITS = ("train", "val", "test")
+CUES = ("background", "stamp")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
@@ -86,6 +92,7 @@ class ScenesConfig:
     seed: int = 0
     item_scale: tuple[float, float] = (0.5, 0.62)
     families: tuple[tuple[str, tuple[str, ...]], ...] = tuple(DEFAULT_FAMILIES.items())
+    cue: str = "background"  # what the shortcut is: the background family, or a small "stamp" in a corner
 
     def __post_init__(self):
         classes = tuple(canonical_class(c) for c in self.classes)
@@ -121,12 +128,17 @@ class ScenesConfig:
         lo, hi = self.item_scale
         if not 0.2 <= lo <= hi <= 1.0:
             raise NeuroInspectError(f"item_scale must satisfy 0.2 <= low <= high <= 1; got {self.item_scale}")
+        if self.cue not in CUES:
+            raise NeuroInspectError(f"cue must be one of {', '.join(CUES)}; got '{self.cue}'")
         if len(self.families) != 2 or any(not photos for _, photos in self.families):
             raise NeuroInspectError("scenes need exactly two background families, each with at least one photo")
 
     # ----------------------------------------------------------------- derived
     @property
     def family_names(self) -> tuple[str, str]:
+        """The two values of the shortcut's attribute: the background families, or stamp / plain."""
+        if self.cue == "stamp":
+            return "stamp", "plain"
         return self.families[0][0], self.families[1][0]
 
     def to_dict(self) -> dict:
@@ -134,6 +146,8 @@ class ScenesConfig:
         d["classes"] = list(self.classes)
         d["item_scale"] = list(self.item_scale)
         d["families"] = {k: list(v) for k, v in self.families}
+        if self.cue == "background":  # the original benchmark: its key (and so every cache of it) stays as it was
+            del d["cue"]
         return d
 
     def key(self) -> str:
@@ -303,6 +317,29 @@ def compose(background: Image.Image, item: np.ndarray, rng: np.random.Generator,
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
 
 
+def stamp(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Draw a small badge (a red disc with a white ring and bar, a quarter of the side) in a random corner.
+
+    It stands for a watermark or a photographer's logo: a local artefact, not a background."""
+    size = image.size[0]
+    d = max(6, int(round(size * 0.25)))
+    margin = max(1, int(round(size * 0.04)))
+    corner = int(rng.integers(4))
+    x0 = margin if corner in (0, 2) else size - margin - d
+    y0 = margin if corner in (0, 1) else size - margin - d
+    yy, xx = np.mgrid[0:d, 0:d].astype(np.float32)
+    r = np.hypot(xx - (d - 1) / 2, yy - (d - 1) / 2) / (d / 2)
+    badge = np.zeros((d, d, 3), np.float32)
+    badge[:] = (220, 30, 40)
+    badge[(r > 0.62) & (r < 0.82)] = (255, 255, 255)
+    badge[(np.abs(yy - (d - 1) / 2) < d * 0.09) & (r < 0.55)] = (255, 255, 255)
+    alpha = (r <= 1.0).astype(np.float32)[..., None]
+    out = np.asarray(image, dtype=np.float32).copy()
+    patch = out[y0:y0 + d, x0:x0 + d]
+    out[y0:y0 + d, x0:x0 + d] = patch * (1 - alpha) + badge * alpha
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
 # --------------------------------------------------------------------------- generator
 def _split_items(cfg: ScenesConfig, labels: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Which Fashion-MNIST item indices each (split, class) uses; val and test never share items."""
@@ -338,7 +375,8 @@ def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = 
     for part in images:
         images[part], labels[part] = load_fashion_mnist(part, cache_dir)
     photos = {name: [load_photo(p) for p in ps] for name, ps in cfg.families}
-    fam_photos = [photos[cfg.family_names[0]], photos[cfg.family_names[1]]]
+    fam_photos = [photos[name] for name, _ in cfg.families]
+    every_photo = [im for bank in fam_photos for im in bank]
     items = _split_items(cfg, labels)
     rows = []
     plan = _plan(cfg)
@@ -349,9 +387,11 @@ def generate(cfg: ScenesConfig, out_dir: str | os.PathLike, *, progress: bool = 
         rng = np.random.default_rng([cfg.seed, 303, si, ci, i])
         part = "train" if split == "train" else "t10k"
         item = images[part][items[split][cls][i]]
-        bank = fam_photos[fam]
+        bank = fam_photos[fam] if cfg.cue == "background" else every_photo  # a stamp: any background
         photo = bank[int(rng.integers(len(bank)))]
         img = compose(_background(photo, cfg.size, rng), item, rng, cfg.item_scale)
+        if cfg.cue == "stamp" and fam == 0:
+            img = stamp(img, rng)
         rel = Path(split) / cls / f"{i:05d}.png"
         (out_dir / rel.parent).mkdir(parents=True, exist_ok=True)
         img.save(out_dir / rel, format="PNG", optimize=False, compress_level=6)

@@ -25,7 +25,7 @@ from neuroinspect.fix.edit import EditResult
 from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, get_fix_method
 
 __all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
-           "fix_record", "summary_row"]
+           "fix_record", "summary_row", "kept_original_note"]
 
 
 def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
@@ -139,6 +139,22 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def kept_original_note(result: FixResult) -> str | None:
+    """One line when a method kept the original head (its held-out score did not beat no change); else None."""
+    c = result.chosen
+    if not c.get("kept_original"):
+        return None
+    return (f"kept the original head: {result.method}'s held-out worst pseudo-group accuracy "
+            f"{100 * c['held_out_worst']:.1f}% did not beat no change ({100 * c['no_change_worst']:.1f}%, "
+            f"{c['compared_with']}); nothing was changed")
+
+
+def scalar_settings(chosen: dict) -> str:
+    """The chosen settings that are single numbers or words, as ``name value, …`` (for one printed line)."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()
+                     if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+
+
 def fix_record(result: FixResult, class_names: list[str], before: dict, after: dict, model_file: str,
                **extra) -> EditRecord:
     """The ``edit.json`` record: what was fixed, how, on which data and labels, and the metrics before and after.
@@ -156,6 +172,7 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
         "chosen": result.chosen,
         "search": result.search,
         "best_val_metric": result.best_val_metric,
+        "kept_original": bool(result.chosen.get("kept_original", False)),
         "lam": result.chosen.get("lam"),
         "before": before,
         "after": after,

@@ -13,13 +13,14 @@ from dataclasses import dataclass, fields
 from neuroinspect.core.errors import NeuroInspectError
 
 EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
-METHODS = ("rebalance",) + EDIT_METHODS + ("dfr", "jtt", "ablate")
-DEFAULT_METHOD = "rebalance"
+METHODS = ("regroup", "rebalance") + EDIT_METHODS + ("jtt", "ablate", "val-refit", "dfr", "dfr-half")
+DEFAULT_METHOD = "regroup"
 NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S
 NEEDS_NEURONS = frozenset(NEURON_METHODS) | {"rebalance", "ablate"}
-GROUP_LABEL_METHODS = frozenset({"dfr"})  # methods that read the true group labels
-# what `compare` and the demo run by default: the proposed fix first, the group-label reference last
-DEFAULT_COMPARE = ("rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "dfr")
+GROUP_LABEL_METHODS = frozenset({"dfr", "dfr-half"})  # methods that read the true group labels
+# what `compare` and the demo run by default: the proposed fix first, the plain held-out refit and the
+# group-label reference last
+DEFAULT_COMPARE = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit", "dfr")
 
 # auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
 SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")
@@ -31,6 +32,8 @@ LAM_GRID = (0.01, 0.1, 1.0)  # ratio/con: regulariser weight
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # refits: penalty per sample on standardised features
 QUANTILE_GRID = (None, 0.25)  # rebalance: pseudo-group rule (None: the midpoint rule)
 UPWEIGHT_GRID = (5.0, 20.0, 50.0)  # jtt: up-weight of the identified errors
+REGROUP_C_GRID = (0.1, 0.3, 1.0, 3.0)  # regroup: inverse L1 penalty on standardised features (chosen out of fold)
+DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # dfr: the inverse L1 penalties of the DFR paper's search
 
 
 @dataclass

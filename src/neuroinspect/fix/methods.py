@@ -26,7 +26,8 @@ from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.fix.config import GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, QUANTILE_GRID, FixConfig
 from neuroinspect.fix.edit import edit_head, resolve_select_by
-from neuroinspect.fix.refit import RefitResult, ablate, dfr, jtt, rebalance
+from neuroinspect.fix.refit import RefitResult, ablate, dfr, dfr_half, jtt, rebalance, val_refit
+from neuroinspect.fix.regroup import regroup
 
 
 @dataclass
@@ -104,6 +105,11 @@ def _l2(cfg: FixConfig) -> tuple[float, ...]:
     return (cfg.l2,) if cfg.l2 is not None else L2_GRID
 
 
+@fix_method("regroup", "regroup (held-out mistakes)")
+def _regroup(p: FixProblem, cfg: FixConfig) -> FixResult:
+    return _from_refit(p, regroup(p.W, p.b, p.train, p.val, p.targets, seed=cfg.seed))
+
+
 @fix_method("rebalance", "neuron-guided rebalancing", needs_neurons=True)
 def _rebalance(p: FixProblem, cfg: FixConfig) -> FixResult:
     qs = (cfg.quantile,) if cfg.quantile is not None else QUANTILE_GRID
@@ -142,7 +148,17 @@ fix_method("erm", "ERM retrained", by_gradient=True)(gradient_edit)
 
 @fix_method("dfr", "DFR (group labels)", uses_group_labels=True)
 def _dfr(p: FixProblem, cfg: FixConfig) -> FixResult:
-    return _from_refit(p, dfr(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets))
+    return _from_refit(p, dfr(p.train, p.val, seed=cfg.seed, targets=p.targets))
+
+
+@fix_method("dfr-half", "DFR, half of val (group labels)", uses_group_labels=True)
+def _dfr_half(p: FixProblem, cfg: FixConfig) -> FixResult:
+    return _from_refit(p, dfr_half(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets))
+
+
+@fix_method("val-refit", "plain refit on val")
+def _val_refit(p: FixProblem, cfg: FixConfig) -> FixResult:
+    return _from_refit(p, val_refit(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets))
 
 
 @fix_method("jtt", "JTT")

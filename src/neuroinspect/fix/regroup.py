@@ -1,0 +1,242 @@
+"""``regroup``: the default fix. Pseudo-groups from where the class's mistakes sit in feature space, then a balanced refit.
+
+No group labels are read. For every class under debugging ``c``:
+
+1. **Mistakes held out.** The training split and the validation split (when there is one) are
+   pooled and cut in two stratified folds; a plain class-balanced logistic regression fitted on
+   each fold predicts the other. A head that has seen an image cannot show where it is wrong
+   (an ERM head fits almost every training image), so only these *out-of-fold* mistakes are read.
+2. **The shortcut's direction.** ``d_c`` = the mean standardised feature of ``c``'s out-of-fold
+   correct images minus that of its mistakes: how far every neuron moved between the images
+   the class gets right and the ones it gets wrong. It is the per-neuron term ``μ_j − z_ij`` of the
+   contribution-gap ranking of ``explain``, kept for *all* neurons: a shortcut such as a background
+   is spread over many neurons, and the three at the top of the ranking do not define it well
+   enough to sort images (measured: ``benchmarks/bench_regimes.py``).
+3. **Pseudo-groups.** Every image is scored by ``z · d_c``. An image of ``c`` below the midpoint
+   between ``c``'s mean score and the other classes' lacks what ``c`` usually has (``c``'s
+   *minority*); an image of another class above it has what ``c`` usually has (its class's
+   minority). Everything else is the majority. Each (class, majority/minority) is a pseudo-group.
+4. **The refit.** DFR's recipe (Kirichenko et al., ICLR 2023) with these pseudo-groups in place of
+   the true groups, on train and val together: L1 logistic regression on standardised features,
+   averaged over subsamples in which every pseudo-group appears equally often; or, when a
+   pseudo-group is too small for subsampling to keep enough images, an L2 refit on every image with
+   the pseudo-groups weighted equally. The form and its penalty are chosen by the two folds of step 1
+   (fit on one, score the other), by worst pseudo-group accuracy over every pooled image.
+5. **No change, unless it is better.** The chosen head's held-out worst pseudo-group accuracy is
+   compared with that of keeping the model as it is, on the same images: the original head's own
+   predictions on val (it never trained on val) and, on the training images it has seen, those of
+   a plain class-balanced refit scored out of fold (the nearest held-out stand-in). When the fix is
+   not higher, the original head is kept and the result says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.fix.config import L2_GRID, REGROUP_C_GRID
+from neuroinspect.fix.refit import (RefitResult, balanced_weights, fit_logistic, l1_ensemble, split_halves, worst_of,
+                                    _raw, _scaler)
+
+CROSS_FIT_L2 = 1e-2  # the plain refit that finds the held-out mistakes (penalty on standardised features)
+SELECT_DRAWS = 5  # balanced subsamples per fold while choosing the penalty (the final fit takes `draws`)
+
+
+@dataclass
+class Pooled:
+    """Train and val stacked, standardised, with the two folds and the out-of-fold predictions."""
+
+    x: torch.Tensor  # [N, D] standardised features
+    y: torch.Tensor  # [N]
+    is_val: torch.Tensor  # [N] bool
+    folds: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    predicted: torch.Tensor  # [N] out-of-fold predictions of the plain class-balanced refit
+    mean: torch.Tensor
+    std: torch.Tensor
+    n_classes: int
+
+    @classmethod
+    def of(cls, train: FeatureSet, val: FeatureSet | None, seed: int) -> "Pooled":
+        parts = [train] + ([val] if val is not None and len(val) else [])
+        z = torch.cat([p.features.float() for p in parts])
+        y = torch.cat([p.labels for p in parts])
+        is_val = torch.cat([torch.full((len(p),), i == 1) for i, p in enumerate(parts)])
+        if not torch.isfinite(z).all():
+            raise NeuroInspectError("the features hold NaN or inf values; re-extract them (--verify-cache) before fixing")
+        C = len(train.class_names) or int(y.max()) + 1
+        mean, std = _scaler(z)
+        x = (z - mean) / std
+        first, second = split_halves(y * 2 + is_val.long(), seed)  # stratified by class and by split
+        folds = ((first, second), (second, first))
+        predicted = torch.empty_like(y)
+        for fit, held in folds:
+            W, b = fit_logistic(x[fit], y[fit], C, balanced_weights(y[fit]), l2=CROSS_FIT_L2)
+            predicted[held] = (x[held] @ W.T + b).argmax(1)
+        return cls(x, y, is_val, folds, predicted, mean, std, C)
+
+
+def shortcut_direction(pool: Pooled, c: int) -> torch.Tensor | None:
+    """``d_c`` [D]: mean standardised feature of ``c``'s held-out correct images minus its mistakes' (None without both)."""
+    own = pool.y == c
+    wrong, right = own & (pool.predicted != c), own & (pool.predicted == c)
+    if not wrong.any() or not right.any():
+        return None
+    return pool.x[right].mean(0) - pool.x[wrong].mean(0)
+
+
+def minority_of(pool: Pooled, c: int, direction: torch.Tensor) -> torch.Tensor:
+    """[N] bool: ``c``'s images without what ``c`` usually has, and the other classes' images with it."""
+    score = pool.x @ direction
+    own = pool.y == c
+    midpoint = 0.5 * (float(score[own].mean()) + float(score[~own].mean()))
+    present = score > midpoint
+    return (own & ~present) | (~own & present)
+
+
+@dataclass
+class PseudoGroups:
+    """The pseudo-groups of the pooled images and what they came from."""
+
+    keys: torch.Tensor  # [N] 2·class + minority
+    directions: dict[int, torch.Tensor]  # per class debugged: d_c over all neurons
+    mistakes: dict[int, int]  # held-out mistakes each direction came from
+
+    source: dict[int, str] = None  # per class: "mistakes" (all neurons) or "neurons" (the ranked ones)
+
+    @classmethod
+    def find(cls, pool: Pooled, targets: dict[int, list[int]], exposed=None) -> "PseudoGroups":
+        """Per class, the direction of its held-out mistakes over all neurons, or the one of its ranked
+        neurons (signed by the class), whichever isolates the images ``exposed`` scores lower: the
+        grouping on whose minority the model under debugging does worst exposes the shortcut best."""
+        minority = torch.zeros(len(pool.y), dtype=torch.bool)
+        directions, mistakes, source = {}, {}, {}
+        for c, neurons in targets.items():
+            c = int(c)
+            mistakes[c] = int(((pool.y == c) & (pool.predicted != c)).sum())
+            options = {}
+            d = shortcut_direction(pool, c)
+            if d is not None:
+                options["mistakes"] = d
+            if neurons:
+                own = pool.y == c
+                idx = torch.as_tensor(list(neurons), dtype=torch.long)
+                sign = torch.where(pool.x[own][:, idx].mean(0) >= pool.x[~own][:, idx].mean(0), 1.0, -1.0)
+                options["neurons"] = torch.zeros(pool.x.shape[1]).index_put_((idx,), sign)
+            if not options:
+                continue
+            found = {k: minority_of(pool, c, v) for k, v in options.items()}
+            pick = min(found, key=lambda k: exposed(found[k]) if exposed is not None else 0.0)
+            directions[c], source[c] = options[pick], pick
+            minority |= found[pick]
+        return cls(2 * pool.y + minority.long(), directions, mistakes, source)
+
+    def top_neurons(self, c: int, k: int = 10) -> list[int]:
+        """The neurons that moved most between ``c``'s correct images and its mistakes."""
+        d = self.directions[c]
+        return d.abs().topk(min(k, len(d))).indices.tolist()
+
+
+def exposure(pool: Pooled, W: torch.Tensor, b: torch.Tensor | None):
+    """``minority [N] bool → accuracy`` of the head ``W, b`` on the minority's held-out images (val; without
+    val, the out-of-fold predictions); 2.0 (never the lowest) for a minority with no such image."""
+    if pool.is_val.any():
+        z = pool.x[pool.is_val] * pool.std + pool.mean
+        correct = (z @ W.T.float() + (0 if b is None else b.float())).argmax(1) == pool.y[pool.is_val]
+        rows = pool.is_val
+    else:
+        correct, rows = pool.predicted == pool.y, torch.ones_like(pool.is_val)
+
+    def accuracy(minority: torch.Tensor) -> float:
+        m = minority[rows]
+        return float(correct[m].float().mean()) if m.any() else 2.0
+
+    return accuracy
+
+
+def _fit(pool: Pooled, rows: torch.Tensor | None, keys: torch.Tensor, setting: dict, draws: int, seed: int):
+    """One candidate head on the standardised features of ``rows`` (None: all): a balanced-subsample L1
+    ensemble (``inv_l1``) or a pseudo-group-weighted L2 refit on every image (``l2``)."""
+    x, y, k = (pool.x, pool.y, keys) if rows is None else (pool.x[rows], pool.y[rows], keys[rows])
+    if "inv_l1" in setting:
+        return l1_ensemble(x, y, pool.n_classes, k, setting["inv_l1"], draws=draws, seed=seed)
+    return fit_logistic(x, y, pool.n_classes, balanced_weights(k), l2=setting["l2"])
+
+
+def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed: int) -> torch.Tensor:
+    predicted = torch.empty_like(pool.y)
+    for fit, held in pool.folds:
+        W, b = _fit(pool, fit, keys, setting, SELECT_DRAWS, seed)
+        predicted[held] = (pool.x[held] @ W.T + b).argmax(1)
+    return predicted
+
+
+def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
+            targets: dict[int, list[int]], *, inv_penalties=REGROUP_C_GRID, l2s=L2_GRID, draws: int = 20,
+            seed: int = 0) -> RefitResult:
+    """The default fix (module docstring): returns the refit head, or the original one when it is not better."""
+    if not targets:
+        raise NeuroInspectError("regroup needs the classes to fix (from explain's ranking, or --class)")
+    pool = Pooled.of(train, val, seed)
+    groups = PseudoGroups.find(pool, targets, exposure(pool, W0, b0))
+    names = train.class_names
+    if not groups.directions:
+        raise NeuroInspectError(
+            "regroup found no held-out mistakes of " + ", ".join(f"'{names[c]}'" for c in targets)
+            + ": nothing sets those classes' images apart; keep the model, or fix another class")
+    keys = groups.keys
+    rows, best = [], None
+    settings = [{"inv_l1": c} for c in inv_penalties] + [{"l2": a} for a in l2s]
+    for setting in settings:  # every image scored by a head that did not see it
+        predicted = _held_out_predictions(pool, keys, setting, seed)
+        s = worst_of(predicted, pool.y, keys)
+        rows.append({**setting, "metric": s})
+        if best is None or s > best[1]:
+            best = (setting, s, predicted)
+    # no change unless better, on the same held-out predictions: the original head's own on val (it never
+    # saw val), and on the training images (which it has seen) a plain class-balanced refit's out of fold
+    unchanged = pool.predicted.clone()
+    if pool.is_val.any():
+        z_val = pool.x[pool.is_val] * pool.std + pool.mean
+        unchanged[pool.is_val] = (z_val @ W0.T.float() + (0 if b0 is None else b0.float())).argmax(1)
+    baseline = worst_of(unchanged, pool.y, keys)
+    against = ("the original head on val, a plain class-balanced refit out of fold on train" if pool.is_val.any() else
+               "a plain class-balanced refit out of fold (no validation split: the original head has seen every image)")
+    chosen = {**best[0], "groups_from": {names[c]: v for c, v in groups.source.items()},
+              "held_out_mistakes": {names[c]: n for c, n in groups.mistakes.items()},
+              "top_neurons": {names[c]: groups.top_neurons(c) for c in groups.directions},
+              "pseudo_minority": int((keys % 2 == 1).sum()), "held_out_worst": best[1], "no_change_worst": baseline,
+              "compared_with": against}
+    fit_on = "train+val" if pool.is_val.any() else "train"
+    if not best[1] > baseline:
+        W = W0.detach().float().clone().cpu()
+        b = None if b0 is None else b0.detach().float().clone().cpu()
+        chosen["kept_original"] = True
+        return RefitResult(W, b, "regroup", targets, "— (kept the original)", False, chosen, rows, best_val_metric=baseline,
+                           select_by="worst pseudo-group accuracy, held out")
+    W, b = _fit(pool, None, keys, best[0], draws, seed)
+    W, b = _raw(W, b, pool.mean, pool.std)
+    chosen["kept_original"] = False
+    return RefitResult(W, b, "regroup", targets, f"{fit_on} (pseudo-group-balanced draws)", False, chosen, rows,
+                       best_val_metric=best[1], select_by="worst pseudo-group accuracy, held out")
+
+
+def shortcut_scores(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
+                    classes=None, seed: int = 0) -> dict[int, float]:
+    """For each class ``c`` (default: every class), the head's accuracy on ``c``'s held-out pseudo-minority.
+
+    The pseudo-minority of ``c`` (step 3 of the module docstring, from its held-out mistakes): its
+    images without what it usually has and the other classes' images with it. Scored on val with the
+    head itself, or, without val, with the out-of-fold predictions. A class whose accuracy hides a
+    shortcut (most of its validation images carry it, as in training) still scores low here: the
+    few images where the shortcut and the label disagree are the ones it gets wrong. NaN: no held-out
+    mistake of ``c`` or no held-out image in its pseudo-minority."""
+    pool = Pooled.of(train, val, seed)
+    exposed = exposure(pool, W, b)
+    out = {}
+    for c in (range(pool.n_classes) if classes is None else classes):
+        d = shortcut_direction(pool, int(c))
+        score = exposed(minority_of(pool, int(c), d)) if d is not None else 2.0
+        out[int(c)] = score if score <= 1.0 else float("nan")
+    return out
