@@ -71,7 +71,7 @@ def test_debug_named_classes_and_no_group_labels(tmp_path):
     assert debug(root, out, "--class", "apple,berry", "--eval-split", "val", "--methods", "rebalance,dfr",
                  "--n-insufficient", "1", "--n-excessive", "0", "--steps", "2") == 0
     compare = json.loads((out / "compare" / "compare.json").read_text())
-    assert [r["method"] for r in compare["rows"]] == ["original", "rebalance"]  # dfr needs group labels
+    assert [r["method"] for r in compare["rows"]] == ["original", "regroup", "rebalance"]  # the fix first; dfr needs groups
     assert any("dfr" in n for n in compare["notes"])
     assert any("'berry' has no ranked neurons" in n for n in compare["notes"])  # no mistakes: skipped, said so
     assert json.loads((out / "ranking.json").read_text())["class"] == "apple"

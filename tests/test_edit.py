@@ -472,14 +472,15 @@ def test_cli_errors_leave_no_model_file(image_project, tmp_path, capsys):
                "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "needs a 'val' split" in err and "--patience 0" in err
-    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--out", str(out)])
+    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--method", "rebalance",
+               "--out", str(out)])
     err = capsys.readouterr().err
     error = [ln for ln in err.splitlines() if ln.startswith("neuroinspect edit: error:")]
     assert rc == 2 and len(error) == 1 and "needs a validation split" in error[0] and "--fit-on train" in error[0]
     assert "Traceback" not in err
     rc = main(["edit", *_base_args(root, weights), "--class", "purple", "--neurons", "3", "--out", str(out)])
     assert rc == 2 and "unknown class 'purple'" in capsys.readouterr().err
-    rc = main(["edit", *_base_args(root, weights), "--class", "red", "--out", str(out)])
+    rc = main(["edit", *_base_args(root, weights), "--class", "red", "--method", "rebalance", "--out", str(out)])
     assert rc == 2 and "no neurons chosen" in capsys.readouterr().err
     assert not (out / "edited.safetensors").exists()
     # without a val split, --patience 0 trains all epochs; without a test split, metrics fall back to val

@@ -117,7 +117,8 @@ def test_explain_then_rebalance_with_defaults_raises_worst_group_by_40_points(se
     F = {k: v.with_logits(W, b) for k, v in S.items()}
     before = _worst(F["test"])
     ex = explain_class(W, b, F["val"], shortcut.SPURIOUS, progress=False)
-    res = fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: [s.neuron for s in ex.insufficient[:1]]}, seed=seed)
+    res = fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: [s.neuron for s in ex.insufficient[:1]]},
+                   method="rebalance", seed=seed)
     assert res.method == "rebalance" and not res.uses_group_labels
     after = res.apply(F["test"])
     assert _worst(after) >= before + 0.40, (before, _worst(after))

@@ -82,9 +82,9 @@ def test_fix_is_in_memory_and_applies_to_a_new_module(ins, exp, tmp_path):
     model = ins.loaded.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fix = ins.fix(exp, n=1)
-    assert isinstance(fix, Fix) and fix.method == "rebalance" and fix.neurons == {NAMES[0]: [GREEN]}
+    assert isinstance(fix, Fix) and fix.method == "regroup" and fix.neurons == {NAMES[0]: [GREEN]}
     assert fix.before["per_group"]["group_0"] == 0.0 and fix.after["per_group"]["group_0"] >= 0.8
-    assert "rebalance" in repr(fix) and "worst group" in repr(fix)
+    assert "regroup" in repr(fix) and "worst group" in repr(fix)
     assert_escaped(fix._repr_html_())
     edited = fix.apply()
     assert edited is not model and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -98,7 +98,7 @@ def test_fix_is_in_memory_and_applies_to_a_new_module(ins, exp, tmp_path):
     assert abs(float((pred == truth).float().mean()) - fix.after["accuracy"]) < 1e-6
     saved = fix.save(tmp_path / "edit")
     record = EditRecord.read(saved / EditRecord.FILE)
-    assert record.method == "rebalance" and record.neurons == {NAMES[0]: [GREEN]} and record.split == "test"
+    assert record.method == "regroup" and record.neurons == {NAMES[0]: [GREEN]} and record.split == "test"
     reloaded = PlantedCNN()
     load_weights(reloaded, saved / "model_edited.safetensors")
     assert torch.equal(reloaded.fc.weight, edited.fc.weight)

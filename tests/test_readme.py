@@ -38,5 +38,5 @@ def test_the_python_api_cells_run(tmp_path, monkeypatch):
     assert ns["fixed_model"] is not model and isinstance(ns["fixed_model"], torch.nn.Module)
     assert (tmp_path / "out" / "edit" / "edit.json").is_file() and ns["run"].report.is_file()
     assert (tmp_path / "out" / "pictures" / "visualizations.json").is_file()
-    assert ns["edit"].method == "rebalance" and ns["ratio"].method == "ratio"
-    assert [r["method"] for r in ns["table"].rows] == ["original", "rebalance", "erm", "dfr"]
+    assert ns["edit"].method == "regroup" and ns["ratio"].method == "ratio"
+    assert [r["method"] for r in ns["table"].rows] == ["original", "regroup", "erm", "dfr"]

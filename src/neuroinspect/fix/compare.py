@@ -42,10 +42,10 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
         if empty or not targets:
             raise NeuroInspectError(f"method '{cfg.method}' needs neurons for every edited class (none for "
                                     f"{', '.join(empty) or 'any class'}); pass --neurons or --ranking")
-        D = W.shape[1]
-        bad = sorted({j for s in targets.values() for j in s if not 0 <= j < D})
-        if bad:
-            raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
+    D = W.shape[1]
+    bad = sorted({j for s in targets.values() for j in s if not 0 <= j < D})
+    if bad:
+        raise NeuroInspectError(f"neurons {bad} are out of range: the features have D={D} neurons (0–{D - 1})")
     return method.run(FixProblem(W, b, train, val, targets, policy, progress), cfg)
 
 

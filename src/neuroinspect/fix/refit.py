@@ -287,8 +287,8 @@ def l1_ensemble(x: torch.Tensor, y: torch.Tensor, C: int, keys: torch.Tensor, in
     et al., ICLR 2023). ``x`` is used as given (standardise it first). Returns ``(W [C, D], b [C])``.
     """
     import numpy as np  # lazy: scikit-learn takes a second to import and only the refits need it
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.linear_model import LogisticRegression  # lazy: as numpy's line says
+    from sklearn.multiclass import OneVsRestClassifier  # lazy: as numpy's line says
 
     g = torch.Generator().manual_seed(seed)
     values, counts = torch.unique(keys, return_counts=True)

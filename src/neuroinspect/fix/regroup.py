@@ -173,8 +173,7 @@ def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed:
 
 
 def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
-            targets: dict[int, list[int]], *, inv_penalties=REGROUP_C_GRID, l2s=L2_GRID, draws: int = 20,
-            seed: int = 0) -> RefitResult:
+            targets: dict[int, list[int]], *, draws: int = 20, seed: int = 0) -> RefitResult:
     """The default fix (module docstring): returns the refit head, or the original one when it is not better."""
     if not targets:
         raise NeuroInspectError("regroup needs the classes to fix (from explain's ranking, or --class)")
@@ -187,7 +186,7 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
             + ": nothing sets those classes' images apart; keep the model, or fix another class")
     keys = groups.keys
     rows, best = [], None
-    settings = [{"inv_l1": c} for c in inv_penalties] + [{"l2": a} for a in l2s]
+    settings = [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]
     for setting in settings:  # every image scored by a head that did not see it
         predicted = _held_out_predictions(pool, keys, setting, seed)
         s = worst_of(predicted, pool.y, keys)
