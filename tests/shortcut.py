@@ -18,10 +18,13 @@ C, D, CUE, SPURIOUS = 4, 40, 17, 1
 CLASS_NAMES = ["apple", "coat", "shoe", "bag"]
 
 
-def features(n_per: int, p_cue_spurious: float, p_cue_other: float, seed: int, split: str) -> FeatureSet:
+def features(n_per: int, p_cue_spurious: float, p_cue_other: float, seed: int, split: str,
+             strength: float = 0.45) -> FeatureSet:
+    """``n_per`` images per class; the cue on a share ``p_cue_spurious`` of the spurious class and
+    ``p_cue_other`` of the others; ``strength``: how far apart the classes' object evidence is."""
     g = torch.Generator().manual_seed(seed)
     fixed = torch.Generator().manual_seed(1234)  # the extractor itself: the same for every split
-    proto = torch.randn(C, D, generator=fixed) * 0.45  # weak object evidence
+    proto = torch.randn(C, D, generator=fixed) * strength  # weak object evidence by default
     proto[:, CUE] = 0.0
     labels = torch.arange(C).repeat_interleave(n_per)
     p = torch.where(labels == SPURIOUS, torch.tensor(p_cue_spurious), torch.tensor(p_cue_other))

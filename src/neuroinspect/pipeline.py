@@ -160,7 +160,8 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     if cfg.choose_by == "accuracy" or train is None or head is None:
         return [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
     candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
-    scores = shortcut_scores(*head, train, fs, candidates)
+    held_out = None if fs.split == "train" else fs  # explaining the training split: scored out of fold instead
+    scores = shortcut_scores(*head, train, held_out, candidates)
     key = {c: (scores[c] if scores[c] == scores[c] else 2.0, rank) for rank, c in enumerate(candidates)}  # NaN: last
     return sorted(candidates, key=key.get)[: cfg.worst_classes]
 

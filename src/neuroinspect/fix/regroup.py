@@ -172,6 +172,13 @@ def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed:
     return predicted
 
 
+def _unchanged(W0, b0, targets, chosen: dict, rows: list) -> RefitResult:
+    W = W0.detach().float().clone().cpu()
+    b = None if b0 is None else b0.detach().float().clone().cpu()
+    return RefitResult(W, b, "regroup", targets, "— (kept the original)", False, chosen, rows,
+                       best_val_metric=chosen["no_change_worst"], select_by="worst pseudo-group accuracy, held out")
+
+
 def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
             targets: dict[int, list[int]], *, draws: int = 20, seed: int = 0) -> RefitResult:
     """The default fix (module docstring): returns the refit head, or the original one when it is not better."""
@@ -180,10 +187,11 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
     pool = Pooled.of(train, val, seed)
     groups = PseudoGroups.find(pool, targets, exposure(pool, W0, b0))
     names = train.class_names
-    if not groups.directions:
-        raise NeuroInspectError(
-            "regroup found no held-out mistakes of " + ", ".join(f"'{names[c]}'" for c in targets)
-            + ": nothing sets those classes' images apart; keep the model, or fix another class")
+    if not groups.directions:  # nothing to regroup by: no change, said so
+        chosen = {"kept_original": True, "held_out_worst": float("nan"), "no_change_worst": float("nan"),
+                  "compared_with": "no held-out mistake of " + ", ".join(f"'{names[c]}'" for c in targets)
+                  + " and no ranked neuron to group its images by"}
+        return _unchanged(W0, b0, targets, chosen, [])
     keys = groups.keys
     rows, best = [], None
     settings = [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]
@@ -209,11 +217,8 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
               "compared_with": against}
     fit_on = "train+val" if pool.is_val.any() else "train"
     if not best[1] > baseline:
-        W = W0.detach().float().clone().cpu()
-        b = None if b0 is None else b0.detach().float().clone().cpu()
         chosen["kept_original"] = True
-        return RefitResult(W, b, "regroup", targets, "— (kept the original)", False, chosen, rows, best_val_metric=baseline,
-                           select_by="worst pseudo-group accuracy, held out")
+        return _unchanged(W0, b0, targets, chosen, rows)
     W, b = _fit(pool, None, keys, best[0], draws, seed)
     W, b = _raw(W, b, pool.mean, pool.std)
     chosen["kept_original"] = False

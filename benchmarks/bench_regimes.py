@@ -1,0 +1,176 @@
+"""Every fix in the validation regimes users meet, on both built-in benchmarks, over several seeds.
+
+Benchmarks (frozen EfficientNet-Lite0 with its real ImageNet weights, each seed its own ERM head):
+
+- ``background``: the demo's spurious scenes (Coat on nature backgrounds in 95 % of training);
+- ``stamp``: the same items with a *local artefact* as the shortcut: a small red badge in a corner
+  on 95 % of the training coats and 5 % of the other classes' images (``ScenesConfig(cue="stamp")``).
+
+Regimes of the validation split (the test split is always balanced):
+
+- ``a`` balanced: half of every class with the shortcut's attribute, half without;
+- ``b`` drawn like train: every group kept in its training share (about 2 minority images per class);
+- ``c`` small and balanced: 10 images per group;
+- ``d`` none: methods that need val are left out, the rest fit and select on train.
+
+Each seed fits its own ERM head, chooses the class to debug as ``neuroinspect debug`` does (its
+default ``--choose-by shortcut`` when val exists) and takes its top 3 insufficient neurons by the
+contribution-gap ranking on val (on train without val), then runs every method at its defaults. It
+prints one JSON object: per benchmark and regime, each method's test worst-group and average
+accuracy (mean ± std over seeds), whether it reads group labels, which class was chosen per seed,
+and the goals of the default fix.
+
+    python benchmarks/bench_regimes.py --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+
+REGIMES = ("a", "b", "c", "d")
+NEEDS_VAL = {"val-refit", "dfr", "dfr-half", "rebalance"}
+METHODS = ("regroup", "rebalance", "ratio", "erm", "jtt", "ablate", "val-refit", "dfr", "dfr-half")
+
+
+def features(cue: str, cache: Path | None) -> dict:
+    from neuroinspect.core.data import load_data
+    from neuroinspect.core.io import default_cache_dir
+    from neuroinspect.core.models import build_model
+    from neuroinspect.demo import DemoConfig
+    from neuroinspect.core.scenes import make_scenes
+    from neuroinspect.session import Inspector
+
+    cfg = DemoConfig()
+    cache = Path(cache) if cache else default_cache_dir()
+    manifest = make_scenes(cache / "scenes", replace(cfg.scenes, cue=cue), seed=cfg.seed, progress=False)
+    data = load_data(manifest)
+    ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False,
+                    warn_chance=False)
+    return {s: ins.features(s) for s in ("train", "val", "test")}
+
+
+def regime_val(feats: dict, regime: str, seed: int):
+    """The validation split of ``regime`` drawn from the balanced one (None for ``d``)."""
+    val, train = feats["val"], feats["train"]
+    if regime == "a":
+        return val
+    if regime == "d":
+        return None
+    g = torch.Generator().manual_seed(1000 + seed)
+    keep = []
+    for k in val.groups.unique().tolist():
+        idx = (val.groups == k).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        if regime == "c":
+            keep.append(idx[:10])
+            continue
+        c = int(val.labels[idx[0]])
+        share = float((train.groups == k).sum()) / float((train.labels == c).sum())
+        others = int(((val.labels == c) & (val.groups != k)).sum())
+        keep.append(idx if share >= 0.5 else idx[:max(1, round(others * share / (1 - share)))])
+    return val.subset(torch.cat(keep).sort().values)
+
+
+def _ms(values: list[float]) -> dict:
+    return {"mean": round(100 * statistics.fmean(values), 1),
+            "std": round(100 * statistics.pstdev(values), 1) if len(values) > 1 else 0.0,
+            "runs": [round(100 * v, 1) for v in values]}
+
+
+def run_regime(feats: dict, regime: str, seeds, methods) -> dict:
+    from neuroinspect.core.metrics import evaluate
+    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.find.ranking import explain_class
+    from neuroinspect.fix.compare import fix_head
+    from neuroinspect.fix.methods import get_fix_method
+    from neuroinspect.pipeline import PipelineConfig, choose_classes
+
+    train, test = feats["train"], feats["test"]
+    C = len(train.class_names)
+    acc: dict[str, dict[str, list]] = {}
+    chosen, kept = [], []
+    for seed in seeds:
+        val = regime_val(feats, regime, seed)
+        W, b = fit_linear_head(train, C, epochs=DEMO_HEAD_EPOCHS, seed=seed)
+        explain_on = (val if val is not None else train).with_logits(W, b)
+        cfg = PipelineConfig()
+        c = choose_classes(explain_on, cfg, lambda n: train.class_names.index(n), train=train, head=(W, b))[0]
+        chosen.append(train.class_names[c])
+        ex = explain_class(W, b, explain_on, c, progress=False)
+        neurons = [s.neuron for s in (ex.insufficient or ex.excessive)[:cfg.n_edit]]
+        targets = {c: neurons}
+
+        def record(name, weight, bias):
+            m = evaluate(test.with_logits(weight, bias))
+            acc.setdefault(name, {"worst": [], "avg": []})
+            acc[name]["worst"].append(min(m["per_group"].values()))
+            acc[name]["avg"].append(m["accuracy"])
+
+        record("original", W, b)
+        for method in methods:
+            if (val is None and method in NEEDS_VAL) or (not neurons and get_fix_method(method).needs_neurons):
+                continue
+            res = fix_head(W, b, train, val, targets, method=method, seed=seed)
+            record(method, res.weight, res.bias)
+            if method == methods[0]:
+                kept.append(bool(res.chosen.get("kept_original")))
+    rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
+                "uses_group_labels": m != "original" and get_fix_method(m).uses_group_labels} for m, v in acc.items()}
+    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "kept_original": kept, "rows": rows,
+            "goals": goals(rows, methods[0])}
+
+
+def goals(rows: dict, fix: str) -> dict:
+    """How the default fix stands against every method that reads no group labels, and against DFR."""
+    wg = {m: r["worst_group"]["mean"] for m, r in rows.items()}
+    rivals = {m: v for m, v in wg.items() if m != fix and not rows[m]["uses_group_labels"]}
+    best_rival = max(rivals, key=rivals.get)
+    out = {"fix": wg[fix], "best_without_group_labels": best_rival, "beats_every_method_without_group_labels":
+           all(wg[fix] >= v for v in rivals.values()), "minus_best_rival_points": round(wg[fix] - rivals[best_rival], 1)}
+    if "val-refit" in wg:
+        out["minus_val_refit_points"] = round(wg[fix] - wg["val-refit"], 1)
+    if "dfr" in wg:
+        out["minus_dfr_points"] = round(wg[fix] - wg["dfr"], 1)
+    out["never_worse_than_original"] = wg[fix] >= wg["original"]
+    return out
+
+
+DEMO_HEAD_EPOCHS = 200  # the demo's ERM head (DemoConfig.head_epochs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--benchmarks", default="background,stamp", help="which benchmarks (default background,stamp)")
+    p.add_argument("--regimes", default="abcd", help="which validation regimes (default abcd)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"methods, the default fix first (default {','.join(METHODS)})")
+    p.add_argument("--cache-dir", help="feature cache (default $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
+    add_arguments(p, threads=1, repeat=1)
+    args = p.parse_args()
+    pin_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    methods = tuple(m for m in args.methods.split(",") if m)
+
+    def run() -> dict:
+        out = {"seeds": seeds, "methods": list(methods)}
+        for bench in args.benchmarks.split(","):
+            feats = features(bench, args.cache_dir)
+            out[bench] = {r: run_regime(feats, r, seeds, methods) for r in args.regimes}
+        return out
+
+    times, out = measure(run, repeat=args.repeat)
+    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
