@@ -14,11 +14,11 @@ DEFAULT_METHODS = list(DEFAULT_COMPARE)
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "compare", help="compare the fixes (rebalance, the paper's ratio edit, baselines, references) over seeds",
+        "compare", help="compare the fixes (regroup, the paper's ratio edit, baselines, references) over seeds",
         description="Run each method with the same classes, neurons and splits, once per seed, and print one table "
                     "(rows: methods, with the data they are fitted on and whether they read group labels; columns: "
                     "average, edited-class, worst-class and worst-group accuracy on test, mean ± std over seeds). "
-                    "dfr needs group labels and is skipped without them. Writes compare.json, compare.md and run.json.",
+                    "dfr and dfr-half need group labels and are skipped without them. Writes compare.json, compare.md and run.json.",
     )
     add_model_args(p)
     add_data_args(p)

@@ -38,9 +38,12 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
     g.add_argument("--top-k", type=positive_int, default=3, help="neurons taken from each list of a --ranking (default 3)")
     if single_method:
         g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                       help="rebalance (default: neuron-guided rebalancing, no group labels), ratio (the paper's "
-                            "edit, Eq. 8), con, class-weight, focal, erm (plain retraining), dfr (uses group labels), "
-                            "jtt, ablate (zero W[c,S])")
+                       help="regroup (default: pseudo-groups from the class's held-out mistakes, a balanced refit "
+                            "on train+val, the original kept unless it is beaten on held-out data; no group labels; "
+                            "--neurons optional), rebalance (pseudo-groups from the neurons, refit on half of val), "
+                            "ratio (the paper's edit, Eq. 8), con, class-weight, focal, erm (plain retraining), jtt, "
+                            "ablate (zero W[c,S]), val-refit (plain refit on all of val), dfr (the DFR paper's recipe; "
+                            "uses group labels), dfr-half (uses group labels)")
     g.add_argument("--tau", default="auto", help="ratio: tau, 'auto' (1 + (min importance - 1)/3) or a positive number (default auto)")
     g.add_argument("--lam", type=positive_float, default=None,
                    help=f"ratio/con: regulariser weight lambda (default: searched over {', '.join(map(str, LAM_GRID))} on val)")
@@ -202,9 +205,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "edit", help="fix false correlations by retraining only the decision layer",
         description="Refit the decision layer (W, b) on cached features for the chosen neurons of each class and "
-                    "report test metrics before and after. The default method, rebalance, reweights training and "
-                    "half of the validation data so that images with and without the neurons' cue count the same "
-                    "(no group labels); ratio is the paper's probability-ratio edit. Settings left unset (lr, "
+                    "report test metrics before and after. The default method, regroup, sorts every image by where the "
+                    "class's held-out mistakes sit in feature space and refits train and val so that images with and "
+                    "without what the class usually has count the same (no group labels), keeping the original head "
+                    "when that is not better on held-out data; ratio is the paper's probability-ratio edit. Settings left unset (lr, "
                     "lambda, l2, quantile) are searched on val. Writes edit.json, run.json and edited.safetensors "
                     "(reload it with --model SPEC --weights OUT/edited.safetensors) into --out.",
     )

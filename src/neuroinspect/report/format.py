@@ -79,6 +79,16 @@ SETTING_WORDS = {
     "n_errors": lambda v: f"{v} training errors up-weighted",
     "lr": lambda v: f"learning rate {v:g}",
     "lam": lambda v: f"λ = {v:g}",
+    "inv_l1": lambda v: f"L1 inverse penalty {v:g}, averaged over balanced subsamples",
+    "groups_from": lambda v: "pseudo-groups from " + ", ".join(
+        f"{c}'s {'held-out mistakes (all neurons)' if how == 'mistakes' else 'ranked neurons'}" for c, how in v.items()),
+    "held_out_mistakes": lambda v: ", ".join(f"{n} held-out mistakes of {c}" for c, n in v.items()),
+    "pseudo_minority": lambda v: f"{v} images in minority pseudo-groups",
+    "held_out_worst": lambda v: f"held-out worst pseudo-group accuracy {100 * v:.1f} %",
+    "no_change_worst": lambda v: f"{100 * v:.1f} % when keeping the model",
+    "compared_with": lambda v: f"(no change: {v})",
+    "kept_original": lambda v: "the original head was kept" if v else "the fix beat no change",
+    "top_neurons": lambda v: "; ".join(f"neurons that moved most for {c}: {', '.join(map(str, ns[:5]))}" for c, ns in v.items()),
 }
 
 

@@ -386,7 +386,7 @@ def headline(ctx: dict) -> dict | None:
     if comp:
         rows = {r["method"]: r for r in comp["rows"]}
         orig = rows.get("original")
-        method = next((m for m in ("rebalance", "ratio") if m in rows), next((m for m in rows if m != "original"), None))
+        method = next((m for m in ("regroup", "rebalance", "ratio") if m in rows), next((m for m in rows if m != "original"), None))
         ours = rows.get(method)
         if orig and ours:
             for k, label in (("worst_group_acc", "worst-group accuracy"), ("avg_acc", "average accuracy"),
