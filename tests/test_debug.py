@@ -40,7 +40,7 @@ def debug(data, out, *extra):
 def test_debug_finds_shows_and_fixes_the_planted_neuron(tmp_path, capsys):
     data = manifest_with_test(tmp_path)
     out = tmp_path / "run"
-    assert debug(data, out, "--methods", "dfr,erm,rebalance", "--seeds", "0,1") == 0
+    assert debug(data, out, "--methods", "dfr,erm,rebalance", "--fix", "rebalance", "--seeds", "0,1") == 0
     for name in ("run.json", "metrics.json", "ranking.json", "mistakes.csv", "visualize/visualizations.json",
                  "edit/edit.json", "edit/model_edited.safetensors", "compare/compare.json", "report.html"):
         assert (out / name).is_file(), name
@@ -152,3 +152,19 @@ def test_pictures_none_and_heatmaps(tmp_path, monkeypatch):
     assert any(row["items"] for n in vis["neurons"] for row in n["exemplar_heatmaps"])  # ... but the heatmaps
     timings = json.loads((tmp_path / "heat" / "run.json").read_text())["timings_s"]
     assert "heatmaps" in timings and "visualize" not in timings
+
+
+@pytest.mark.slow
+def test_debug_default_fix_repairs_the_planted_patch_without_group_labels(tmp_path):
+    """The defaults (regroup, the class chosen by the shortcut rule) on the planted red patch: every red apple is
+    called a berry before, and the fix, which reads no group labels, repairs it and ships."""
+    data = manifest_with_test(tmp_path)
+    out = tmp_path / "run"
+    assert debug(data, out, "--methods", "erm,val-refit", "--seeds", "0,1", "--pictures", "none") == 0
+    assert json.loads((out / "ranking.json").read_text())["class"] == "apple"
+    edit = json.loads((out / "edit" / "edit.json").read_text())
+    assert edit["method"] == "regroup" and not edit["uses_group_labels"] and not edit["kept_original"]
+    rows = {r["method"]: r for r in json.loads((out / "compare" / "compare.json").read_text())["rows"]}
+    assert list(rows) == ["original", "regroup", "erm", "val-refit"]
+    assert rows["original"]["worst_group_acc"] == 0.0 and rows["regroup"]["worst_group_acc"] >= 0.8
+    assert rows["regroup"]["avg_acc"] >= rows["original"]["avg_acc"]
