@@ -35,12 +35,12 @@ def test_demo_writes_every_stage(tiny_run):
     ranking = json.loads((run / "ranking.json").read_text())
     assert ranking["class"] == headline["worst_class"]
     compare = json.loads((run / "compare/compare.json").read_text())
-    assert [r["method"] for r in compare["rows"]] == ["original", "rebalance", "ratio", "con", "class-weight", "focal",
-                                                       "erm", "jtt", "ablate", "dfr"]
+    assert [r["method"] for r in compare["rows"]] == ["original", "regroup", "rebalance", "ratio", "con", "class-weight",
+                                                       "focal", "erm", "jtt", "ablate", "val-refit", "dfr"]
     by = {r["method"]: r for r in compare["rows"]}
     assert by["dfr"]["uses_group_labels"] and not any(r["uses_group_labels"] for m, r in by.items() if m != "dfr")
     edit = json.loads((run / "edit/edit.json").read_text())
-    assert edit["method"] == "rebalance" and edit["after"]["accuracy"] == pytest.approx(by["rebalance"]["avg_acc"])
+    assert edit["method"] == "regroup" and edit["after"]["accuracy"] == pytest.approx(by["regroup"]["avg_acc"])
     assert edit["picked_by"]["rule"].startswith("the top 1 insufficient neurons") and edit["picked_by"]["ranking"] == "gap"
     picked = {j for ns in edit["neurons"].values() for j in ns}
     assert picked <= set(edit["picked_by"]["ranked"])
@@ -133,22 +133,25 @@ def test_edit_with_default_flags_raises_worst_group_on_the_demo_data(fast_projec
     out = root / "edit"
     assert main(["edit", *common, "--ranking", str(root / "explain" / "ranking.json"), "--out", str(out)]) == 0
     rec = json.loads((out / "edit.json").read_text())
-    assert rec["method"] == "rebalance" and not rec["uses_group_labels"]
+    assert rec["method"] == "regroup" and not rec["uses_group_labels"] and not rec["kept_original"]
     assert _worst(rec["after"]) >= _worst(rec["before"]) + 0.15, (_worst(rec["before"]), _worst(rec["after"]))
     assert rec["after"]["accuracy"] >= rec["before"]["accuracy"] - 0.02
 
 
-def test_compare_with_default_flags_puts_rebalance_above_erm_retraining(fast_project):
+def test_compare_puts_regroup_above_erm_retraining(fast_project):
     from neuroinspect.cli import main
 
     root, common = fast_project
     out = root / "compare"
     assert main(["compare", *common, "--ranking", str(root / "explain" / "ranking.json"),
-                 "--methods", "rebalance,erm,ratio", "--out", str(out)]) == 0
+                 "--methods", "regroup,erm,val-refit", "--out", str(out)]) == 0
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
-    assert rows["rebalance"]["n_seeds"] == 3
-    assert rows["rebalance"]["worst_group_acc"] >= rows["original"]["worst_group_acc"] + 0.15
-    assert rows["rebalance"]["worst_group_acc"] >= rows["erm"]["worst_group_acc"] + 0.1
+    assert rows["regroup"]["n_seeds"] == 3
+    assert rows["regroup"]["worst_group_acc"] >= rows["original"]["worst_group_acc"] + 0.15
+    assert rows["regroup"]["worst_group_acc"] >= rows["erm"]["worst_group_acc"] + 0.1
+    # at this tiny size (15 val images per group) the plain val refit is level with it (measured 40.0 vs 38.3);
+    # the regimes on the full benchmark are in tests/test_method.py
+    assert rows["val-refit"]["worst_group_acc"] is not None
 
 
 def test_load_gives_the_runs_model_on_its_data(tiny_run, tmp_path):
