@@ -472,10 +472,9 @@ def test_a_cache_file_copied_from_another_entry_is_not_served(tmp_path, caplog):
     assert torch.equal(_features(root, cache, "val").logits, val.logits) and not caplog.records  # fixed for good
 
 
-@pytest.mark.parametrize("verify", [False, True])
-def test_a_cache_file_with_overwritten_rows_is_recomputed(verify, tmp_path, caplog):
+def _cached_val(tmp_path):
+    """A tiny project's val features, cached; with the cache file's path, metadata and tensors."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     root = write_folder(tmp_path / "data", n_red_apples=2, n_per_class=4)
     cache = tmp_path / "cache"
@@ -483,6 +482,14 @@ def test_a_cache_file_with_overwritten_rows_is_recomputed(verify, tmp_path, capl
     path = _entry(cache, val)
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    return root, cache, val, path, meta, tensors
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_cache_file_with_overwritten_rows_is_recomputed(verify, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    root, cache, val, path, meta, tensors = _cached_val(tmp_path)
     tensors["logits"][:5] = torch.tensor([0.0, 9.0, 0.0])  # five rows now predict "berry"
     save_file(tensors, str(path), metadata=meta)  # same key, same ids, same row count: only the digest tells
     caplog.clear()
@@ -494,15 +501,9 @@ def test_a_cache_file_with_overwritten_rows_is_recomputed(verify, tmp_path, capl
 
 def test_a_cache_file_without_a_digest_is_recomputed(tmp_path, caplog):
     """A features file written before the digest was stored (or by hand) is not trusted blindly."""
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    root = write_folder(tmp_path / "data", n_red_apples=2, n_per_class=4)
-    cache = tmp_path / "cache"
-    val = _features(root, cache, "val")
-    path = _entry(cache, val)
-    with safe_open(str(path), framework="pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    root, cache, val, path, meta, tensors = _cached_val(tmp_path)
     save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if k not in ("digest", "key")})
     caplog.clear()
     assert torch.equal(_features(root, cache, "val").features, val.features)

@@ -109,6 +109,10 @@ def test_split_halves_is_stratified_disjoint_and_seeded():
     assert torch.equal(split_halves(labels, 0)[0], a) and not torch.equal(split_halves(labels, 1)[0], a)
 
 
+def _without_groups(fs: FeatureSet) -> FeatureSet:
+    return FeatureSet(fs.features, fs.logits, fs.labels, torch.full_like(fs.groups, -1), fs.ids, fs.class_names, [], fs.split)
+
+
 # --------------------------------------------------------------------------- the pipeline fixes the shortcut
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_explain_then_rebalance_with_defaults_raises_worst_group_by_40_points(seed):
@@ -128,12 +132,9 @@ def test_explain_then_rebalance_with_defaults_raises_worst_group_by_40_points(se
 def test_rebalance_reads_no_group_labels(case):
     F, W, b = case
 
-    def strip(fs):
-        return FeatureSet(fs.features, fs.logits, fs.labels, torch.full_like(fs.groups, -1), fs.ids, fs.class_names, [], fs.split)
-
     targets = {shortcut.SPURIOUS: [shortcut.CUE]}
     with_groups = fix_head(W, b, F["train"], F["val"], targets)
-    without = fix_head(W, b, strip(F["train"]), strip(F["val"]), targets)
+    without = fix_head(W, b, _without_groups(F["train"]), _without_groups(F["val"]), targets)
     assert torch.equal(with_groups.weight, without.weight) and torch.equal(with_groups.bias, without.bias)
     assert with_groups.chosen == without.chosen and len(with_groups.search) == 8  # 4 penalties x 2 quantiles
 
@@ -264,10 +265,7 @@ def test_regroup_keeps_the_original_head_when_nothing_sets_the_class_apart():
 def test_regroup_reads_no_group_labels(case):
     F, W, b = case
 
-    def strip(fs):
-        return FeatureSet(fs.features, fs.logits, fs.labels, torch.full_like(fs.groups, -1), fs.ids, fs.class_names, [], fs.split)
-
     targets = {shortcut.SPURIOUS: [shortcut.CUE]}
     with_groups = fix_head(W, b, F["train"], F["val"], targets)
-    without = fix_head(W, b, strip(F["train"]), strip(F["val"]), targets)
+    without = fix_head(W, b, _without_groups(F["train"]), _without_groups(F["val"]), targets)
     assert torch.equal(with_groups.weight, without.weight) and with_groups.chosen == without.chosen
