@@ -234,6 +234,7 @@ def test_gap_ranking_falls_back_to_the_papers_when_the_class_has_no_correct_samp
 
 
 # --------------------------------------------------------------------------- regroup, the default fix
+@pytest.mark.slow
 def test_regroup_on_the_planted_shortcut_raises_worst_group_on_average():
     """Balanced val; the neurons from explain. Feature-space shortcut with weak object evidence: the gain
     varies by seed (measured per seed: +0 to +38 points), so the mean over six seeds is checked."""
