@@ -8,6 +8,7 @@
   min and median. Wall time much above CPU time / threads means the machine was busy.
 * :func:`add_arguments` gives every script the same ``--threads`` and ``--repeat`` options;
   :func:`environment` the fields every JSON carries.
+* :func:`scene_features` the cached Lite0 features of the demo's benchmark (or its stamp variant).
 """
 from __future__ import annotations
 
@@ -17,6 +18,28 @@ import platform
 import statistics
 import time
 from typing import Any, Callable
+
+
+def scene_features(cue: str = "background", cache=None) -> dict:
+    """``{train, val, test}`` features of the demo's spurious scenes (``cue``: its ``ScenesConfig.cue``) under the
+    frozen Lite0 the demo debugs, built and extracted once into ``cache`` (default: the project's cache)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from neuroinspect.core.data import load_data
+    from neuroinspect.core.io import default_cache_dir
+    from neuroinspect.core.models import build_model
+    from neuroinspect.core.scenes import make_scenes
+    from neuroinspect.demo import DemoConfig
+    from neuroinspect.session import Inspector
+
+    cfg = DemoConfig()
+    cache = Path(cache) if cache else default_cache_dir()
+    manifest = make_scenes(cache / "scenes", replace(cfg.scenes, cue=cue), seed=cfg.seed, progress=False)
+    data = load_data(manifest)
+    ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False,
+                    warn_chance=False)
+    return {s: ins.features(s) for s in ("train", "val", "test")}
 
 
 def add_arguments(ap: argparse.ArgumentParser, threads: int = 1, repeat: int = 3) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+from _harness import add_arguments, environment, measure, pin_threads, scene_features  # noqa: E402
 
 
 def _auc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -41,19 +41,9 @@ def _ms(values: list[float]) -> dict:
 
 
 def demo_features(cache: Path | None):
-    from neuroinspect.core.data import load_data
     from neuroinspect.demo import DemoConfig
-    from neuroinspect.core.io import default_cache_dir
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.scenes import make_scenes
-    from neuroinspect.session import Inspector
 
-    cfg = DemoConfig()
-    cache = Path(cache) if cache else default_cache_dir()
-    manifest = make_scenes(cache / "scenes", cfg.scenes, seed=cfg.seed, progress=False)
-    data = load_data(manifest)
-    ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False)
-    return cfg, {s: ins.features(s) for s in ("train", "val", "test")}
+    return DemoConfig(), scene_features("background", cache)
 
 
 def evaluate(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:

@@ -28,34 +28,16 @@ import argparse
 import json
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads  # noqa: E402
+from _harness import add_arguments, environment, measure, pin_threads, scene_features  # noqa: E402
 
 REGIMES = ("a", "b", "c", "d")
 NEEDS_VAL = {"val-refit", "dfr", "dfr-half", "rebalance"}
 METHODS = ("regroup", "rebalance", "ratio", "erm", "jtt", "ablate", "val-refit", "dfr", "dfr-half")
-
-
-def features(cue: str, cache: Path | None) -> dict:
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.io import default_cache_dir
-    from neuroinspect.core.models import build_model
-    from neuroinspect.demo import DemoConfig
-    from neuroinspect.core.scenes import make_scenes
-    from neuroinspect.session import Inspector
-
-    cfg = DemoConfig()
-    cache = Path(cache) if cache else default_cache_dir()
-    manifest = make_scenes(cache / "scenes", replace(cfg.scenes, cue=cue), seed=cfg.seed, progress=False)
-    data = load_data(manifest)
-    ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False,
-                    warn_chance=False)
-    return {s: ins.features(s) for s in ("train", "val", "test")}
 
 
 def regime_val(feats: dict, regime: str, seed: int):
@@ -88,7 +70,7 @@ def _ms(values: list[float]) -> dict:
 
 def run_regime(feats: dict, regime: str, seeds, methods) -> dict:
     from neuroinspect.core.metrics import evaluate
-    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.demo import DemoConfig, fit_linear_head
     from neuroinspect.find.ranking import explain_class
     from neuroinspect.fix.compare import fix_head
     from neuroinspect.fix.methods import get_fix_method
@@ -100,7 +82,7 @@ def run_regime(feats: dict, regime: str, seeds, methods) -> dict:
     chosen, kept = [], []
     for seed in seeds:
         val = regime_val(feats, regime, seed)
-        W, b = fit_linear_head(train, C, epochs=DEMO_HEAD_EPOCHS, seed=seed)
+        W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
         explain_on = (val if val is not None else train).with_logits(W, b)
         cfg = PipelineConfig()
         c = choose_classes(explain_on, cfg, lambda n: train.class_names.index(n), train=train, head=(W, b))[0]
@@ -144,9 +126,6 @@ def goals(rows: dict, fix: str) -> dict:
     return out
 
 
-DEMO_HEAD_EPOCHS = 200  # the demo's ERM head (DemoConfig.head_epochs)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
@@ -163,7 +142,7 @@ def main() -> None:
     def run() -> dict:
         out = {"seeds": seeds, "methods": list(methods)}
         for bench in args.benchmarks.split(","):
-            feats = features(bench, args.cache_dir)
+            feats = scene_features(bench, args.cache_dir)
             out[bench] = {r: run_regime(feats, r, seeds, methods) for r in args.regimes}
         return out
 

@@ -27,6 +27,7 @@ for each seed's head by the same rule.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -162,8 +163,8 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
     held_out = None if fs.split == "train" else fs  # explaining the training split: scored out of fold instead
     scores = shortcut_scores(*head, train, held_out, candidates)
-    key = {c: (scores[c] if scores[c] == scores[c] else 2.0, rank) for rank, c in enumerate(candidates)}  # NaN: last
-    return sorted(candidates, key=key.get)[: cfg.worst_classes]
+    rank = {c: (2.0 if math.isnan(scores[c]) else scores[c], i) for i, c in enumerate(candidates)}  # no score: last
+    return sorted(candidates, key=rank.get)[: cfg.worst_classes]
 
 
 def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:

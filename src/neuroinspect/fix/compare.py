@@ -11,6 +11,7 @@ over several seeds and returns mean ± std rows.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 import torch
@@ -144,7 +145,7 @@ def kept_original_note(result: FixResult) -> str | None:
     c = result.chosen
     if not c.get("kept_original"):
         return None
-    if c["held_out_worst"] != c["held_out_worst"]:  # NaN: nothing to fit by
+    if math.isnan(c["held_out_worst"]):  # nothing to fit by
         return f"kept the original head: {result.method} found {c['compared_with']}; nothing was changed"
     return (f"kept the original head: {result.method}'s held-out worst pseudo-group accuracy "
             f"{100 * c['held_out_worst']:.1f}% did not beat no change ({100 * c['no_change_worst']:.1f}%, "

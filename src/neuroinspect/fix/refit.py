@@ -73,8 +73,7 @@ def fit_logistic_path(z: torch.Tensor, y: torch.Tensor, C: int, weight: torch.Te
             return loss
 
         opt.step(closure)
-        W = Wp.detach() / sd
-        b = bp.detach() - W @ mu
+        W, b = _raw(Wp.detach(), bp.detach(), mu, sd)
         if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
             raise NeuroInspectError("the refit diverged (non-finite weights); check the features for NaN/inf values")
         solutions[l2] = (W.clone(), b.clone())
@@ -242,6 +241,15 @@ def _predict(W, b, fs: FeatureSet) -> torch.Tensor:
     return (fs.features.float() @ W.T + b).argmax(1)
 
 
+def _scorer(fs: FeatureSet, keys: torch.Tensor):
+    """``score(W, b)`` for :func:`_select`: worst accuracy over ``keys`` on ``fs``, overall accuracy to break ties."""
+    def score(W, b):
+        pred = _predict(W, b, fs)
+        return worst_of(pred, fs.labels, keys), float((pred == fs.labels).float().mean())
+
+    return score
+
+
 def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = FixConfig.fit_on,
               l2=L2_GRID, quantiles=QUANTILE_GRID, seed: int = 0) -> RefitResult:
     """Neuron-guided rebalancing (module docstring). ``fit_on``: ``train``, ``val`` or ``train+val``."""
@@ -266,11 +274,7 @@ def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list
 
     # selection: worst accuracy over the pseudo-groups of the midpoint rule (one fixed split, so that
     # candidates with different q are compared on the same groups)
-    sel_keys = spur.pseudo_groups(val_sel, spur.thresholds(train, SELECT_QUANTILE))
-
-    def score(W, b):
-        pred = _predict(W, b, val_sel)
-        return worst_of(pred, val_sel.labels, sel_keys), float((pred == val_sel.labels).float().mean())
+    score = _scorer(val_sel, spur.pseudo_groups(val_sel, spur.thresholds(train, SELECT_QUANTILE)))
 
     chosen, (W, b), rows, best = _select([cand for q in quantiles for cand in path(q)], score)
     return RefitResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), False, chosen, rows,
@@ -340,7 +344,7 @@ def dfr(train: FeatureSet, val: FeatureSet | None, *, inv_penalties=DFR_C_GRID, 
     C = len(train.class_names) or int(train.labels.max()) + 1
     mu, sd = _scaler(train.features)
     x = (val.features.float() - mu) / sd
-    first, second = split_halves(val.labels * (int(val.groups.max()) + 2) + val.groups + 1, seed)
+    first, second = _group_halves(val, seed)
 
     def score(W, b):
         pred = (x[second] @ W.T + b).argmax(1)
@@ -359,17 +363,18 @@ def dfr_half(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int
     """A weaker DFR variant: L2 refit on one half of val with the true groups weighted equally, selected on the other."""
     _needs_groups(val, "dfr-half")
     C = len(train.class_names) or int(train.labels.max()) + 1
-    fit_idx, sel_idx = split_halves(val.labels * (int(val.groups.max()) + 2) + val.groups + 1, seed)
+    fit_idx, sel_idx = _group_halves(val, seed)
     val_fit, val_sel = val.subset(fit_idx), val.subset(sel_idx)
-
-    def score(W, b):
-        pred = _predict(W, b, val_sel)
-        return worst_of(pred, val_sel.labels, val_sel.groups), float((pred == val_sel.labels).float().mean())
-
+    score = _scorer(val_sel, val_sel.groups)
     fitted = fit_logistic_path(val_fit.features, val_fit.labels, C, balanced_weights(val_fit.groups), l2)
     chosen, (W, b), rows, best = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
     return RefitResult(W, b, "dfr-half", dict(targets or {}), "val (half)", True, chosen, rows,
                        best_val_metric=best, select_by="worst group accuracy (true groups)")
+
+
+def _group_halves(val: FeatureSet, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`split_halves` stratified by (class, true group)."""
+    return split_halves(val.labels * (int(val.groups.max()) + 2) + val.groups + 1, seed)
 
 
 def _needs_groups(val: FeatureSet | None, method: str) -> None:
@@ -387,11 +392,7 @@ def val_refit(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: in
     C = len(train.class_names) or int(train.labels.max()) + 1
     first, second = split_halves(val.labels, seed)
     half, other = val.subset(first), val.subset(second)
-
-    def score(W, b):
-        pred = _predict(W, b, other)
-        return worst_of(pred, other.labels, other.labels), float((pred == other.labels).float().mean())
-
+    score = _scorer(other, other.labels)
     fitted = fit_logistic_path(half.features, half.labels, C, balanced_weights(half.labels), l2)
     chosen, _, rows, best = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
     W, b = fit_logistic(val.features, val.labels, C, balanced_weights(val.labels), l2=chosen["l2"])
@@ -412,10 +413,7 @@ def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, upweights=UPWE
         fitted = fit_logistic_path(train.features, train.labels, C, w, l2)
         return [({"l2": a, "upweight": upweight}, wb) for a, wb in zip(l2, fitted)]
 
-    def score(W, b):
-        pred = _predict(W, b, sel)
-        return worst_of(pred, sel.labels, sel.labels), float((pred == sel.labels).float().mean())
-
+    score = _scorer(sel, sel.labels)
     chosen, (W, b), rows, best = _select([cand for u in upweights for cand in path(u)], score)
     chosen = {**chosen, "n_errors": int(errors.sum())}
     return RefitResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)", False, chosen, rows,

@@ -100,10 +100,9 @@ class PseudoGroups:
     """The pseudo-groups of the pooled images and what they came from."""
 
     keys: torch.Tensor  # [N] 2·class + minority
-    directions: dict[int, torch.Tensor]  # per class debugged: d_c over all neurons
-    mistakes: dict[int, int]  # held-out mistakes each direction came from
-
-    source: dict[int, str] = None  # per class: "mistakes" (all neurons) or "neurons" (the ranked ones)
+    directions: dict[int, torch.Tensor]  # per class debugged: the direction its pseudo-groups came from
+    mistakes: dict[int, int]  # held-out mistakes of each class
+    source: dict[int, str]  # per class: "mistakes" (all neurons) or "neurons" (the ranked ones)
 
     @classmethod
     def find(cls, pool: Pooled, targets: dict[int, list[int]], exposed=None) -> "PseudoGroups":
@@ -138,18 +137,25 @@ class PseudoGroups:
         return d.abs().topk(min(k, len(d))).indices.tolist()
 
 
-def exposure(pool: Pooled, W: torch.Tensor, b: torch.Tensor | None):
-    """``minority [N] bool → accuracy`` of the head ``W, b`` on the minority's held-out images (val; without
-    val, the out-of-fold predictions); 2.0 (never the lowest) for a minority with no such image."""
+def unchanged_predictions(pool: Pooled, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """[N] held-out predictions of keeping the model: the head ``W, b`` itself on val (it never trained on val);
+    on the training images, which it has seen, the out-of-fold ones of the plain class-balanced refit."""
+    predicted = pool.predicted.clone()
     if pool.is_val.any():
         z = pool.x[pool.is_val] * pool.std + pool.mean
-        correct = (z @ W.T.float() + (0 if b is None else b.float())).argmax(1) == pool.y[pool.is_val]
-        rows = pool.is_val
-    else:
-        correct, rows = pool.predicted == pool.y, torch.ones_like(pool.is_val)
+        predicted[pool.is_val] = (z @ W.T.float() + (0 if b is None else b.float())).argmax(1)
+    return predicted
+
+
+def exposure(pool: Pooled, unchanged: torch.Tensor):
+    """``minority [N] bool → accuracy`` of ``unchanged`` (:func:`unchanged_predictions`) on the minority's
+    held-out images: on val when there is one (the model's own predictions), else on every image (out of fold);
+    2.0 (never the lowest) for a minority with no such image."""
+    rows = pool.is_val if pool.is_val.any() else torch.ones_like(pool.is_val)
+    correct = unchanged == pool.y
 
     def accuracy(minority: torch.Tensor) -> float:
-        m = minority[rows]
+        m = minority & rows
         return float(correct[m].float().mean()) if m.any() else 2.0
 
     return accuracy
@@ -185,7 +191,8 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
     if not targets:
         raise NeuroInspectError("regroup needs the classes to fix (from explain's ranking, or --class)")
     pool = Pooled.of(train, val, seed)
-    groups = PseudoGroups.find(pool, targets, exposure(pool, W0, b0))
+    unchanged = unchanged_predictions(pool, W0, b0)
+    groups = PseudoGroups.find(pool, targets, exposure(pool, unchanged))
     names = train.class_names
     if not groups.directions:  # nothing to regroup by: no change, said so
         chosen = {"kept_original": True, "held_out_worst": float("nan"), "no_change_worst": float("nan"),
@@ -201,12 +208,7 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
         rows.append({**setting, "metric": s})
         if best is None or s > best[1]:
             best = (setting, s, predicted)
-    # no change unless better, on the same held-out predictions: the original head's own on val (it never
-    # saw val), and on the training images (which it has seen) a plain class-balanced refit's out of fold
-    unchanged = pool.predicted.clone()
-    if pool.is_val.any():
-        z_val = pool.x[pool.is_val] * pool.std + pool.mean
-        unchanged[pool.is_val] = (z_val @ W0.T.float() + (0 if b0 is None else b0.float())).argmax(1)
+    # no change unless better, scored on the same images by held-out predictions (unchanged_predictions)
     baseline = worst_of(unchanged, pool.y, keys)
     against = ("the original head on val, a plain class-balanced refit out of fold on train" if pool.is_val.any() else
                "a plain class-balanced refit out of fold (no validation split: the original head has seen every image)")
@@ -237,7 +239,7 @@ def shortcut_scores(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, 
     few images where the shortcut and the label disagree are the ones it gets wrong. NaN: no held-out
     mistake of ``c`` or no held-out image in its pseudo-minority."""
     pool = Pooled.of(train, val, seed)
-    exposed = exposure(pool, W, b)
+    exposed = exposure(pool, unchanged_predictions(pool, W, b))
     out = {}
     for c in (range(pool.n_classes) if classes is None else classes):
         d = shortcut_direction(pool, int(c))
