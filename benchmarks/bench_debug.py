@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-val", type=int, default=150, help="validation images per class (default 150)")
     ap.add_argument("--n-test", type=int, default=150, help="test images per class (default 150)")
     ap.add_argument("--seeds", default="0", help="debug's --seeds (default 0)")
-    ap.add_argument("--pictures", choices=("none", "heatmaps", "all"), help="debug's --pictures (default: its own)")
+    ap.add_argument("--pictures", choices=("auto", "none", "heatmaps", "all"), help="debug's --pictures (default: its own)")
     ap.add_argument("--cache-dir", help="feature and scene cache (default: neuroinspect's)")
     ap.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu or cuda (default auto); "
                                                      "the JSON names the card")

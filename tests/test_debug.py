@@ -168,3 +168,20 @@ def test_debug_default_fix_repairs_the_planted_patch_without_group_labels(tmp_pa
     assert list(rows) == ["original", "regroup", "erm", "val-refit"]
     assert rows["original"]["worst_group_acc"] == 0.0 and rows["regroup"]["worst_group_acc"] >= 0.8
     assert rows["regroup"]["avg_acc"] >= rows["original"]["avg_acc"]
+
+
+def test_pictures_auto_draws_every_picture_on_a_gpu_and_the_heatmaps_on_a_cpu(tmp_path):
+    import torch
+
+    from neuroinspect.pipeline import PipelineConfig, resolve_pictures
+
+    assert PipelineConfig().pictures == "auto"
+    assert resolve_pictures("auto", torch.device("cpu")) == "heatmaps"
+    assert resolve_pictures("auto", torch.device("cuda", 0)) == "all"
+    assert [resolve_pictures(p, torch.device("cpu")) for p in ("none", "heatmaps", "all")] == ["none", "heatmaps", "all"]
+    data = manifest_with_test(tmp_path, n_red=3)
+    assert debug(data, tmp_path / "run", "--methods", "rebalance", "--n-edit", "1", "--device", "cpu") == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["pipeline"]["pictures"] == "heatmaps" and "visualize" not in run["timings_s"]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Only the exemplar heatmaps were drawn" in page and "--pictures all" in page

@@ -242,3 +242,28 @@ def test_what_the_newcomer_tripped_on(tmp_path):
     mistakes = page.split('<section id="mistakes">')[1].split("</section>")[0]
     assert "of the <b>val</b> split" in mistakes and page.index('id="ranking"') < page.index('id="mistakes"')
     assert "Trouser/<wbr>B-indoor" in page and 'class="chart wide"' in page
+
+
+def test_an_unchanged_chart_is_not_drawn_again(tmp_path, monkeypatch):
+    """A run rebuilds its report after each stage: a chart from the same inputs is kept, a changed input redraws."""
+    from neuroinspect.report import charts
+
+    drawn = []
+    figure = charts._figure
+
+    def counting(path, *args, **kwargs):
+        drawn.append(path.name)
+        return figure(path, *args, **kwargs)
+
+    monkeypatch.setattr(charts, "_figure", counting)
+    path = tmp_path / "assets" / "bars.png"
+    charts.bar_chart({"accuracy": {"a": 0.5, "b": 0.9}}, "accuracy per class", path)
+    first = path.read_bytes()
+    charts.bar_chart({"accuracy": {"a": 0.5, "b": 0.9}}, "accuracy per class", path)
+    assert drawn == ["bars.png"] and path.read_bytes() == first
+    charts.bar_chart({"accuracy": {"a": 0.6, "b": 0.9}}, "accuracy per class", path)  # a changed value
+    charts.bar_chart({"accuracy": {"a": 0.6, "b": 0.9}}, "accuracy per class", path, highlight="a")  # a changed option
+    assert drawn == ["bars.png"] * 3 and path.read_bytes() != first
+    path.unlink()  # a chart removed by hand is drawn again, whatever its key says
+    charts.bar_chart({"accuracy": {"a": 0.6, "b": 0.9}}, "accuracy per class", path, highlight="a")
+    assert len(drawn) == 4 and path.is_file()

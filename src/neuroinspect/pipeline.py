@@ -61,7 +61,9 @@ from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
 
-PICTURES = ("none", "heatmaps", "all")  # how far the pictures go: none, the exemplar heatmaps, + the optimised images
+# how far the pictures go: none, the exemplar heatmaps, + the optimised images; auto: all on a GPU, heatmaps on a CPU
+# (where the optimised images cost most of the run: benchmarks/bench_debug.py)
+PICTURES = ("auto", "none", "heatmaps", "all")
 GALLERY = 24  # mistakes (and correct images) whose maps are measured; the gallery shows the mistakes
 
 
@@ -87,7 +89,7 @@ class PipelineConfig:
                                                                       warmup=0.1))
     render_precision: str = "auto"  # the classifier's precision while rendering (see core.device.DevicePolicy)
     render_channels_last: bool = True  # the classifier in channels-last layout while rendering
-    pictures: str = "all"  # none, heatmaps (the exemplar heatmaps only) or all (+ the optimised images)
+    pictures: str = "auto"  # none, heatmaps (the exemplar heatmaps only), all (+ the optimised images), auto (see PICTURES)
 
     def validate(self) -> "PipelineConfig":
         for method in (self.fix, *self.methods):
@@ -104,6 +106,14 @@ class PipelineConfig:
 
 
 HeadFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def resolve_pictures(pictures: str, device: torch.device) -> str:
+    """``auto``: every picture on a GPU; on a CPU the exemplar heatmaps only (the optimised images are most
+    of a run's time there, and the heatmaps are what a person reads). Any other setting is kept."""
+    if pictures != "auto":
+        return pictures
+    return "all" if torch.device(device).type == "cuda" else "heatmaps"
 
 
 def pick_neurons(explanation: Explanation, n: int) -> list[int]:
@@ -252,6 +262,7 @@ class Pipeline:
         # the classifier's device and precision while rendering: resolved (and an fp16 backward refused) before any work
         self.render_policy = DevicePolicy.resolve(inspector.device, self.cfg.render_precision,
                                                   self.cfg.render_channels_last, backward=True)
+        self.pictures = resolve_pictures(self.cfg.pictures, self.render_policy.device)
         self.retrain_head = retrain_head
         self.progress = progress
         self.timings: dict[str, float] = {}
@@ -293,7 +304,7 @@ class Pipeline:
         while the others wait: the other ranks return ``{}``."""
         cfg, out, ins = self.cfg, self.out, self.ins
         started = time.perf_counter()
-        phases = {"none": 0, "heatmaps": 1, "all": 2}[cfg.pictures]
+        phases = {"none": 0, "heatmaps": 1, "all": 2}[self.pictures]
         bar = progress_bar(4 + phases, "debug", "stage", enabled=self.progress)
 
         def stage(text: str) -> None:
@@ -360,13 +371,13 @@ class Pipeline:
             jobs = [("heatmaps", replace(cfg.render, optimise=False))]
             if phases > 1:
                 jobs.append(("visualize", cfg.render))
-            for name, render_cfg in jobs:
+            for i, (name, render_cfg) in enumerate(jobs):
                 t0 = time.perf_counter()
                 stage("rendering the top neurons" if render_cfg.optimise else "exemplar heatmaps")
                 visualize_neurons(ins, ranked, {j: sorted(cs) for j, cs in per_neuron.items()}, out / "visualize",
                                   render_cfg, policy=self.render_policy, features=feats["train"], progress=self.progress)
                 self._lap(name, t0)
-                if distributed.is_main():
+                if distributed.is_main() and i + 1 < len(jobs):  # after the last job, the report is built below
                     with distributed.alone():
                         self._write_run(headline, started, run_info)
                         self._report()
@@ -476,7 +487,7 @@ class Pipeline:
         self.timings = {**earlier, **{k: v for k, v in self.timings.items() if k != "total"},
                         "total": round(time.perf_counter() - started + sum(earlier.values()), 1)}
         RunInfo.from_dict({
-            **info, **(shards or {}), "pipeline": asdict(self.cfg),
+            **info, **(shards or {}), "pipeline": {**asdict(self.cfg), "pictures": self.pictures},  # auto: as resolved
             "device": str(self.ins.device), "threads": torch.get_num_threads(), "versions": versions(),
             "timings_s": dict(self.timings), "headline": headline, "probe": self.ins.probe.describe(),
         }).write(self.out / RunInfo.FILE)

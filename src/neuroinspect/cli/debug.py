@@ -10,7 +10,7 @@ from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args
 # defaults shown by --help, copied here so that --help does not import torch; a test checks them
 # against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
 DEFAULTS = dict(worst_classes=1, choose_by="shortcut", explain_split="val", eval_split="test", ranking="gap",
-                n_insufficient=4, n_excessive=2, n_edit=3, fix="regroup", seeds=(0,), pictures="all")
+                n_insufficient=4, n_excessive=2, n_edit=3, fix="regroup", seeds=(0,), pictures="auto")
 RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=48, size=128)
 
 
@@ -58,9 +58,10 @@ def register(sub) -> None:
                    help="methods compared in the table (default: all; dfr only when the data has group labels)")
     f.add_argument("--seeds", metavar="S[,S…]", help="seeds of the comparison; the table shows mean ± std (default 0)")
     r = p.add_argument_group("pictures")
-    r.add_argument("--pictures", choices=("none", "heatmaps", "all"), default=d["pictures"],
+    r.add_argument("--pictures", choices=("auto", "none", "heatmaps", "all"), default=d["pictures"],
                    help="how far the pictures go, after the report with the answer is written: none, heatmaps (where "
-                        "the top neurons fire in their top images; cheap) or all (+ the optimised images; default "
+                        "the top neurons fire in their top images; cheap), all (+ the optimised images) or auto (all "
+                        f"on a GPU, heatmaps on a CPU, where the optimised images take most of the run; default "
                         f"{d['pictures']})")
     r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"],
                    help=f"visualisation recipe (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")

@@ -3,17 +3,23 @@
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no backend switch) inside
 ``matplotlib.rc_context(STYLE)``: the report's style applies to its own charts only and the
 caller's ``rcParams`` are left as they were.
+
+A run rebuilds its report after each stage; a chart whose inputs have not changed since it was
+last drawn is not drawn again (:func:`_unchanged`): the key is a digest of everything the chart
+is drawn from, kept beside the PNG, so a changed input always redraws.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 
-from neuroinspect.core.io import atomic_path
+from neuroinspect.core.io import atomic_path, write_text
 from neuroinspect.core.records import ComparisonRow, CurvePoint
 from neuroinspect.report.format import chart_label, method_label, num
 
@@ -22,6 +28,38 @@ MAX_BARS = 30
 STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"}
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD", "#1B3A5C", "#A6761D"]
+
+
+#: Bumped whenever the drawing code changes, so that charts drawn by an older version are redrawn.
+CHART_VERSION = "1"
+
+
+def _key_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.key")
+
+
+def _unchanged(draw: Callable[..., Path | None]) -> Callable[..., Path | None]:
+    """Skip ``draw(..., path, ...)`` when ``path`` exists and was drawn from the same inputs.
+
+    The inputs' ``repr`` (plain data and dataclass records: deterministic) and :data:`STYLE` are
+    hashed; the digest is written beside the PNG after it, so an interrupted draw is redrawn."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        bound = [a for a in args if not isinstance(a, Path)] + sorted(kwargs.items())
+        path = next(a for a in (*args, *kwargs.values()) if isinstance(a, Path))
+        key = hashlib.sha256(repr((draw.__name__, CHART_VERSION, STYLE, bound)).encode()).hexdigest()
+        key_file = _key_file(path)
+        try:
+            if path.is_file() and key_file.read_text() == key:
+                return path
+        except OSError:
+            pass
+        drawn = draw(*args, **kwargs)
+        if drawn is not None:
+            write_text(key_file, key)
+        return drawn
+
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -38,6 +76,7 @@ def _figure(path: Path, figsize: tuple[float, float], ncols: int = 1, tight: boo
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
 
 
+@_unchanged
 def bar_chart(series: Mapping[str, Mapping[str, float | None]], title: str, path: Path,
               highlight: str | None = None) -> Path:
     """Horizontal bars, one row per name, one bar per series (e.g. before/after).
@@ -77,6 +116,7 @@ def bar_chart(series: Mapping[str, Mapping[str, float | None]], title: str, path
     return path
 
 
+@_unchanged
 def grouped_columns(rows: Sequence[ComparisonRow], metrics: Sequence[tuple[str, str]], path: Path) -> Path:
     """One group of columns per metric, one column per method (mean, with the std over seeds as error bar)."""
     n = len(rows)
@@ -108,6 +148,7 @@ def grouped_columns(rows: Sequence[ComparisonRow], metrics: Sequence[tuple[str, 
 CURVES = (("train_loss", "training loss", 0), ("regulariser", "regulariser", 0), ("val_metric", "validation", 1))
 
 
+@_unchanged
 def curves_chart(curves: Sequence[CurvePoint], best_epoch: int | None, select_by: str, path: Path) -> Path | None:
     """Training loss and regulariser (left) and the validation metric in % (right) per epoch."""
     if not curves:

@@ -264,7 +264,7 @@ def vis_section(vis: VisualizationSet, src: Path, run_dir: Path, edited: set[int
         "model": vis.model, "recipe": vis.recipe, "clip": vis.clip,
         "clip_fallback": vis.clip_fallback, "clip_fallback_reason": vis.clip_fallback_reason,
         "steps": vis.steps, "size": vis.size, "seed": vis.seed,
-        "cards": list(cards.values()),
+        "cards": list(cards.values()), "has_images": bool(vis.images),
     }
 
 
