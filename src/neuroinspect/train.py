@@ -36,15 +36,16 @@ from torch import nn
 from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
-from neuroinspect.core.config import InspectorConfig, configured
-from neuroinspect.core.data import ImageData, collate_skipping, load_data
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError, first_line
-from neuroinspect.core.features import extract_features, store_features
-from neuroinspect.core.io import default_cache_dir, save_safetensors, save_torch, write_json
-from neuroinspect.core.metrics import summarize
-from neuroinspect.core.models import build_model, load_weights, read_state_dict, resize_head
-from neuroinspect.core.probe import Probe, find_head, model_logits
+from neuroinspect.core.base.config import InspectorConfig, configured
+from neuroinspect.core.base.errors import NeuroInspectError, first_line
+from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch, write_json
+from neuroinspect.core.base.metrics import summarize
+from neuroinspect.core.data.images import ImageData, collate_skipping
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import extract_features, store_features
+from neuroinspect.core.model.models import build_model, load_weights, read_state_dict, resize_head
+from neuroinspect.core.model.probe import Probe, find_head, model_logits
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.session import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)

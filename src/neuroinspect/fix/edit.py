@@ -30,7 +30,7 @@ Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epoc
 improvement of the validation metric, and the best epoch's ``W, b`` are returned. The metric is
 coarse (a handful of samples decide a worst group), so an epoch that ties the best metric with a
 lower validation loss counts as an improvement: a strict ``>`` would keep the first epoch. The backbone
-is never touched: everything here works on :class:`~neuroinspect.core.featureset.FeatureSet` s.
+is never touched: everything here works on :class:`~neuroinspect.core.model.featureset.FeatureSet` s.
 
 >>> result = edit_head(W, b, train, val, targets={3: [12, 40]})
 >>> fixed = test.with_logits(result.weight, result.bias)
@@ -47,15 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import save_safetensors
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
+from neuroinspect.find.importance import bias_or_zeros, neuron_importance
 from neuroinspect.fix.config import EDIT_METHODS, NEURON_METHODS, SELECT_BY
 from neuroinspect.fix.config import EditConfig
-from neuroinspect.core.io import save_safetensors
-from neuroinspect.core.progress import progress_bar
-from neuroinspect.find.importance import bias_or_zeros, neuron_importance
 from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.show.augment import ModelInput
 from neuroinspect.show.config import PAPER_CLIP
 

@@ -13,16 +13,16 @@ from typing import Sequence
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipModel
 from neuroinspect.show.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STARTS, RenderConfig  # noqa: F401 (re-exported)
 from neuroinspect.show.objectives import Context, Objective, recipe as make_recipe
 from neuroinspect.show.param import make_image
-from neuroinspect.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,13 @@ def render(
 ) -> RenderResult:
     """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
 
-    ``probe`` is a ``neuroinspect.core.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
+    ``probe`` is a ``neuroinspect.core.model.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
     (its input size, mean and std). ``config``: a :class:`RenderConfig` (or its fields as keyword
     ``overrides``: recipe, steps, size, batch, lr, seed, ...). ``objective`` (a loss) overrides the
     recipe. With a CLIP objective, ``clip`` (a loaded ``ClipModel``) and ``class_texts`` (the text of
     every class, by index) are needed. Ctrl-C stops early and returns the images finished so far plus
     the current batch as it is.
-    Under torchrun each process renders its share of the batches (``core.distributed``) and gets
+    Under torchrun each process renders its share of the batches (``core.runtime.distributed``) and gets
     its own images back, each exactly as one process would have rendered it.
 
     ``policy`` (a :class:`DevicePolicy`; default: the classifier's device in fp32): its precision

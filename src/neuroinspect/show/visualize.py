@@ -23,16 +23,16 @@ from typing import Sequence
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import configured
-from neuroinspect.core.data import class_index
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import publish_dir, save_png, staging_dir
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.records import VisualizationSet
-from neuroinspect.core.session_api import InspectedModel
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
+from neuroinspect.core.base.records import VisualizationSet
+from neuroinspect.core.data.images import class_index
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.model.session_api import InspectedModel
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
 from neuroinspect.show.config import (DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LR, DEFAULT_WEIGHT_DECAY,  # noqa: F401

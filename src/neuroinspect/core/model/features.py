@@ -11,7 +11,7 @@ A cold extraction returns exactly what a later warm run reads back from the cach
 read back from the written file), so every score derived from the features is the same.
 
 Under torchrun each rank extracts a contiguous run of whole batches and saves its parts; rank 0
-assembles them into the features file, which the other ranks then read (``core.distributed``).
+assembles them into the features file, which the other ranks then read (``core.runtime.distributed``).
 """
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
-from neuroinspect.core.data import ImageData, collate_skipping
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureMismatch, FeatureSet
-from neuroinspect.core.io import check_writable_dir, mkdirs, save_torch
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.base.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import check_writable_dir, mkdirs, save_torch
+from neuroinspect.core.data.images import ImageData, collate_skipping
+from neuroinspect.core.model.featureset import FeatureMismatch, FeatureSet
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
