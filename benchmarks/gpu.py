@@ -130,12 +130,13 @@ def random_clip(device: torch.device):
     """An OpenCLIP ViT-B-32 with random weights (no download), wrapped as the project's ClipModel."""
     import open_clip
 
+    from neuroinspect.show.augment import ModelInput
     from neuroinspect.show.clip import OPENAI_MEAN, OPENAI_STD, ClipModel
 
     model = open_clip.create_model("ViT-B-32", pretrained=None, device=device)
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     return ClipModel("open_clip:ViT-B-32 (random init)", model, model.encode_image, model.encode_text, tokenizer,
-                     224, OPENAI_MEAN, OPENAI_STD, device, templates=["a photo of a {}."])
+                     ModelInput(224, OPENAI_MEAN, OPENAI_STD), device, templates=["a photo of a {}."])
 
 
 def clip_illusion(args, device: torch.device) -> dict:

@@ -22,8 +22,6 @@ EXCEPTIONS = {
     # the rows of one comparison: the head (W, b), three splits, targets, methods and seed are data, not options
     "neuroinspect.fix.compare.run_methods": 9,
     "neuroinspect.fix.compare.compare_methods": 9,
-    # an adapter holding a loaded CLIP's parts, built by load_clip (users call load_clip/resolve_clip)
-    "neuroinspect.show.clip.ClipModel.__init__": 10,
 }
 
 

@@ -28,6 +28,10 @@ LAYERS = {
 }
 TOP = 7  # modules directly under neuroinspect/: session, pipeline, demo, train, results
 MAX_PARAMS = 8
+PARAM_EXCEPTIONS = {  # left to the rework of fix/compare.py, which changes what these two return
+    "neuroinspect/fix/compare.py: run_methods": 9,
+    "neuroinspect/fix/compare.py: compare_methods": 9,
+}
 
 
 def module_name(path: Path, root: Path = PKG) -> str:
@@ -156,7 +160,7 @@ def too_many_parameters(path: Path, root: Path = PKG, limit: int = MAX_PARAMS) -
             continue
         args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
         n = sum(1 for a in args if not _exempt(a))
-        if n > limit:
+        if n > PARAM_EXCEPTIONS.get(f"{path.relative_to(root.parent)}: {fn.name}", limit):
             over.append(f"{path.relative_to(root.parent)}:{fn.lineno}: {fn.name} takes {n}")
     return over
 
@@ -201,6 +205,11 @@ def test_the_three_stages_are_packages():
     assert not any(p.name in {"explain.py", "edit.py", "visualize"} for p in PKG.iterdir())  # the old flat layout
 
 
+def test_no_function_takes_more_than_eight_parameters_besides_a_config_or_policy():
+    over = [line for path in sorted(PKG.rglob("*.py")) for line in too_many_parameters(path)]
+    assert not over, "group these parameters in a config or a small dataclass:\n" + "\n".join(over)
+
+
 # --------------------------------------------------------------------------- the checkers themselves
 def test_the_checker_flags_upward_and_sideways_arrows():
     assert against_layering("neuroinspect.core.base.io", {"neuroinspect.fix.compare"})  # up
@@ -237,3 +246,11 @@ def test_the_checker_finds_circles_through_function_imports_and_skips_type_check
     assert import_cycles(graph) == [["neuroinspect.a.x", "neuroinspect.a.y", "neuroinspect.a.z"]]
     assert import_cycles({"a": {"a"}, "b": set()}) == [["a"]]
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_checker_counts_parameters(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def ok(a, b, c, d, e, f, g, h, *args, config=None, policy: 'DevicePolicy' = None, **kw): pass\n"
+                 "class C:\n    def m(self, a, b, c, d, e, f, g, h, i): pass\n"
+                 "def cfg(a, b, c, d, e, f, g, h, render: 'RenderConfig'): pass\n")
+    assert too_many_parameters(f, tmp_path) == [f"{tmp_path.name}/m.py:3: m takes 9"]

@@ -195,7 +195,9 @@ class EditResult:
         return fs.with_logits(self.weight, self.bias)
 
 
-def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views):
+def _check_inputs(W, b, train, val, targets, config: EditConfig, select_by: str, augmented_views):
+    """One clear error for inputs the edit cannot use; ``select_by`` is ``config.select_by`` resolved."""
+    method, patience = config.method, config.patience
     if method not in EDIT_METHODS:
         raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(EDIT_METHODS)}")
     if select_by not in SELECT_BY:
@@ -310,7 +312,7 @@ def edit_head(
     focal_gamma, class_boost = cfg.focal_gamma, cfg.class_boost
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     select_by = resolve_select_by(cfg.select_by, targets)
-    _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views)
+    _check_inputs(W, b, train, val, targets, cfg, select_by, augmented_views)
     if epochs < 1:
         raise NeuroInspectError(f"epochs must be ≥ 1, got {epochs}")
     device = DevicePolicy.of(policy).device

@@ -132,9 +132,7 @@ def render(
     """
     cfg = configured(RenderConfig, config, overrides)
     policy = DevicePolicy.of(policy, probe.head.weight.device).for_backward()
-    steps, size, batch, lr, weight_decay, param, seed = (
-        cfg.steps, cfg.size, cfg.batch, cfg.lr, cfg.weight_decay, cfg.param, cfg.seed)
-    start, input_size, schedule, warmup, progress = cfg.start, cfg.input_size, cfg.schedule, cfg.warmup, cfg.progress
+    steps, batch, seed, start, input_size, progress = cfg.steps, cfg.batch, cfg.seed, cfg.start, cfg.input_size, cfg.progress
     if start not in STARTS:
         raise NeuroInspectError(f"unknown start '{start}'; choose one of: {', '.join(STARTS)}")
     pairs = [(int(n), int(c)) for n, c in pairs]
@@ -174,8 +172,7 @@ def render(
     bar = progress_bar(sum(len(chunks[k]) for k in mine) * steps, "visualize", "img-step", enabled=progress)
     try:
         for chunk_no, index in ((k, chunks[k]) for k in mine):
-            state = _ChunkState(pairs, index, seed, size, param, cfg.param_options, device, lr, weight_decay, steps,
-                                schedule, warmup)
+            state = _ChunkState(pairs, index, cfg, device)
             aug.seed(torch.Generator().manual_seed(image_seed(seed, 7919 + chunk_no)))
             text = None
             if use_clip:
@@ -243,15 +240,20 @@ def render(
 
 
 class _ChunkState:
-    def __init__(self, pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps,
-                 schedule="cosine", warmup=0.0):
+    """One batch of pairs being optimised: their seeds, neurons and classes, images, optimiser and schedule.
+
+    ``config`` gives the image parameterisation (``param``, ``param_options``, ``size``, ``seed``) and the
+    optimiser (``lr``, ``weight_decay``, ``steps``, ``schedule``, ``warmup``).
+    """
+
+    def __init__(self, pairs, index, config: RenderConfig, device):
         self.index = index
-        self.seeds = [image_seed(seed, i) for i in index]
+        self.seeds = [image_seed(config.seed, i) for i in index]
         self.neurons = torch.tensor([pairs[i][0] for i in index], device=device)
         self.classes = torch.tensor([pairs[i][1] for i in index], device=device)
-        self.param = make_image(param, self.seeds, size, device=device, **(param_options or {}))
-        self.opt = torch.optim.AdamW(self.param.parameters(), lr=lr, weight_decay=weight_decay)
-        self.sched = make_schedule(self.opt, steps, schedule, warmup)
+        self.param = make_image(config.param, self.seeds, config.size, device=device, **(config.param_options or {}))
+        self.opt = torch.optim.AdamW(self.param.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = make_schedule(self.opt, config.steps, config.schedule, config.warmup)
         self.steps_done = 0
         self.started_from = ["noise"] * len(index)
         self.start = None

@@ -188,7 +188,7 @@ def extract_features(
     batches = [list(range(b, min(b + batch_size, e))) for s, e in todo if e > s for b in range(s, e, batch_size)]
     ids = data.ids(split)
     if batches:
-        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy, cfg, hi - lo)
+        _run_batches(loaded, probe, data, split, batches, parts, partial, policy, cfg, hi - lo)
     if distributed.world_size() > 1:
         parts = _merge_shards(parts, partial, n, batch_size)
         if folder is not None and not distributed.is_main():  # rank 0 writes the features file; read it back
@@ -254,9 +254,13 @@ def _merge_shards(parts: dict[int, dict], partial: Path | None, n: int, batch_si
     return merged
 
 
-def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy: DevicePolicy, cfg: ExtractConfig,
+def _run_batches(loaded, probe, data, split, batches, parts, partial, policy: DevicePolicy, cfg: ExtractConfig,
                  n) -> None:
+    """Extract ``batches`` (lists of image indices) of ``split``, saving a part into ``parts`` (and under
+    ``partial`` when caching) every ``cfg.chunk_size`` images or ``cfg.chunk_seconds``; ``n`` is this rank's
+    share of the split, for the progress bar."""
     chunk_size, chunk_seconds = cfg.chunk_size, cfg.chunk_seconds
+    ids = data.ids(split)  # names the images in messages
     dataset = data.dataset(split, loaded.preprocess.transform)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_skipping,
