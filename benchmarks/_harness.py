@@ -26,12 +26,12 @@ def scene_features(cue: str = "background", cache=None) -> dict:
     from dataclasses import replace
     from pathlib import Path
 
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.io import default_cache_dir
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.scenes import make_scenes
+    from neuroinspect.core.base.io import default_cache_dir
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.models import build_model
     from neuroinspect.demo import DemoConfig
     from neuroinspect.session import Inspector
+    from neuroinspect.synthetic.scenes import make_scenes
 
     cfg = DemoConfig()
     cache = Path(cache) if cache else default_cache_dir()
@@ -143,7 +143,7 @@ def emit(report: dict, path=None) -> dict:
 
     print(json.dumps(report, indent=2))
     if path:
-        from neuroinspect.core.io import write_json
+        from neuroinspect.core.base.io import write_json
 
         write_json(path, report)
     return report

@@ -41,13 +41,13 @@ def _peak_mib() -> float:
 def prepare(scenes, cache_dir: Path, work: Path, device: str = "auto") -> None:
     """The model under debugging and its data, features cached (run in a child process, so that the
     extraction's memory does not count in the peak of ``debug``): ``work/model.safetensors``, ``work/manifest``."""
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.features import store_features
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.scenes import make_scenes
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.features import store_features
+    from neuroinspect.core.model.models import build_model
     from neuroinspect.demo import fit_linear_head
     from neuroinspect.fix.edit import save_edited_model
     from neuroinspect.session import Inspector
+    from neuroinspect.synthetic.scenes import make_scenes
 
     manifest = make_scenes(cache_dir / "scenes", config=scenes, progress=False)
     data = load_data(manifest)
@@ -88,12 +88,12 @@ def main(argv=None) -> dict:
 
     from dataclasses import replace
 
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.io import default_cache_dir
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.scenes import ScenesConfig
+    from neuroinspect.core.base.io import default_cache_dir
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.models import build_model
     from neuroinspect.pipeline import PipelineConfig, run_pipeline
     from neuroinspect.session import Inspector
+    from neuroinspect.synthetic.scenes import ScenesConfig
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     with tempfile.TemporaryDirectory(prefix="bench_debug_") as tmp:

@@ -29,8 +29,8 @@ from _harness import Clock, add_arguments, emit, environment, pin_threads, summa
 
 
 def main(argv=None) -> dict:
+    from neuroinspect.core.runtime.device import split_policy
     from neuroinspect.demo import DemoConfig
-    from neuroinspect.core.device import split_policy
     from neuroinspect.show.visualize import visualize_neurons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -28,7 +28,7 @@ from _harness import add_arguments, environment, measure, pin_threads  # noqa: E
 
 def synthetic_features(n: int, d: int, c: int, seed: int, split: str):
     """Post-ReLU-like features with a weak class signal (values do not affect the timing)."""
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % c

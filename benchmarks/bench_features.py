@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core.data import collate_skipping, load_data
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.features import extract_features
-from neuroinspect.core.models import build_model
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.data.images import collate_skipping
+
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import extract_features
+from neuroinspect.core.model.models import build_model
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.runtime.device import DevicePolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Clock, add_arguments, environment, pin_threads, summary, write_images  # noqa: E402

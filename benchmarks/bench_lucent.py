@@ -59,7 +59,7 @@ def _import_lucent():
 def _grid(images: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
-    from neuroinspect.core.io import save_png
+    from neuroinspect.core.base.io import save_png
 
     x = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     b, h, w, _ = x.shape
@@ -70,10 +70,10 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    from neuroinspect.core.io import write_json
-    from neuroinspect.core.device import split_policy
-    from neuroinspect.show.visualize import render
+    from neuroinspect.core.base.io import write_json
+    from neuroinspect.core.runtime.device import split_policy
     from neuroinspect.show.augment import ModelInput
+    from neuroinspect.show.visualize import render
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder: its training features give the top dataset images")

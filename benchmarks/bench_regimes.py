@@ -69,7 +69,7 @@ def _ms(values: list[float]) -> dict:
 
 
 def run_regime(feats: dict, regime: str, seeds, methods) -> dict:
-    from neuroinspect.core.metrics import evaluate
+    from neuroinspect.core.base.metrics import evaluate
     from neuroinspect.demo import DemoConfig, fit_linear_head
     from neuroinspect.find.ranking import explain_class
     from neuroinspect.fix.compare import fix_head

@@ -47,9 +47,9 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from neuroinspect.core.device import DevicePolicy
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.model.probe import Probe
+    from neuroinspect.core.runtime.device import DevicePolicy
     from neuroinspect.show.config import RenderConfig
     from neuroinspect.show.exemplars import neuron_top_classes
     from neuroinspect.show.render import render

@@ -28,6 +28,7 @@ def main(argv=None) -> dict:
     from neuroinspect.show.visualize import visualize_neurons
     from neuroinspect.show.render import _ChunkState, _evaluate
     from neuroinspect.show.augment import ModelInput
+    from neuroinspect.show.config import RenderConfig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a demo run folder (its model.safetensors and run.json)")
@@ -45,7 +46,8 @@ def main(argv=None) -> dict:
     fs = ins.features("train")
     c = data.class_index(args.cls or run["headline"]["worst_class"])
     # neurons silent on the starting noise of the (seed, size) the render will use
-    state = _ChunkState([(0, c)], [0], args.seed, args.size, "fourier", None, "cpu", 0.05, 0, args.steps)
+    config = RenderConfig(seed=args.seed, size=args.size, param="fourier", lr=0.05, weight_decay=0, steps=args.steps)
+    state = _ChunkState([(0, c)], [0], config, "cpu")
     with torch.no_grad():
         noise = ins.probe(ModelInput.for_classifier(loaded.preprocess)(state.image())).features[0]
     in_class = fs.features[fs.labels == c]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core.models import build_model
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.device import split_policy
-from neuroinspect.show.visualize import render, resolve_clip
+from neuroinspect.core.model.models import build_model
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.runtime.device import split_policy
 from neuroinspect.show.exemplars import neuron_top_classes
+from neuroinspect.show.visualize import render, resolve_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import add_arguments, emit, environment, measure, pin_threads  # noqa: E402

@@ -8,8 +8,8 @@ from pathlib import Path
 
 def open_demo_run(run_dir) -> tuple[dict, object]:
     """``(run.json as a dict, Inspector)`` of a demo run folder."""
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.models import build_model
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.models import build_model
     from neuroinspect.session import Inspector
 
     run_dir = Path(run_dir)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core.device import DevicePolicy
+from neuroinspect.core.runtime.device import DevicePolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Clock, add_arguments, emit, environment, measure, pin_threads, write_images  # noqa: E402
@@ -44,10 +44,10 @@ def _mixed(device: torch.device) -> str:
 
 
 def extraction(args, device: torch.device, root: Path) -> dict:
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.features import extract_features
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.features import extract_features
+    from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.model.probe import Probe
 
     data = load_data(root)
     n = data.size("all")
@@ -97,8 +97,8 @@ def extraction(args, device: torch.device, root: Path) -> dict:
 
 
 def rendering(args, device: torch.device) -> dict:
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.model.probe import Probe
     from neuroinspect.show.render import memory_batch, render
 
     loaded = build_model("efficientnet-lite0", input_size=args.size)
@@ -130,17 +130,18 @@ def random_clip(device: torch.device):
     """An OpenCLIP ViT-B-32 with random weights (no download), wrapped as the project's ClipModel."""
     import open_clip
 
+    from neuroinspect.show.augment import ModelInput
     from neuroinspect.show.clip import OPENAI_MEAN, OPENAI_STD, ClipModel
 
     model = open_clip.create_model("ViT-B-32", pretrained=None, device=device)
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     return ClipModel("open_clip:ViT-B-32 (random init)", model, model.encode_image, model.encode_text, tokenizer,
-                     224, OPENAI_MEAN, OPENAI_STD, device, templates=["a photo of a {}."])
+                     ModelInput(224, OPENAI_MEAN, OPENAI_STD), device, templates=["a photo of a {}."])
 
 
 def clip_illusion(args, device: torch.device) -> dict:
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.model.probe import Probe
     from neuroinspect.show.render import memory_batch, render
 
     loaded = build_model("torchvision:resnet50", input_size=args.size)

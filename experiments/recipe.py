@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuroinspect.cli import main as cli_main
-from neuroinspect.core.io import write_json, write_text
+from neuroinspect.core.base.io import write_json, write_text
 
-TINY = "neuroinspect.core.fakedata:tiny_cnn"
+TINY = "neuroinspect.synthetic.fakedata:tiny_cnn"
 
 
 class RecipeError(RuntimeError):
@@ -144,7 +144,7 @@ def run_case(case: Case, s: Settings, weights: str | None = None) -> dict:
         reload = json.loads((out / "train" / "train.json").read_text())["reload"]
         spec, weights, n_classes = reload["model"], reload["weights"], int(reload["num_classes"])
     else:
-        from neuroinspect.core.data import load_data
+        from neuroinspect.core.data.load import load_data
         from neuroinspect.train import reload_spec
 
         spec, n_classes = reload_spec(case.model), len(load_data(case.data).class_names)

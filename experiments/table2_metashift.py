@@ -4,7 +4,7 @@
     python experiments/table2_metashift.py --smoke --out /tmp/table2      # every step on a tiny fake copy
 
 ROOT holds MetaShift's ``full-candidate-subsets.pkl`` and ``allImages/images/`` (see
-``neuroinspect.core.datasets``). For each scenario — Dog(+chair), Cat(+book), Bird(+sand), Dog(+water),
+``neuroinspect.core.data.paper``). For each scenario — Dog(+chair), Cat(+book), Bird(+sand), Dog(+water),
 Cat(+keyboard) — the data spec ``metashift:ROOT:SCENARIO`` draws 100 train / 100 val images per class, every
 training image of the shifted class showing the attribute and none of its val/test images. Steps:
 ``train`` (the paper's recipe: ImageNet ResNet-18, decision layer only, Adam + cosine annealing, lr 0.002,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from neuroinspect.core.errors import NeuroInspectError  # noqa: E402
+from neuroinspect.core.base.errors import NeuroInspectError  # noqa: E402
 
 from recipe import (TINY, Case, RecipeError, Variant, add_common_args, choose_methods, pct, run_case,  # noqa: E402
                     settings_from, signed, write_table)
@@ -42,14 +42,14 @@ EXPECTED_GPU = ("about 10–20 min on one A100/H100-class GPU for the five scena
 
 
 def build_cases(args) -> tuple[list[Case], list[str]]:
-    from neuroinspect.core.datasets import parse_scenario
+    from neuroinspect.core.data.paper import parse_scenario
 
     methods, missing = choose_methods(PAPER_METHODS, args.methods)
     train = ["--head-only", "--lr", "0.002", "--batch", "8", "--epochs", "20"]
     edit = ["--tau", "1", "--lam", "1.0", "--lr", "0.001", "--train-batch-size", "16", "--epochs", "20"]
     root, model = args.root, args.model
     if args.smoke:
-        from neuroinspect.core.fakedata import make_metashift
+        from neuroinspect.synthetic.fakedata import make_metashift
 
         fake = Path(args.out) / "fake-data" / "metashift"
         if not (fake / "full-candidate-subsets.pkl").is_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from neuroinspect.core.errors import NeuroInspectError  # noqa: E402
+from neuroinspect.core.base.errors import NeuroInspectError  # noqa: E402
 
 from recipe import (TINY, Case, RecipeError, Variant, add_common_args, choose_methods, pct, run_case, settings_from,  # noqa: E402
                     write_table)
@@ -46,7 +46,7 @@ def build_case(args) -> tuple[Case, list[str]]:
     train = ["--optimizer", "sgd", "--lr", "0.001", "--weight-decay", "0.0001", "--batch", "64", "--epochs", "50"]
     model = args.model
     if args.smoke:
-        from neuroinspect.core.fakedata import make_waterbirds
+        from neuroinspect.synthetic.fakedata import make_waterbirds
 
         root = Path(args.out) / "fake-data" / "waterbirds"
         if not (root / "metadata.csv").is_file():

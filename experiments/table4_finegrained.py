@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from neuroinspect.core.errors import NeuroInspectError  # noqa: E402
+from neuroinspect.core.base.errors import NeuroInspectError  # noqa: E402
 
 from recipe import (TINY, Case, RecipeError, Variant, add_common_args, choose_methods, pct, run_case,  # noqa: E402
                     settings_from, write_table)
@@ -50,7 +50,7 @@ def build_cases(args) -> tuple[list[Case], list[str]]:
     model = args.model
     smoke_edit = []
     if args.smoke:
-        from neuroinspect.core.fakedata import make_flowers102, make_food101
+        from neuroinspect.synthetic.fakedata import make_flowers102, make_food101
 
         fake = Path(args.out) / "fake-data"
         if not (fake / "flowers-102" / "setid.mat").is_file():

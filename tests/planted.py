@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from neuroinspect.core.models import Preprocess
+from neuroinspect.core.model.models import Preprocess
 
 CLASSES = ["apple", "berry", "cloud"]
 RED, GREEN, BLUE = 5, 1, 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from neuroinspect.core.records import RECORDS
+from neuroinspect.core.base.records import RECORDS
 
 
 def load_run_files(folder: Path) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.model.featureset import FeatureSet
 
 C, D, CUE, SPURIOUS = 4, 40, 17, 1
 CLASS_NAMES = ["apple", "coat", "shoe", "bag"]

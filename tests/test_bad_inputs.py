@@ -179,7 +179,7 @@ def test_out_is_checked_before_the_model_or_data_are_touched(tmp_path, capsys, m
 
 # --------------------------------------------------------------------------- accepted, but now said out loud
 def test_duplicate_manifest_rows_are_counted_and_used_once(tmp_path, caplog):
-    from neuroinspect.core.data import load_data
+    from neuroinspect.core.data.load import load_data
 
     root = write_folder(tmp_path / "data", n_red_apples=0, n_per_class=2)
     rows = [[p.relative_to(root).as_posix(), p.parent.name, p.parts[-3]] for p in sorted(root.rglob("*.png"))]
@@ -194,7 +194,7 @@ def test_duplicate_manifest_rows_are_counted_and_used_once(tmp_path, caplog):
 
 def test_a_byte_order_mark_is_not_part_of_a_header_or_a_name(tmp_path):
     """Files saved by spreadsheet programs and Windows editors start with U+FEFF: it is not text."""
-    from neuroinspect.core.data import load_data, parse_class_names
+    from neuroinspect.core.data.load import load_data, parse_class_names
 
     root = write_folder(tmp_path / "data", n_red_apples=0, n_per_class=2)
     rows = [[p.relative_to(root).as_posix(), p.parent.name, p.parts[-3]] for p in sorted(root.rglob("*.png"))]
@@ -239,7 +239,7 @@ def test_debug_says_when_there_are_fewer_classes_than_worst_classes(tmp_path, ca
 
 
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):
-    from neuroinspect.core.data import _load_rgb
+    from neuroinspect.core.data.images import _load_rgb
 
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.png")

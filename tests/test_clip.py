@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.show import clip as C
 
 TINY_OPEN_CLIP = {
@@ -116,7 +116,7 @@ def test_bad_specs_and_files_fail_with_one_clear_line(open_clip_files, tmp_path)
 
 
 def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_path):
-    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.model.models import LoadedModel
     from neuroinspect.show.visualize import visualize_neurons
     from test_visualize import PRE, STRIPE, StripeCNN
 
@@ -142,7 +142,7 @@ def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_pa
 
 
 def test_clip_illusion_renders_end_to_end_on_a_random_clip(open_clip_files, tmp_path):
-    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.model.models import LoadedModel
     from neuroinspect.show.visualize import visualize_neurons
     from test_visualize import PRE, STRIPE, StripeCNN
 

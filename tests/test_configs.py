@@ -9,9 +9,9 @@ import torch
 
 import neuroinspect
 from neuroinspect.cli import build_parser
-from neuroinspect.core.config import ExtractConfig, InspectorConfig, configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.config import ExtractConfig, InspectorConfig, configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.find.config import ExplainConfig
 from neuroinspect.fix.config import EditConfig, FixConfig
 from neuroinspect.show.config import RenderConfig
@@ -22,8 +22,6 @@ EXCEPTIONS = {
     # the rows of one comparison: the head (W, b), three splits, targets, methods and seed are data, not options
     "neuroinspect.fix.compare.run_methods": 9,
     "neuroinspect.fix.compare.compare_methods": 9,
-    # an adapter holding a loaded CLIP's parts, built by load_clip (users call load_clip/resolve_clip)
-    "neuroinspect.show.clip.ClipModel.__init__": 10,
 }
 
 
@@ -166,7 +164,7 @@ def test_device_policy_autocast_place_and_fp16_backward():
 TINY_RANDOM = """
 import torch
 from torch import nn
-from neuroinspect.core.models import Preprocess
+from neuroinspect.core.model.models import Preprocess
 
 
 class Net(nn.Module):  # random weights: drawn from whatever generator state there is
@@ -187,7 +185,7 @@ def make():
 
 def test_no_hidden_global_seeding(tmp_path, monkeypatch):
     """Building an Inspector or editing a head leaves the global generators alone, and stays reproducible."""
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
     from neuroinspect.fix.edit import edit_head
     from neuroinspect.session import Inspector
 
@@ -216,7 +214,7 @@ def test_no_hidden_global_seeding(tmp_path, monkeypatch):
 
 
 def test_split_policy_reads_flat_settings():
-    from neuroinspect.core.device import split_policy
+    from neuroinspect.core.runtime.device import split_policy
 
     policy, rest = split_policy({"precision": "bf16", "channels_last": True, "steps": 3}, "cpu")
     assert policy == DevicePolicy(torch.device("cpu"), "bf16", True) and rest == {"steps": 3}

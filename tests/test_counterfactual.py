@@ -5,7 +5,7 @@ import torch
 
 from neuroinspect.find.counterfactual import SolverConfig, counterfactual_edits, rank_neurons
 from reference import counterfactual_edits_loop
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.find.importance import neuron_importance
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from neuroinspect.core.data import load_data
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.load import load_data
 
 
 def _write_idx(path, array: np.ndarray) -> None:

@@ -5,10 +5,10 @@ import pickle
 import numpy as np
 import pytest
 
-from neuroinspect.core.data import load_data
-from neuroinspect.core.datasets import build_metashift_scenario, parse_scenario, read_metashift_subsets
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.fakedata import make_flowers102, make_food101, make_metashift, make_waterbirds
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.data.paper import build_metashift_scenario, parse_scenario, read_metashift_subsets
+from neuroinspect.synthetic.fakedata import make_flowers102, make_food101, make_metashift, make_waterbirds
 
 
 def _counts(records):

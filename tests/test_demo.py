@@ -97,12 +97,12 @@ def test_demo_is_reproducible_from_its_seed(tiny_run, tmp_path):
 def fast_project(tmp_path_factory):
     """The fast demo's data, the frozen Lite0 with an ERM head (the model under debugging), and its explanation."""
     from neuroinspect.cli import main
-    from neuroinspect.core.data import load_data
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.models import build_model
     from neuroinspect.demo import fit_linear_head
     from neuroinspect.fix.edit import save_edited_model
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.scenes import load_fashion_mnist, make_scenes
     from neuroinspect.session import Inspector
+    from neuroinspect.synthetic.scenes import load_fashion_mnist, make_scenes
 
     root = tmp_path_factory.mktemp("fast")
     try:
@@ -155,7 +155,7 @@ def test_compare_puts_regroup_above_erm_retraining(fast_project):
 
 
 def test_load_gives_the_runs_model_on_its_data(tiny_run, tmp_path):
-    from neuroinspect.core.records import Metrics
+    from neuroinspect.core.base.records import Metrics
     from neuroinspect.demo import load
 
     run, headline = tiny_run

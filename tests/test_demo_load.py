@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import shortcut
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.records import RunInfo
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.records import RunInfo
 from neuroinspect.demo import load
 from neuroinspect.fix.compare import fix_head
 from neuroinspect.fix.config import FixConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroinspect.core import distributed
+from neuroinspect.core.runtime import distributed
 from neuroinspect.find.counterfactual import counterfactual_edits
 from neuroinspect.find.ranking import CF_BLOCK_ROWS, cf_blocks, solve_in_blocks
 from planted import write_folder
@@ -146,7 +146,7 @@ def _neuroinspect(args: list[str], ranks: int, cwd: Path, check: bool = True, **
 
 
 def _features(cache: Path):
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
 
     files = sorted(cache.glob("features/*/features.safetensors"))
     assert len(files) == 1

@@ -21,10 +21,10 @@ from neuroinspect.fix.edit import (
     ratio_regulariser,
     save_edited_model,
 )
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.find.importance import neuron_importance
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.metrics import evaluate
 from runfiles import load_run_files
 
 
@@ -317,7 +317,7 @@ def test_class_without_training_samples_is_refused(planted_case):
 TINY_NET = '''
 import torch
 from torch import nn
-from neuroinspect.core.models import Preprocess
+from neuroinspect.core.model.models import Preprocess
 
 
 class TinyNet(nn.Module):
@@ -387,8 +387,8 @@ def _base_args(root, weights, data="data"):
 
 
 def test_save_edited_model_reloads_with_new_head_and_same_backbone(image_project, tmp_path):
-    from neuroinspect.core.models import build_model, read_state_dict
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.model.models import build_model, read_state_dict
+    from neuroinspect.core.model.probe import Probe
 
     root, weights = image_project
     loaded = build_model("tinynet_edit_test:make", weights=weights, num_classes=3)
@@ -408,7 +408,7 @@ def test_save_edited_model_reloads_with_new_head_and_same_backbone(image_project
 
 def test_cli_edit_end_to_end_reload_reproduces_metrics(image_project, tmp_path):
     from neuroinspect.cli import main
-    from neuroinspect.core.models import read_state_dict
+    from neuroinspect.core.model.models import read_state_dict
     from neuroinspect.session import Inspector
 
     root, weights = image_project
@@ -491,7 +491,7 @@ def test_cli_errors_leave_no_model_file(image_project, tmp_path, capsys):
 
 def test_cli_neurons_from_ranking(image_project, tmp_path):
     from neuroinspect.cli import main
-    from neuroinspect.core.io import write_json
+    from neuroinspect.core.base.io import write_json
 
     root, weights = image_project
     ranking = tmp_path / "ranking.json"

@@ -10,7 +10,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_the_demo_benchmark_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="the [test] extra installs nbformat")
     nbclient = pytest.importorskip("nbclient", reason="the [test] extra installs nbclient")
-    from neuroinspect.core.scenes import load_fashion_mnist
+    from neuroinspect.synthetic.scenes import load_fashion_mnist
 
     try:
         load_fashion_mnist("t10k", cache_dir=tmp_path / "none")

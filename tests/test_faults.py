@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from neuroinspect.cli import main
-from neuroinspect.core.data import load_data
-from neuroinspect.core.features import extract_features
-from neuroinspect.core.models import build_model
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import extract_features
+from neuroinspect.core.model.models import build_model
+from neuroinspect.core.model.probe import Probe
 from planted import CLASSES, planted_cnn, write_folder
 
 TESTS = Path(__file__).parent
@@ -54,10 +54,10 @@ KILLED_RUN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     import torch
-    from neuroinspect.core.data import load_data
-    from neuroinspect.core.features import extract_features
-    from neuroinspect.core.models import build_model
-    from neuroinspect.core.probe import Probe
+    from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.features import extract_features
+    from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.model.probe import Probe
 
     loaded = build_model("planted:planted_cnn")
     probe = Probe(loaded.model, input_size=32)
@@ -152,7 +152,7 @@ def test_time_based_parts_keep_work_of_a_short_run(tmp_path):
 FACTORY = '''
 import torch
 from torch import nn
-from neuroinspect.core.models import Preprocess
+from neuroinspect.core.model.models import Preprocess
 
 
 class Net(nn.Module):
@@ -228,7 +228,7 @@ def test_edit_with_nan_lambda_writes_nothing(tmp_path, capsys):
 
 def test_non_finite_head_is_refused_before_writing():
     from neuroinspect.cli.edit import check_finite_head
-    from neuroinspect.core.errors import NeuroInspectError
+    from neuroinspect.core.base.errors import NeuroInspectError
 
     check_finite_head(torch.zeros(2, 3), torch.zeros(2), "ratio")
     with pytest.raises(NeuroInspectError, match="NaN/inf weights"):
@@ -239,7 +239,7 @@ def test_non_finite_head_is_refused_before_writing():
 
 # --------------------------------------------------------------------------- 5. Ctrl-C while saving visualize output
 def test_ctrl_c_while_saving_visualize_output_keeps_the_old_run_consistent(tmp_path, monkeypatch):
-    from neuroinspect.core import io as nio
+    from neuroinspect.core.base import io as nio
     from neuroinspect.show.visualize import visualize_neurons
 
     loaded = build_model("planted:planted_cnn")
@@ -272,7 +272,7 @@ def test_ctrl_c_while_saving_visualize_output_keeps_the_old_run_consistent(tmp_p
 
 # --------------------------------------------------------------------------- permissions
 def test_written_files_respect_the_umask(tmp_path):
-    from neuroinspect.core.io import write_json
+    from neuroinspect.core.base.io import write_json
 
     old = os.umask(0o022)
     try:
@@ -316,7 +316,7 @@ class WideNet(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(1280, 3, 1, 1, generator=g))
             self.fc.weight.copy_(0.05 * torch.randn(3, 1280, generator=g))
-        from neuroinspect.core.models import Preprocess
+        from neuroinspect.core.model.models import Preprocess
 
         self.neuroinspect_preprocess = Preprocess(32, 32, (0.5,) * 3, (0.25,) * 3)
 
@@ -332,7 +332,7 @@ def test_cached_features_are_aligned_like_fresh_ones_so_training_on_them_agrees(
     """The cause of cold/warm differences: tensors read from a .safetensors file sat at an unaligned
     address, and a head trained on them differed from one trained on the same values held in fresh
     memory. Loaded features must live in freshly allocated (aligned) memory."""
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
 
     g = torch.Generator().manual_seed(0)
     n, D = 60, 1280
@@ -387,7 +387,7 @@ def test_progress_in_a_log_is_periodic_lines_and_warnings_stay_whole(tmp_path, c
     """stderr is not a terminal under pytest: bars become one-line reports, and log records stay whole lines."""
     import logging
 
-    from neuroinspect.core.progress import LineProgress, install_log_handler, progress_bar
+    from neuroinspect.core.runtime.progress import LineProgress, install_log_handler, progress_bar
 
     monkeypatch.setenv("NEUROINSPECT_PROGRESS_SECONDS", "0")
     bar = progress_bar(4, "features [val]", "img")
@@ -409,7 +409,7 @@ def _disk_full_under(monkeypatch, folder: Path, suffix: str = ""):
     """Every write of a file under ``folder`` (ending in ``suffix``) stops half-way with ENOSPC."""
     import errno
 
-    from neuroinspect.core import io as nio
+    from neuroinspect.core.base import io as nio
 
     real = nio._write_file
 
@@ -452,7 +452,7 @@ def _features(root, cache, split, **kw):
 
 def _entry(cache, fs):
     """The cache file holding ``fs``."""
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
 
     return [f for f in cache.rglob("features.safetensors") if FeatureSet.load(f).ids == fs.ids][0]
 
@@ -607,8 +607,8 @@ def test_render_scores_depend_on_the_image_alone_not_its_batch_or_layout():
 
     import torchvision
 
-    from neuroinspect.core.device import DevicePolicy
-    from neuroinspect.core.models import Preprocess
+    from neuroinspect.core.model.models import Preprocess
+    from neuroinspect.core.runtime.device import DevicePolicy
     from neuroinspect.show.augment import ModelInput
     from neuroinspect.show.render import _evaluate, _own_layout
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroinspect.core.data import load_data
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.features import extract_features
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import extract_features
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
 from planted import planted_cnn, write_folder
 
 

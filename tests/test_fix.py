@@ -9,13 +9,13 @@ import torch
 import shortcut
 from neuroinspect.find.counterfactual import counterfactual_edits
 from reference import counterfactual_edits_loop
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.find.importance import neuron_log_odds
-from neuroinspect.fix.edit import REFERENCE_BATCH, edit_head
-from neuroinspect.core.errors import NeuroInspectError
 from neuroinspect.find.ranking import explain_class
-from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.fix.compare import FixConfig, compare_methods, fix_head, fix_record, format_table, kept_original_note
-from neuroinspect.core.metrics import evaluate
+from neuroinspect.fix.edit import REFERENCE_BATCH, edit_head
 from neuroinspect.fix.refit import Spuriosity, balanced_weights, fit_logistic, split_halves
 
 

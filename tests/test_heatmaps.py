@@ -117,8 +117,8 @@ class _Shy(torch.nn.Module):
 
 @pytest.mark.parametrize("start", ["noise", "exemplar", "preact", "auto"])
 def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_path, start):
-    from neuroinspect.core.featureset import FeatureSet
-    from neuroinspect.core.models import LoadedModel, Preprocess
+    from neuroinspect.core.model.featureset import FeatureSet
+    from neuroinspect.core.model.models import LoadedModel, Preprocess
     from neuroinspect.show.visualize import visualize_neurons
 
     rng = np.random.default_rng(0)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from neuroinspect.core.data import from_memory
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.memory import from_memory
 from neuroinspect.session import Inspector
 from planted import CLASSES, PlantedCNN
 
@@ -128,7 +128,7 @@ def test_class_names_without_a_model():
 
 # ---------------------------------------------------------------------------- no side effects
 def test_the_constructor_leaves_the_callers_module_alone(tmp_path, monkeypatch):
-    from neuroinspect.core import distributed
+    from neuroinspect.core.runtime import distributed
 
     started = []
     monkeypatch.setattr(distributed, "init", lambda device=None: started.append(device) or False)
@@ -155,8 +155,8 @@ def test_a_plain_module_brings_its_preprocessing_and_class_names(tmp_path):
 
 
 def test_a_dataset_object_without_a_root_folder_is_not_keyed_by_its_length(tmp_path):
-    from neuroinspect.core.data import ImageData
-    from neuroinspect.core.errors import NeuroInspectError as Error
+    from neuroinspect.core.base.errors import NeuroInspectError as Error
+    from neuroinspect.core.data.images import ImageData
 
     class Rootless(ItemDataset):
         root = ""

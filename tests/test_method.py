@@ -12,16 +12,16 @@ import pytest
 pytestmark = pytest.mark.slow
 import torch
 
-from neuroinspect.core.data import load_data
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.models import build_model
 from neuroinspect.demo import DemoConfig, fit_linear_head
-from neuroinspect.fix.compare import fix_head
 from neuroinspect.find.ranking import explain_class
-from neuroinspect.core.metrics import evaluate
-from neuroinspect.core.models import build_model
-from neuroinspect.core.scenes import DEFAULT_FAMILIES, FASHION_CLASSES, _background, compose, load_fashion_mnist, load_photo
-from neuroinspect.core.scenes import make_scenes
+from neuroinspect.fix.compare import fix_head
 from neuroinspect.pipeline import PipelineConfig, choose_classes
 from neuroinspect.session import Inspector, seed_everything
+from neuroinspect.synthetic.scenes import DEFAULT_FAMILIES, FASHION_CLASSES, _background, compose, load_fashion_mnist, load_photo
+from neuroinspect.synthetic.scenes import make_scenes
 
 
 @pytest.fixture(scope="module")

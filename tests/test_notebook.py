@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from neuroinspect.core.models import load_weights
-from neuroinspect.core.records import EditRecord, VisualizationSet
+from neuroinspect.core.base.records import EditRecord, VisualizationSet
+from neuroinspect.core.model.models import load_weights
 from neuroinspect.find.ranking import Explanation
 from neuroinspect.results import DebugRun, Fix, Pictures
 from neuroinspect.session import Inspector

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.models import build_model, load_weights, read_state_dict
-from neuroinspect.core.probe import Probe, find_head
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.models import build_model, load_weights, read_state_dict
+from neuroinspect.core.model.probe import Probe, find_head
 
 
 @pytest.mark.parametrize(

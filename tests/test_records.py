@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.metrics import evaluate, summarize, worst
-from neuroinspect.core.records import (RECORDS, SCHEMA_VERSION, Comparison, EditRecord, ExplanationRecord, Metrics,
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.metrics import evaluate, summarize, worst
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.base.records import (RECORDS, SCHEMA_VERSION, Comparison, EditRecord, ExplanationRecord, Metrics,
                                        RunInfo, VisualizationSet)
 from neuroinspect.fix.compare import summary_row
 from runfiles import AFTER, BEFORE, make_run

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import shortcut
-from neuroinspect.core import models as M
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model import models as M
+from neuroinspect.core.model.probe import Probe
 from neuroinspect.fix import config as fix_config
 from neuroinspect.fix.compare import fix_head, run_methods
 from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, fix_method
@@ -204,7 +204,7 @@ def test_the_torch_free_method_lists_match_the_registry():
 
 # --------------------------------------------------------------------------- an Inspector by type, not by attributes
 def test_visualize_recognises_an_inspector_by_its_type(tmp_path):
-    from neuroinspect.core.session_api import InspectedModel
+    from neuroinspect.core.model.session_api import InspectedModel
     from neuroinspect.session import Inspector
     from neuroinspect.show.visualize import _unpack
 
@@ -223,7 +223,7 @@ def test_visualize_recognises_an_inspector_by_its_type(tmp_path):
 
 # --------------------------------------------------------------------------- no hidden global state
 def test_load_photo_is_memoised_and_read_only():
-    from neuroinspect.core.scenes import load_photo
+    from neuroinspect.synthetic.scenes import load_photo
 
     load_photo.cache_clear()
     a = load_photo("astronaut")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.report import build_report, fmt_num, fmt_pct
 from runfiles import AFTER, BEFORE, EVIL, _metrics, make_run
 

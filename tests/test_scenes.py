@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuroinspect.core import scenes
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.scenes import FASHION_CLASSES, ScenesConfig, make_scenes, read_manifest
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.synthetic import scenes
+from neuroinspect.synthetic.scenes import FASHION_CLASSES, ScenesConfig, make_scenes, read_manifest
 
 TINY = dict(classes=("Trouser", "Sneaker", "Bag"), spurious_class="Bag", size=48, n_train=20, n_val=6, n_test=8)
 # One bright and one dark photo, so a test can tell the family from the pixels.
@@ -116,7 +116,7 @@ def test_planted_correlation_and_groups(tmp_path, fake_fashion):
 
 
 def test_manifest_is_accepted_as_data(tmp_path, fake_fashion):
-    from neuroinspect.core.data import load_data
+    from neuroinspect.core.data.load import load_data
 
     m = make_scenes(tmp_path, **TINY, progress=False)
     data = load_data(m)

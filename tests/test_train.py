@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from neuroinspect.cli import main
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.fakedata import make_food101, make_waterbirds
-from neuroinspect.core.models import build_model
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.models import build_model
 from neuroinspect.session import Inspector
+from neuroinspect.synthetic.fakedata import make_food101, make_waterbirds
 from neuroinspect.train import TrainConfig, train_classifier
 
-TINY = "neuroinspect.core.fakedata:tiny_cnn"
+TINY = "neuroinspect.synthetic.fakedata:tiny_cnn"
 
 
 def test_head_only_probe_learns_and_reloads_with_weights(tmp_path):
@@ -93,7 +93,7 @@ def test_init_weights_load_before_the_head_is_resized(tmp_path):
     """Pretrained weights with their own head (say ImageNet's 1000 classes) seed the backbone."""
     from safetensors.torch import save_file
 
-    from neuroinspect.core.fakedata import tiny_cnn
+    from neuroinspect.synthetic.fakedata import tiny_cnn
 
     torch.manual_seed(123)
     pretrained = tiny_cnn(num_classes=7).state_dict()

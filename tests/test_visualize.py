@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.models import Preprocess
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.models import Preprocess
+from neuroinspect.core.model.probe import Probe
 from neuroinspect.show import augment as A
 from neuroinspect.show.masks import core_relevance_score, dim_outside, neuron_mask, to_rgba
 from neuroinspect.show.objectives import ClassLogit, ClipSimilarity, Context, NeuronActivation, recipe
@@ -382,7 +382,7 @@ def _feature_set(tmp_path, n=6):
 
 
 def test_visualize_neurons_writes_images_masks_and_json(tmp_path):
-    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.model.models import LoadedModel
     from neuroinspect.show.visualize import visualize_neurons
 
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
@@ -408,7 +408,7 @@ def test_visualize_neurons_writes_images_masks_and_json(tmp_path):
 
 
 def test_bad_input_leaves_nothing_behind(tmp_path):
-    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.model.models import LoadedModel
     from neuroinspect.show.visualize import visualize_neurons
 
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
@@ -465,7 +465,7 @@ def test_explain_visualize_renders_the_ranked_neurons(tmp_path):
 
 def test_vit_probe_renders_and_masks_from_patch_tokens(tmp_path):
     timm = pytest.importorskip("timm")
-    from neuroinspect.core.models import LoadedModel
+    from neuroinspect.core.model.models import LoadedModel
     from neuroinspect.show.visualize import visualize_neurons
 
     torch.manual_seed(0)

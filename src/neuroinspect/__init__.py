@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import importlib
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.runinfo import __version__
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.runinfo import __version__
 
 _LAZY = {
-    "Explanation": ".find.ranking", "explain_class": ".find.ranking", "FeatureSet": ".core.featureset",
-    "ImageData": ".core.data", "load_data": ".core.data", "LoadedModel": ".core.models", "Preprocess": ".core.models",
-    "build_model": ".core.models", "Probe": ".core.probe", "Inspector": ".session", "Pictures": ".results",
+    "Explanation": ".find.ranking", "explain_class": ".find.ranking", "FeatureSet": ".core.model.featureset",
+    "ImageData": ".core.data.images", "load_data": ".core.data.load", "data_source": ".core.data.registry",
+    "LoadedModel": ".core.model.models", "Preprocess": ".core.model.models", "build_model": ".core.model.models",
+    "model_source": ".core.model.models", "Probe": ".core.model.probe", "Inspector": ".session", "Pictures": ".results",
     "Fix": ".results", "ComparisonTable": ".results", "DebugRun": ".results",
 }
 _SUBMODULES = ("demo", "pipeline", "results")  # ``neuroinspect.demo.load(...)`` after a bare ``import neuroinspect``
 __all__ = [
     "ComparisonTable", "DebugRun", "Explanation", "FeatureSet", "Fix", "ImageData", "Inspector", "LoadedModel",
-    "NeuroInspectError", "Pictures", "Preprocess", "Probe", "build_model", "explain_class", "load_data", "__version__",
+    "NeuroInspectError", "Pictures", "Preprocess", "Probe", "build_model", "data_source", "explain_class", "load_data",
+    "model_source", "__version__",
 ]
 
 

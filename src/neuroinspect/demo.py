@@ -21,18 +21,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.core import distributed
-from neuroinspect.core.data import load_data
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.features import store_features
-from neuroinspect.core.io import default_cache_dir, mkdirs
-from neuroinspect.core.models import build_model
-from neuroinspect.core.records import RunInfo
-from neuroinspect.core.scenes import ScenesConfig, make_scenes
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import default_cache_dir, mkdirs
+from neuroinspect.core.base.records import RunInfo
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import store_features
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.models import build_model
+from neuroinspect.core.runtime import distributed
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
+from neuroinspect.synthetic.scenes import ScenesConfig, make_scenes
 
 
 @dataclass

@@ -36,16 +36,17 @@ from typing import Callable
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.data import class_index as class_index_of
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import check_writable_dir, write_json
-from neuroinspect.core.metrics import evaluate
-from neuroinspect.core.progress import progress_bar
-from neuroinspect.core.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
-from neuroinspect.core.runinfo import versions
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import check_writable_dir, write_json
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.base.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
+from neuroinspect.core.base.runinfo import versions
+from neuroinspect.core.data.images import class_index as class_index_of
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.session_api import InspectedModel
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, kept_original_note, run_methods
@@ -54,7 +55,6 @@ from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.report import build_report
-from neuroinspect.core.session_api import InspectedModel
 from neuroinspect.show.config import RenderConfig
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
 from neuroinspect.show.visualize import visualize_neurons
@@ -87,7 +87,7 @@ class PipelineConfig:
     # 48 steps after a 10 % warm-up reached the most activation per second on the CPU
     render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=48, size=128, input_size=128,
                                                                       warmup=0.1))
-    render_precision: str = "auto"  # the classifier's precision while rendering (see core.device.DevicePolicy)
+    render_precision: str = "auto"  # the classifier's precision while rendering (see core.runtime.device.DevicePolicy)
     render_channels_last: bool = True  # the classifier in channels-last layout while rendering
     pictures: str = "auto"  # none, heatmaps (the exemplar heatmaps only), all (+ the optimised images), auto (see PICTURES)
 

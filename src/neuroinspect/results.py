@@ -20,12 +20,12 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_tensor
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.html import esc, figure, img, pct, table
-from neuroinspect.core.metrics import summarize
-from neuroinspect.core.io import publish_dir, save_png, staging_dir
-from neuroinspect.core.records import Comparison, EditRecord, RunInfo, VisImage, VisualizationSet
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.html import esc, figure, img, pct, table
+from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
+from neuroinspect.core.base.metrics import summarize
+from neuroinspect.core.base.records import Comparison, EditRecord, RunInfo, VisImage, VisualizationSet
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table
 from neuroinspect.fix.config import DEFAULT_COMPARE, FixConfig
 from neuroinspect.fix.edit import edited_state_dict, save_edited_model

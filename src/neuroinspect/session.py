@@ -14,22 +14,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuroinspect.core import distributed
-from neuroinspect.core.data import (SPLIT_ALIASES, ImageData, class_index, from_memory, is_in_memory, load_data,
-                                   parse_class_names)
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.find.ranking import Explanation, explain_class
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.config import InspectorConfig, configured
-from neuroinspect.core.device import DevicePolicy, resolve_device  # noqa: F401 (resolve_device: re-exported)
-from neuroinspect.core.features import extract_features
+from neuroinspect.core.base.config import InspectorConfig, configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.html import table
+from neuroinspect.core.base.io import default_cache_dir
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.data.images import SPLIT_ALIASES, ImageData, class_index
+from neuroinspect.core.data.load import load_data, parse_class_names
+from neuroinspect.core.data.memory import from_memory, is_in_memory
+from neuroinspect.core.model.features import extract_features
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, build_model
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.model.session_api import InspectedModel
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from neuroinspect.find.config import ExplainConfig
-from neuroinspect.core.io import default_cache_dir
-from neuroinspect.core.metrics import evaluate
-from neuroinspect.core.html import table
-from neuroinspect.core.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess, build_model
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.session_api import InspectedModel
+from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.fix.compare import run_methods
 from neuroinspect.fix.config import FixConfig
 from neuroinspect.pipeline import PipelineConfig, edit_targets, merge_targets, pick_neurons, run_pipeline, with_neurons
@@ -119,7 +120,7 @@ class Inspector(InspectedModel):
         ``neuroinspect_class_names`` attributes are read when it has them). ``data``: a data spec (an image
         folder, a CSV manifest, ``torchvision:NAME:ROOT``…), an ``ImageData``, or in-memory data: a torch
         ``Dataset`` of ``(image, label[, group])``, tensors ``(images, labels[, groups])`` with images in [0, 1],
-        ``(PIL images, labels)``, or ``{split: one of these}`` (see :func:`neuroinspect.core.data.from_memory`).
+        ``(PIL images, labels)``, or ``{split: one of these}`` (see :func:`neuroinspect.core.data.memory.from_memory`).
 
         ``config`` (an :class:`InspectorConfig`, or its fields as keyword ``overrides``: weights,
         num_classes, head, device, precision, cache_dir, batch_size, ...). ``policy`` overrides the

@@ -36,15 +36,16 @@ from torch import nn
 from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
-from neuroinspect.core.config import InspectorConfig, configured
-from neuroinspect.core.data import ImageData, collate_skipping, load_data
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError, first_line
-from neuroinspect.core.features import extract_features, store_features
-from neuroinspect.core.io import default_cache_dir, save_safetensors, save_torch, write_json
-from neuroinspect.core.metrics import summarize
-from neuroinspect.core.models import build_model, load_weights, read_state_dict, resize_head
-from neuroinspect.core.probe import Probe, find_head, model_logits
+from neuroinspect.core.base.config import InspectorConfig, configured
+from neuroinspect.core.base.errors import NeuroInspectError, first_line
+from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch, write_json
+from neuroinspect.core.base.metrics import summarize
+from neuroinspect.core.data.images import ImageData, collate_skipping
+from neuroinspect.core.data.load import load_data
+from neuroinspect.core.model.features import extract_features, store_features
+from neuroinspect.core.model.models import build_model, load_weights, read_state_dict, resize_head
+from neuroinspect.core.model.probe import Probe, find_head, model_logits
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.session import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -278,14 +279,15 @@ def train_classifier(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
 
+    loading = _Loading(device, workers, progress)
+
     def evaluate_split(split: str) -> dict:
         if config.head_only:
             fs = feats[split]
             with torch.no_grad():
                 logits = probe.head(fs.features.to(device)).float().cpu()
             return split_metrics(logits, fs.labels, fs.groups)
-        return _evaluate_model(net, data, split, loaded.preprocess.transform, device, eval_batch_size, workers,
-                               config.amp, progress)
+        return _evaluate_model(net, data, split, loaded.preprocess.transform, loading, eval_batch_size, config.amp)
 
     # ---------------------------------------------------------------- epochs
     train_ds = None if config.head_only else data.dataset(
@@ -296,8 +298,7 @@ def train_classifier(
         if config.head_only:
             loss_sum, correct, seen = _head_epoch(probe.head, feats["train"], opt, sched, config, g, device, progress, epoch)
         else:
-            loss_sum, correct, seen = _finetune_epoch(net, train_ds, opt, sched, config, g, device, workers,
-                                                      progress, epoch)
+            loss_sum, correct, seen = _finetune_epoch(net, train_ds, opt, sched, config, g, loading, epoch)
         record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                   "lr": sched.get_last_lr()[0], "seconds": None}
         if has_val:
@@ -373,8 +374,17 @@ def _head_epoch(head: nn.Linear, fs, opt, sched, config: TrainConfig, g, device,
     return loss_sum, correct, seen
 
 
-def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g, device, workers: int,
-                    progress: bool, epoch: int):
+@dataclass(frozen=True)
+class _Loading:
+    """How the images are read and where they go: the device, the DataLoader's worker processes, progress bars."""
+
+    device: torch.device
+    workers: int
+    progress: bool
+
+
+def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g, loading: _Loading, epoch: int):
+    device, workers, progress = loading.device, loading.workers, loading.progress
     net.train()
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=g,
                                          num_workers=workers, collate_fn=collate_skipping,
@@ -405,8 +415,9 @@ def _finetune_epoch(net: nn.Module, dataset, opt, sched, config: TrainConfig, g,
 
 
 @torch.no_grad()
-def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, device, batch_size: int, workers: int,
-                    amp: bool, progress: bool) -> dict:
+def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, loading: _Loading, batch_size: int,
+                    amp: bool) -> dict:
+    device, workers, progress = loading.device, loading.workers, loading.progress
     net.eval()
     loader = torch.utils.data.DataLoader(data.dataset(split, transform), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=collate_skipping)

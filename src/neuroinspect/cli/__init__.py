@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 COMMANDS = ["classes", "train", "explain", "visualize", "edit", "compare", "debug", "report", "demo"]
 
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a one-line argument error (exit 2)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
-    from neuroinspect.core import distributed
-    from neuroinspect.core.progress import install_log_handler
+    from neuroinspect.core.runtime import distributed
+    from neuroinspect.core.runtime.progress import install_log_handler
 
     rank = distributed.env_rank()  # under torchrun: rank 0 talks, the others stay quiet unless -v
     install_log_handler(logging.INFO if args.verbose else (logging.WARNING if rank == 0 else logging.ERROR),
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuroinspect {args.command}: error{where}: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk outside the atomic writes (a folder, a rename): one line too
-        from neuroinspect.core.io import NO_SPACE, no_space_message
+        from neuroinspect.core.base.io import NO_SPACE, no_space_message
 
         if err.errno not in NO_SPACE:
             raise

@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from neuroinspect.core.data import load_data
+    from neuroinspect.core.data.load import load_data
 
     data = load_data(args.data, download=args.download, class_names=args.class_names)
     for i, name in enumerate(data.class_names):

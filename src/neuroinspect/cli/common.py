@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from neuroinspect.core.config import PRECISIONS, InspectorConfig
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.config import PRECISIONS, InspectorConfig
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.registry import spec_help
 
 _I = InspectorConfig()  # every default below is read from here
 
@@ -103,7 +104,7 @@ def check_out(args: argparse.Namespace) -> None:
     """Fail at once (before loading a model or extracting anything) if ``--out`` cannot be written."""
     out = getattr(args, "out", None)
     if out:
-        from neuroinspect.core.io import check_writable_dir
+        from neuroinspect.core.base.io import check_writable_dir
 
         check_writable_dir(out, "--out")
 
@@ -152,9 +153,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=required, metavar="SPEC",
-                   help="an image folder (ROOT/CLASS/*.jpg or ROOT/{train,val,test}/CLASS/*), a CSV manifest "
-                        "(path,label,split[,group]) or torchvision:NAME:ROOT")
+    g.add_argument("--data", required=required, metavar="SPEC", help=spec_help())
     g.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT")
     g.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
     g.add_argument("--class-names", metavar="FILE|A,B,C",
@@ -207,7 +206,7 @@ def apply_threads(n: int | None) -> None:
 
 def used_device(args: argparse.Namespace) -> str:
     """The device ``--device`` resolves to (``auto``: a CUDA GPU when there is one, else the CPU)."""
-    from neuroinspect.core.device import resolve_device  # lazy: imports torch
+    from neuroinspect.core.runtime.device import resolve_device  # lazy: imports torch
 
     return str(resolve_device(getattr(args, "device", None) or "auto"))
 
@@ -276,9 +275,9 @@ def write_run_json(out: str | Path, args: argparse.Namespace, **extra) -> None:
     Also how many processes shared the work (``world_size``) and the share each took (``shards``,
     gathered from every rank under torchrun): every rank calls this, rank 0 alone writes.
     """
-    from neuroinspect.core import distributed
-    from neuroinspect.core.records import RunInfo
-    from neuroinspect.core.runinfo import versions
+    from neuroinspect.core.base.records import RunInfo
+    from neuroinspect.core.base.runinfo import versions
+    from neuroinspect.core.runtime import distributed
 
     extra = {**distributed.run_record(), **extra}
     if not distributed.is_main():

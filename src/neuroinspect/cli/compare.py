@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.fix.config import DEFAULT_COMPARE, GROUP_LABEL_METHODS, METHODS, NEEDS_NEURONS
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, parse_name_list, parse_seeds,
                                      write_run_json)
@@ -40,7 +40,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from neuroinspect.core.io import write_text
+    from neuroinspect.core.base.io import write_text
     from neuroinspect.fix.compare import compare_methods, comparison_record, format_table
 
     methods = parse_methods(args.methods)

@@ -16,7 +16,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.fix.config import (DEFAULT_METHOD, EDIT_METHODS, FIT_ON, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
                           SELECT_BY, FixConfig)
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
@@ -90,13 +90,13 @@ class EditSetup:
 
 
 def _has_split(ins, name: str) -> bool:
-    from neuroinspect.core.data import SPLIT_ALIASES
+    from neuroinspect.core.data.images import SPLIT_ALIASES
 
     return SPLIT_ALIASES.get(name, name) in ins.data.splits
 
 
 def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
-    from neuroinspect.core.records import ExplanationRecord
+    from neuroinspect.core.base.records import ExplanationRecord
 
     if not Path(path).is_file():
         raise NeuroInspectError(f"ranking file '{path}' does not exist; run 'neuroinspect explain' first or pass --neurons")
@@ -231,9 +231,9 @@ def check_finite_head(weight, bias, method: str) -> None:
 
 
 def run(args) -> int:
-    from neuroinspect.fix.edit import save_edited_model
+    from neuroinspect.core.base.metrics import evaluate
     from neuroinspect.fix.compare import fix_head, fix_record, format_table, kept_original_note, scalar_settings, summary_row
-    from neuroinspect.core.metrics import evaluate
+    from neuroinspect.fix.edit import save_edited_model
 
     out = Path(args.out)
     cfg = fix_config(args)

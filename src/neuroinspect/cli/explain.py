@@ -48,8 +48,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from neuroinspect.core import distributed
-    from neuroinspect.core.records import Metrics
+    from neuroinspect.core.base.records import Metrics
+    from neuroinspect.core.runtime import distributed
 
     out = Path(args.out)
     ins = make_inspector(args)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, input_px, make_inspector, parse_int_list,
                      parse_name_list, positive_float, positive_int, write_run_json)
 from neuroinspect.show.config import PAPER_CLIP, PARAMS, STARTS, RenderConfig
@@ -79,7 +79,7 @@ def _class_texts(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from neuroinspect.core.device import DevicePolicy
+    from neuroinspect.core.runtime.device import DevicePolicy
     from neuroinspect.show.visualize import parse_clip_spec, visualize_neurons
 
     neurons = parse_int_list(args.neurons, "--neurons", unique=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.runtime.progress import progress_bar
 
 
 CF_MODES = ("additive", "multiplicative")

@@ -33,8 +33,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.records import EvidenceRecord, NeuronEvidence
+from neuroinspect.core.base.records import EvidenceRecord, NeuronEvidence
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.find.ranking import Explanation, contribution_gap, reference_features
 
 CENTRE_BOX = (0.25, 0.75)  # the central box: the middle half of each side

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.progress import progress_bar
-from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.html import esc, file_thumbnails, table
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.html import esc, file_thumbnails, table
+from neuroinspect.core.base.io import write_csv
+from neuroinspect.core.base.records import ExplanationRecord, NeuronRank
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.config import DEFAULT_RANKING, RANKINGS, ExplainConfig  # noqa: F401 (re-exported)
+from neuroinspect.find.counterfactual import Counterfactuals, NeuronScore, counterfactual_edits, rank_neurons
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.io import write_csv
-from neuroinspect.core.records import ExplanationRecord, NeuronRank
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Explanation:
         return len(self.mistakes)
 
     def record(self) -> ExplanationRecord:
-        """What ``ranking.json`` holds: the ranking without the features (:mod:`neuroinspect.core.records`)."""
+        """What ``ranking.json`` holds: the ranking without the features (:mod:`neuroinspect.core.base.records`)."""
         return ExplanationRecord(
             class_name=self.class_name,
             class_index=self.class_index,

@@ -16,11 +16,11 @@ import statistics
 
 import torch
 
-from neuroinspect.core.config import configured
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.metrics import evaluate, summarize
-from neuroinspect.core.records import STAT_KEYS, Comparison, EditRecord
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.metrics import evaluate, summarize
+from neuroinspect.core.base.records import STAT_KEYS, Comparison, EditRecord
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import FixConfig
 from neuroinspect.fix.edit import EditResult
 from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, get_fix_method
@@ -53,7 +53,7 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
 # --------------------------------------------------------------------------- comparing over seeds
 def summary_row(method: str, metrics: dict, edited: list[str]) -> dict:
     """avg / edited-class / worst-class / worst-group accuracy of one evaluation (worst ones by
-    :func:`neuroinspect.core.metrics.summarize`)."""
+    :func:`neuroinspect.core.base.metrics.summarize`)."""
     per_class = metrics["per_class"]
     accs = [per_class[n] for n in edited if n in per_class]
     s = summarize(metrics["accuracy"], per_class, metrics["per_group"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
 METHODS = ("regroup", "rebalance") + EDIT_METHODS + ("jtt", "ablate", "val-refit", "dfr", "dfr-half")

@@ -30,7 +30,7 @@ Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epoc
 improvement of the validation metric, and the best epoch's ``W, b`` are returned. The metric is
 coarse (a handful of samples decide a worst group), so an epoch that ties the best metric with a
 lower validation loss counts as an improvement: a strict ``>`` would keep the first epoch. The backbone
-is never touched: everything here works on :class:`~neuroinspect.core.featureset.FeatureSet` s.
+is never touched: everything here works on :class:`~neuroinspect.core.model.featureset.FeatureSet` s.
 
 >>> result = edit_head(W, b, train, val, targets={3: [12, 40]})
 >>> fixed = test.with_logits(result.weight, result.bias)
@@ -47,15 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import save_safetensors
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
+from neuroinspect.find.importance import bias_or_zeros, neuron_importance
 from neuroinspect.fix.config import EDIT_METHODS, NEURON_METHODS, SELECT_BY
 from neuroinspect.fix.config import EditConfig
-from neuroinspect.core.io import save_safetensors
-from neuroinspect.core.progress import progress_bar
-from neuroinspect.find.importance import bias_or_zeros, neuron_importance
 from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,9 @@ class EditResult:
         return fs.with_logits(self.weight, self.bias)
 
 
-def _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views):
+def _check_inputs(W, b, train, val, targets, config: EditConfig, select_by: str, augmented_views):
+    """One clear error for inputs the edit cannot use; ``select_by`` is ``config.select_by`` resolved."""
+    method, patience = config.method, config.patience
     if method not in EDIT_METHODS:
         raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(EDIT_METHODS)}")
     if select_by not in SELECT_BY:
@@ -310,7 +312,7 @@ def edit_head(
     focal_gamma, class_boost = cfg.focal_gamma, cfg.class_boost
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     select_by = resolve_select_by(cfg.select_by, targets)
-    _check_inputs(W, b, train, val, targets, method, select_by, patience, augmented_views)
+    _check_inputs(W, b, train, val, targets, cfg, select_by, augmented_views)
     if epochs < 1:
         raise NeuroInspectError(f"epochs must be ≥ 1, got {epochs}")
     device = DevicePolicy.of(policy).device

@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.fix.config import GROUP_LABEL_SELECT, L2_GRID, LAM_GRID, LR_GRID, QUANTILE_GRID, FixConfig
 from neuroinspect.fix.edit import edit_head, resolve_select_by
 from neuroinspect.fix.refit import RefitResult, ablate, dfr, dfr_half, jtt, rebalance, val_refit

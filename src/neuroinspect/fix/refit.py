@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.metrics import worst
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.metrics import worst
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import DFR_C_GRID, FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
 
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
@@ -101,7 +101,7 @@ def group_accuracies(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tenso
 def worst_of(pred: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> float:
     """The selection score of the refits and edits: the worst accuracy over the values of ``keys``
     (pseudo-groups, labels or true groups; NaN when there is none). The worst class and group that
-    are reported come from :func:`neuroinspect.core.metrics.summarize`; both pick the lowest the same way."""
+    are reported come from :func:`neuroinspect.core.base.metrics.summarize`; both pick the lowest the same way."""
     _, acc = worst(group_accuracies(pred, labels, keys))
     return float("nan") if acc is None else acc
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureSet
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import L2_GRID, REGROUP_C_GRID
 from neuroinspect.fix.refit import (RefitResult, balanced_weights, fit_logistic, l1_ensemble, split_halves, worst_of,
                                     _raw, _scaler)

@@ -2,7 +2,7 @@
 
 ``build_report(run_dir)`` reads whatever the stages wrote into ``run_dir`` (and its
 sub-folders one level deep, e.g. ``explain/``, ``visualize/``, ``edit/``, ``compare/``),
-each file through its typed record (:mod:`neuroinspect.core.records`):
+each file through its typed record (:mod:`neuroinspect.core.base.records`):
 
 ============================  =================================================
 ``run.json``                  what was run, versions, seeds
@@ -31,9 +31,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import write_text
-from neuroinspect.core.runinfo import __version__
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import write_text
+from neuroinspect.core.base.runinfo import __version__
 from neuroinspect.report.format import fmt_delta, fmt_num, fmt_pct, num
 from neuroinspect.report.sections import ASSETS_DIR, RUN_FILES, collect, locate
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
-from neuroinspect.core.io import atomic_path, write_text
-from neuroinspect.core.records import ComparisonRow, CurvePoint
+from neuroinspect.core.base.io import atomic_path, write_text
+from neuroinspect.core.base.records import ComparisonRow, CurvePoint
 from neuroinspect.report.format import chart_label, method_label, num
 
 #: Bar charts draw at most this many classes/groups (the lowest).

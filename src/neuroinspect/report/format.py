@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from neuroinspect.core.metrics import finite_or_none
+from neuroinspect.core.base.metrics import finite_or_none
 from neuroinspect.fix.methods import FIX_METHODS
 
 ORIGINAL_LABEL = "original (ERM head)"

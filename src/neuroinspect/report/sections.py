@@ -1,6 +1,6 @@
 """One builder per section of the report: a typed record in, the template's context for it out.
 
-The run files are loaded through :mod:`neuroinspect.core.records`, so a section can trust the
+The run files are loaded through :mod:`neuroinspect.core.base.records`, so a section can trust the
 types of what it reads; a file that does not load becomes one notice at the top of the page
 (with the record's one-line reason) and its section is left out.
 """
@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import atomic_path
-from neuroinspect.core.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import atomic_path
+from neuroinspect.core.base.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
                                        ExplanationRecord, HeatmapRow, Metrics, Record, RunInfo, VisualizationSet)
 from neuroinspect.report import charts
 from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, settings_text, trend

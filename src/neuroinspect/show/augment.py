@@ -264,5 +264,5 @@ class ModelInput(nn.Module):
 
     @classmethod
     def for_classifier(cls, preprocess) -> "ModelInput":
-        """From a ``neuroinspect.core.models.Preprocess``."""
+        """From a ``neuroinspect.core.model.models.Preprocess``."""
         return cls(preprocess.input_size, preprocess.mean, preprocess.std)

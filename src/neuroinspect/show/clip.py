@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.show.augment import ModelInput
 from neuroinspect.show.config import PAPER_CLIP
 
@@ -134,11 +134,13 @@ def class_prompts(class_text: str, templates: list[str] | None = None) -> list[s
 
 
 class ClipModel:
-    """A loaded CLIP: differentiable image embeddings and cached class (prompt-ensemble) embeddings."""
+    """A loaded CLIP: differentiable image embeddings and cached class (prompt-ensemble) embeddings.
+
+    ``image_input`` resizes and normalises images in [0, 1] the way this CLIP's image tower expects.
+    """
 
     def __init__(self, spec: str, model: nn.Module, encode_image: Callable, encode_text: Callable,
-                 tokenize: Callable, image_size: int, mean, std, device: torch.device,
-                 templates: list[str] | None = None):
+                 tokenize: Callable, image_input: ModelInput, device: torch.device, templates: list[str] | None = None):
         self.spec = spec
         self.model = model.eval().to(device)
         for p in self.model.parameters():
@@ -146,8 +148,8 @@ class ClipModel:
         self._encode_image = encode_image
         self._encode_text = encode_text
         self.tokenize = tokenize
-        self.image_size = int(image_size)
-        self.input = ModelInput(self.image_size, mean, std).to(device)
+        self.image_size = image_input.size
+        self.input = image_input.to(device)
         self.device = torch.device(device)
         self.templates = list(templates or TEMPLATES)
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
@@ -258,7 +260,8 @@ def _load_open_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
     size = _image_size(cfg.get("size", getattr(visual, "image_size", 224)))
     mean = tuple(cfg.get("mean", OPENAI_MEAN))
     std = tuple(cfg.get("std", OPENAI_STD))
-    return ClipModel(str(spec), model, model.encode_image, model.encode_text, tokenizer, size, mean, std, device)
+    return ClipModel(str(spec), model, model.encode_image, model.encode_text, tokenizer, ModelInput(size, mean, std),
+                     device)
 
 
 def _open_clip_simple_tokenizer(context_length: int) -> Callable:
@@ -329,8 +332,8 @@ def _load_hf(spec: ClipSpec, device: torch.device) -> ClipModel:
     def encode_text(ids):
         return pooled(model.get_text_features(input_ids=ids))
 
-    return ClipModel(str(spec), model, encode_image, encode_text, tokenize, model.config.vision_config.image_size,
-                     mean, std, device)
+    return ClipModel(str(spec), model, encode_image, encode_text, tokenize,
+                     ModelInput(model.config.vision_config.image_size, mean, std), device)
 
 
 def _unavailable(spec, err: Exception) -> str:

@@ -2,7 +2,7 @@
 (the command line's ``--help`` reads them from here).
 
 Where the renderer runs and in which precision is not here: that is the
-:class:`~neuroinspect.core.device.DevicePolicy` passed beside the config.
+:class:`~neuroinspect.core.runtime.device.DevicePolicy` passed beside the config.
 """
 from __future__ import annotations
 

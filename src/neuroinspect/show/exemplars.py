@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from neuroinspect.core.io import save_png
+from neuroinspect.core.base.io import save_png
 
 
 def top_exemplars(fs, neuron: int, k: int = 8) -> list[dict]:

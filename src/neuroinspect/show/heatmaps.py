@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.io import save_png, save_torch
+from neuroinspect.core.model.models import state_fingerprint
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.show.config import RenderConfig
-from neuroinspect.core.io import save_png, save_torch
-from neuroinspect.core.models import state_fingerprint
 
 log = logging.getLogger(__name__)
 

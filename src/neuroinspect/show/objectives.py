@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.show.config import DEFAULT_EPSILON, DEFAULT_GAMMA
 
 

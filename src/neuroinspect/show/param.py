@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 # Square root of the colour correlation of natural images (ImageNet), from Lucid.
 _COLOR_CORRELATION_SVD_SQRT = torch.tensor(

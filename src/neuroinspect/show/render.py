@@ -13,16 +13,16 @@ from typing import Sequence
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import configured
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipModel
 from neuroinspect.show.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STARTS, RenderConfig  # noqa: F401 (re-exported)
 from neuroinspect.show.objectives import Context, Objective, recipe as make_recipe
 from neuroinspect.show.param import make_image
-from neuroinspect.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,13 @@ def render(
 ) -> RenderResult:
     """Optimise one image per ``(neuron, class_index)`` pair; return them with their final scores.
 
-    ``probe`` is a ``neuroinspect.core.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
+    ``probe`` is a ``neuroinspect.core.model.probe.Probe``; ``preprocess`` the classifier's ``Preprocess``
     (its input size, mean and std). ``config``: a :class:`RenderConfig` (or its fields as keyword
     ``overrides``: recipe, steps, size, batch, lr, seed, ...). ``objective`` (a loss) overrides the
     recipe. With a CLIP objective, ``clip`` (a loaded ``ClipModel``) and ``class_texts`` (the text of
     every class, by index) are needed. Ctrl-C stops early and returns the images finished so far plus
     the current batch as it is.
-    Under torchrun each process renders its share of the batches (``core.distributed``) and gets
+    Under torchrun each process renders its share of the batches (``core.runtime.distributed``) and gets
     its own images back, each exactly as one process would have rendered it.
 
     ``policy`` (a :class:`DevicePolicy`; default: the classifier's device in fp32): its precision
@@ -132,9 +132,7 @@ def render(
     """
     cfg = configured(RenderConfig, config, overrides)
     policy = DevicePolicy.of(policy, probe.head.weight.device).for_backward()
-    steps, size, batch, lr, weight_decay, param, seed = (
-        cfg.steps, cfg.size, cfg.batch, cfg.lr, cfg.weight_decay, cfg.param, cfg.seed)
-    start, input_size, schedule, warmup, progress = cfg.start, cfg.input_size, cfg.schedule, cfg.warmup, cfg.progress
+    steps, batch, seed, start, input_size, progress = cfg.steps, cfg.batch, cfg.seed, cfg.start, cfg.input_size, cfg.progress
     if start not in STARTS:
         raise NeuroInspectError(f"unknown start '{start}'; choose one of: {', '.join(STARTS)}")
     pairs = [(int(n), int(c)) for n, c in pairs]
@@ -174,8 +172,7 @@ def render(
     bar = progress_bar(sum(len(chunks[k]) for k in mine) * steps, "visualize", "img-step", enabled=progress)
     try:
         for chunk_no, index in ((k, chunks[k]) for k in mine):
-            state = _ChunkState(pairs, index, seed, size, param, cfg.param_options, device, lr, weight_decay, steps,
-                                schedule, warmup)
+            state = _ChunkState(pairs, index, cfg, device)
             aug.seed(torch.Generator().manual_seed(image_seed(seed, 7919 + chunk_no)))
             text = None
             if use_clip:
@@ -243,15 +240,20 @@ def render(
 
 
 class _ChunkState:
-    def __init__(self, pairs, index, seed, size, param, param_options, device, lr, weight_decay, steps,
-                 schedule="cosine", warmup=0.0):
+    """One batch of pairs being optimised: their seeds, neurons and classes, images, optimiser and schedule.
+
+    ``config`` gives the image parameterisation (``param``, ``param_options``, ``size``, ``seed``) and the
+    optimiser (``lr``, ``weight_decay``, ``steps``, ``schedule``, ``warmup``).
+    """
+
+    def __init__(self, pairs, index, config: RenderConfig, device):
         self.index = index
-        self.seeds = [image_seed(seed, i) for i in index]
+        self.seeds = [image_seed(config.seed, i) for i in index]
         self.neurons = torch.tensor([pairs[i][0] for i in index], device=device)
         self.classes = torch.tensor([pairs[i][1] for i in index], device=device)
-        self.param = make_image(param, self.seeds, size, device=device, **(param_options or {}))
-        self.opt = torch.optim.AdamW(self.param.parameters(), lr=lr, weight_decay=weight_decay)
-        self.sched = make_schedule(self.opt, steps, schedule, warmup)
+        self.param = make_image(config.param, self.seeds, config.size, device=device, **(config.param_options or {}))
+        self.opt = torch.optim.AdamW(self.param.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = make_schedule(self.opt, config.steps, config.schedule, config.warmup)
         self.steps_done = 0
         self.started_from = ["noise"] * len(index)
         self.start = None

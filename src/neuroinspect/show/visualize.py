@@ -17,22 +17,22 @@ core relevance score (``masks``) and dataset exemplars (``exemplars``).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import configured
-from neuroinspect.core.data import class_index
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import publish_dir, save_png, staging_dir
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.records import VisualizationSet
-from neuroinspect.core.session_api import InspectedModel
+from neuroinspect.core.base.config import configured
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
+from neuroinspect.core.base.records import VisualizationSet
+from neuroinspect.core.data.images import class_index
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.model.session_api import InspectedModel
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.show.augment import Augmentation, ModelInput, default_augmentation
 from neuroinspect.show.clip import ClipChoice, ClipModel, load_clip, parse_clip_spec, resolve_clip
 from neuroinspect.show.config import (DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LR, DEFAULT_WEIGHT_DECAY,  # noqa: F401
@@ -124,8 +124,7 @@ def visualize_neurons(
     cfg = configured(RenderConfig, config, overrides)
     recipe, clip, class_text, gamma, epsilon, steps, size, lr, seed = (
         cfg.recipe, cfg.clip, cfg.class_text, cfg.gamma, cfg.epsilon, cfg.steps, cfg.size, cfg.lr, cfg.seed)
-    top_classes, split, exemplars, threshold, dim, start = (
-        cfg.top_classes, cfg.split, cfg.exemplars, cfg.threshold, cfg.dim, cfg.start)
+    top_classes, split, exemplars, start = cfg.top_classes, cfg.split, cfg.exemplars, cfg.start
     heatmaps, vote_classes, param, input_size, schedule, warmup = (
         cfg.heatmaps, cfg.vote_classes, cfg.param, cfg.input_size, cfg.schedule, cfg.warmup)
     chosen = get_recipe(recipe)  # an unknown name fails here, listing the registered recipes
@@ -188,12 +187,12 @@ def visualize_neurons(
     # everything is written into a staging folder, then published into out_dir at once; under torchrun
     # rank 0 makes it, every rank writes its own images into it and rank 0 writes the rest
     out = distributed.broadcast(staging_dir(out_dir) if distributed.is_main() else None)
-    means = present = None
+    means = None
     if fs is not None and len(fs):
         counts = torch.bincount(fs.labels.long().clamp_min(0), minlength=probe.C)[: probe.C]
         present = (counts > 0).nonzero().flatten()
-        means = class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present]
-    records = _save_images(result, probe, pre, names, out, threshold, dim, means, present, used,
+        means = _ClassMeans(class_means(fs.features, fs.labels.long().clamp_min(0), probe.C)[present], present)
+    records = _save_images(result, probe, pre, names, out, replace(cfg, recipe=used), means,
                            choice.model is not None, starts) if result is not None else []
     shares = distributed.gather((records, bool(result and result.interrupted)))  # in rank order: the pairs' order
     if not distributed.is_main():
@@ -316,9 +315,20 @@ def _image_note(r, names, start) -> str | None:
     return f"silent: neuron {r.neuron} never fired on this image; the exemplar heatmaps show where it fires"
 
 
-def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, dim, means, present, recipe_used,
-                 clip_used, starts=None) -> list[dict]:
+@dataclass
+class _ClassMeans:
+    """The mean feature vector of each class the data has: ``means[i]`` is that of class ``present[i]``."""
 
+    means: torch.Tensor
+    present: torch.Tensor
+
+
+def _save_images(result: RenderResult, probe, pre, names, out: Path, config: RenderConfig, means: _ClassMeans | None,
+                 clip_used: bool, starts=None) -> list[dict]:
+    """Write each rendered image (plain, masked, RGBA) and return its record; ``config`` gives the recipe used,
+    the mask's ``threshold`` and the ``dim`` outside it; ``means`` (when there are features) the class means
+    for the core relevance score."""
+    threshold, dim, recipe_used = config.threshold, config.dim, config.recipe
     records = []
     model_input = ModelInput.for_classifier(pre).to(probe.head.weight.device)
     for r in result.images:
@@ -342,14 +352,14 @@ def _save_images(result: RenderResult, probe, pre, names, out: Path, threshold, 
             save_png(out / f"{stem}_rgba.png", to_rgba(r.image, mask))
             rec["masked"], rec["rgba"] = f"{stem}_masked.png", f"{stem}_rgba.png"
             rec["mask_fraction"] = float(mask.float().mean())
-            if means is not None and (present == r.cls).any():
+            if means is not None and (means.present == r.cls).any():
                 with torch.no_grad():  # f(x) and f(x ⊙ M) the same way, each alone: the CRS depends on the image only
                     x = r.image.unsqueeze(0).to(model_input.mean.device)
                     m = mask.to(x.device, x.dtype).view(1, 1, *mask.shape)
                     f = probe(model_input(x.clone())).features.float().cpu()
                     fm = probe(model_input(x * m)).features.float().cpu()
-                c = int((present == r.cls).nonzero()[0])
-                rec["crs"] = float(core_relevance_score(f[0], fm[0], means, c))
+                c = int((means.present == r.cls).nonzero()[0])
+                rec["crs"] = float(core_relevance_score(f[0], fm[0], means.means, c))
         records.append(rec)
     return records
 

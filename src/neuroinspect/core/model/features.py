@@ -11,7 +11,7 @@ A cold extraction returns exactly what a later warm run reads back from the cach
 read back from the written file), so every score derived from the features is the same.
 
 Under torchrun each rank extracts a contiguous run of whole batches and saves its parts; rank 0
-assembles them into the features file, which the other ranks then read (``core.distributed``).
+assembles them into the features file, which the other ranks then read (``core.runtime.distributed``).
 """
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ from pathlib import Path
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
-from neuroinspect.core.data import ImageData, collate_skipping
-from neuroinspect.core.device import DevicePolicy
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.featureset import FeatureMismatch, FeatureSet
-from neuroinspect.core.io import check_writable_dir, mkdirs, save_torch
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
-from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.base.config import DEFAULT_CHUNK_SECONDS, DEFAULT_CHUNK_SIZE, ExtractConfig, configured  # noqa: F401
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import check_writable_dir, mkdirs, save_torch
+from neuroinspect.core.data.images import ImageData, collate_skipping
+from neuroinspect.core.model.featureset import FeatureMismatch, FeatureSet
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
+from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
@@ -188,7 +188,7 @@ def extract_features(
     batches = [list(range(b, min(b + batch_size, e))) for s, e in todo if e > s for b in range(s, e, batch_size)]
     ids = data.ids(split)
     if batches:
-        _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy, cfg, hi - lo)
+        _run_batches(loaded, probe, data, split, batches, parts, partial, policy, cfg, hi - lo)
     if distributed.world_size() > 1:
         parts = _merge_shards(parts, partial, n, batch_size)
         if folder is not None and not distributed.is_main():  # rank 0 writes the features file; read it back
@@ -254,9 +254,13 @@ def _merge_shards(parts: dict[int, dict], partial: Path | None, n: int, batch_si
     return merged
 
 
-def _run_batches(loaded, probe, data, split, batches, parts, ids, partial, policy: DevicePolicy, cfg: ExtractConfig,
+def _run_batches(loaded, probe, data, split, batches, parts, partial, policy: DevicePolicy, cfg: ExtractConfig,
                  n) -> None:
+    """Extract ``batches`` (lists of image indices) of ``split``, saving a part into ``parts`` (and under
+    ``partial`` when caching) every ``cfg.chunk_size`` images or ``cfg.chunk_seconds``; ``n`` is this rank's
+    share of the split, for the progress bar."""
     chunk_size, chunk_seconds = cfg.chunk_size, cfg.chunk_seconds
+    ids = data.ids(split)  # names the images in messages
     dataset = data.dataset(split, loaded.preprocess.transform)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_skipping,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from neuroinspect.core.io import save_safetensors
+from neuroinspect.core.base.io import save_safetensors
 
 
 @dataclass

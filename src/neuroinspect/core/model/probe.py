@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 
 def model_logits(output) -> torch.Tensor:

@@ -30,9 +30,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import _clean, write_json
-from neuroinspect.core.metrics import Summary, summarize
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import _clean, write_json
+from neuroinspect.core.base.metrics import Summary, summarize
 
 __all__ = ["SCHEMA_VERSION", "Record", "Metrics", "NeuronRank", "ExplanationRecord", "TopClass", "Exemplar",
            "HeatmapItem", "HeatmapRow", "VisImage", "VisNeuron", "VisualizationSet", "CurvePoint", "PickedBy",
@@ -254,7 +254,7 @@ class Metrics(Record):
 
     @property
     def summary(self) -> Summary:
-        """Overall, worst-class and worst-group accuracy (:func:`neuroinspect.core.metrics.summarize`)."""
+        """Overall, worst-class and worst-group accuracy (:func:`neuroinspect.core.base.metrics.summarize`)."""
         return summarize(self.accuracy, self.per_class, self.per_group)
 
 

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 
 def default_cache_dir() -> Path:
@@ -202,7 +202,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save(obj)`` atomically (serialised in memory first: torch's own writer hides a full disk's errno)."""
-    import torch  # lazy: core.io stays free of torch for the command line's start-up
+    import torch  # lazy: core.base.io stays free of torch for the command line's start-up
 
     buf = _io.BytesIO()
     torch.save(obj, buf)

@@ -83,7 +83,7 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", *, enabled: boo
                  leave: bool = False):
     """A tqdm bar on a terminal, periodic lines in a log, nothing when ``enabled`` is false (or on a
     process other than rank 0 under torchrun: its bar shows rank 0's share of the work)."""
-    from neuroinspect.core.distributed import is_main  # lazy: it imports torch; this module stays torch-free
+    from neuroinspect.core.runtime.distributed import is_main  # lazy: it imports torch; this module stays torch-free
 
     if not enabled or not is_main():
         return _Silent()

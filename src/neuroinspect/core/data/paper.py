@@ -1,4 +1,4 @@
-"""The layouts the paper's datasets ship in, as data specs (paper Sec. IV-B, IV-C).
+"""The two datasets of the paper's shortcut experiments, in the layouts they ship in (paper Sec. IV-B, IV-C).
 
 ``waterbirds:ROOT``
     The Waterbirds folder as released (``ROOT/metadata.csv`` beside the images, or the CSV
@@ -25,19 +25,7 @@
     ``<class>`` for the other classes and ``dog(+chair)`` / ``dog(-chair)`` for the shifted one.
     Like CCE we do not remove an image that MetaShift files under two of the five classes.
 
-``torchvision:Flowers102:ROOT``
-    Read from torchvision's layout, ``ROOT/flowers-102/{jpg/image_NNNNN.jpg, imagelabels.mat,
-    setid.mat}`` (``--download`` fetches it with torchvision first). The official splits map
-    one to one: ``trnid`` → train (10 per class), ``valid`` → val (10 per class), ``tstid`` →
-    test. Class names are torchvision's.
-
-``torchvision:Food101:ROOT``
-    Read from torchvision's layout, ``ROOT/food-101/{images/<class>/<id>.jpg,
-    meta/train.json, meta/test.json}``. Food-101 has no validation split: as in the paper's
-    appendix, 15 % of each class's official training images (a fixed draw, seed 0, over the
-    sorted ids) become ``val`` and the other 85 % ``train``; the official test set is ``test``.
-
-All four give records (paths on disk), so the feature cache sees each file's size and time.
+Both give records (paths on disk), so the feature cache hashes each file's bytes.
 """
 from __future__ import annotations
 
@@ -49,10 +37,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torchvision.datasets as D
 
-from neuroinspect.core.data import ImageData, Record
-from neuroinspect.core.errors import NeuroInspectError, first_line
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.data.images import ImageData, Record
+from neuroinspect.core.data.registry import data_source
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +55,11 @@ METASHIFT_TRAIN, METASHIFT_VAL, METASHIFT_TEST_OTHER = 100, 100, 100
 # The scenarios of Table II, as CCE names them
 PAPER_SCENARIOS = ["dog(chair)", "cat(book)", "bird(sand)", "dog(water)", "cat(keyboard)"]
 
-FOOD101_VAL_FRACTION = 0.15
-
-
-def load_special(spec: str, download: bool = False) -> ImageData | None:
-    """The dataset for ``spec`` if it names one of the layouts above, else ``None``."""
-    kind, colon, rest = spec.partition(":")
-    if not colon:  # a plain path, even one named "waterbirds"
-        return None
-    if kind == "waterbirds":
-        return load_waterbirds(rest)
-    if kind == "metashift":
-        return load_metashift(rest)
-    if kind == "torchvision":
-        name, _, root = rest.partition(":")
-        if name == "Flowers102" and root:
-            return load_flowers102(root, download)
-        if name == "Food101" and root:
-            return load_food101(root, download)
-    return None
-
 
 # --------------------------------------------------------------------------- Waterbirds
-def load_waterbirds(root: str) -> ImageData:
+@data_source("waterbirds")
+def load_waterbirds(root: str, download: bool = False) -> ImageData:
+    """``waterbirds:ROOT`` (``download`` does not apply: Waterbirds is not on torchvision)."""
     if not root:
         raise NeuroInspectError("data spec should be waterbirds:ROOT (the folder holding metadata.csv)")
     path = Path(root).expanduser()
@@ -209,7 +179,9 @@ def _split_points(n: int, n_train: int, n_val: int, n_test: int) -> tuple[int, i
     return a, min(b, n - 1)
 
 
-def load_metashift(rest: str) -> ImageData:
+@data_source("metashift")
+def load_metashift(rest: str, download: bool = False) -> ImageData:
+    """``metashift:ROOT:SCENARIO[:SEED]``, given the part after ``metashift:`` (``download`` does not apply)."""
     # ROOT may itself contain ':' (rare); the scenario is the part with '(' and an optional seed follows it
     m = re.fullmatch(r"(.+):([^:]*\([^:]*\))(?::(\d+))?", rest)
     if not m:
@@ -230,74 +202,3 @@ def load_metashift(rest: str) -> ImageData:
                 g = cls if cls != shift else f"{shift}({'+' if i in inside else '-'}{attribute})"
                 records[split].append(Record(str(images / f"{i}.jpg"), ci, groups.index(g)))
     return ImageData(f"metashift:{root}:{shift}({attribute}):{seed}", list(METASHIFT_CLASSES), groups, records)
-
-
-# --------------------------------------------------------------------------- torchvision layouts
-def _download(name: str, root: str, download: bool) -> None:
-    if not download:
-        return
-    try:
-        getattr(D, name)(root, split="test", download=True)
-    except Exception as err:  # network or disk trouble: one line
-        raise NeuroInspectError(f"could not download torchvision {name}: {first_line(err)}") from None
-
-
-def load_flowers102(root: str, download: bool = False) -> ImageData:
-    _download("Flowers102", root, download)
-    base = Path(root).expanduser() / "flowers-102"
-    needed = [base / "imagelabels.mat", base / "setid.mat", base / "jpg"]
-    if not all(p.exists() for p in needed):
-        raise NeuroInspectError(f"torchvision Flowers102 not found under '{root}' (needs flowers-102/imagelabels.mat, "
-                                "setid.mat and jpg/); pass --download to fetch it")
-    from scipy.io import loadmat  # lazy: scipy.io costs ~0.5 s and only Flowers102 reads .mat files
-
-    try:
-        labels = np.asarray(loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"]).reshape(-1) - 1
-        setid = loadmat(base / "setid.mat", squeeze_me=True)
-        ids = {split: np.asarray(setid[key]).reshape(-1).tolist()
-               for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid"))}
-    except (KeyError, ValueError, OSError) as err:
-        raise NeuroInspectError(f"cannot read Flowers102's .mat files under '{base}': {err}") from None
-    names = flowers102_classes()
-    if labels.min() < 0 or labels.max() >= len(names):
-        raise NeuroInspectError(f"{base / 'imagelabels.mat'} has labels outside 1–{len(names)}")
-    records = {split: [Record(str(base / "jpg" / f"image_{i:05d}.jpg"), int(labels[i - 1])) for i in image_ids]
-               for split, image_ids in ids.items()}
-    return ImageData(f"torchvision:Flowers102:{root}", names, [], records)
-
-
-def flowers102_classes() -> list[str]:
-    """The 102 flower names torchvision gives Flowers102 (no download)."""
-    names = getattr(D.Flowers102, "classes", None)
-    if not names:  # older torchvision: numbered classes
-        return [f"flower_{i}" for i in range(1, 103)]
-    return list(names)
-
-
-def load_food101(root: str, download: bool = False, val_fraction: float = FOOD101_VAL_FRACTION,
-                 seed: int = 0) -> ImageData:
-    _download("Food101", root, download)
-    base = Path(root).expanduser() / "food-101"
-    meta = {s: base / "meta" / f"{s}.json" for s in ("train", "test")}
-    if not all(p.is_file() for p in meta.values()) or not (base / "images").is_dir():
-        raise NeuroInspectError(f"torchvision Food101 not found under '{root}' (needs food-101/meta/train.json, "
-                                "meta/test.json and images/); pass --download to fetch it")
-    try:
-        listing = {s: json.loads(p.read_text(encoding="utf-8")) for s, p in meta.items()}
-    except ValueError as err:
-        raise NeuroInspectError(f"cannot read Food101 metadata under '{base}': {err}") from None
-    classes = sorted(listing["train"])  # torchvision's order
-    records: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
-    rng = np.random.default_rng(seed)
-
-    def path(rel: str) -> str:
-        return str(base / "images" / f"{rel}.jpg")
-
-    for ci, cls in enumerate(classes):
-        files = sorted(listing["train"][cls])
-        n_val = int(round(len(files) * val_fraction))
-        chosen = set(rng.permutation(len(files))[:n_val].tolist())
-        for k, rel in enumerate(files):
-            records["val" if k in chosen else "train"].append(Record(path(rel), ci))
-        records["test"].extend(Record(path(rel), ci) for rel in sorted(listing["test"].get(cls, [])))
-    return ImageData(f"torchvision:Food101:{root}", classes, [], records)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from neuroinspect.core.data import ImageData
-from neuroinspect.core.featureset import FeatureSet
-from neuroinspect.core.models import LoadedModel
-from neuroinspect.core.probe import Probe
+from neuroinspect.core.data.images import ImageData
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.models import LoadedModel
+from neuroinspect.core.model.probe import Probe
 
 
 @runtime_checkable

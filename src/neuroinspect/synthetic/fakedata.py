@@ -1,13 +1,14 @@
 """Tiny fake copies of the paper's dataset layouts, for tests and ``--smoke`` runs.
 
 Each builder writes a handful of generated images in exactly the layout the real dataset
-ships in (see :mod:`neuroinspect.core.datasets`), so the data specs, ``train`` and the experiment
-recipes run end to end without the real data. The images are coloured squares on a
-coloured background (class → square colour, attribute/place → background), small enough to
-build in well under a second; the numbers they give mean nothing about the real datasets.
+ships in (see :mod:`neuroinspect.core.data.paper` and :mod:`neuroinspect.core.data.torchvision_data`),
+so the data specs, ``train`` and the experiment recipes run end to end without the real data.
+The images are coloured squares on a coloured background (class → square colour,
+attribute/place → background), small enough to build in well under a second; the numbers they
+give mean nothing about the real datasets.
 
 :func:`tiny_cnn` is a small random-weight CNN (32 px input) that trains in seconds on CPU:
-``--model neuroinspect.core.fakedata:tiny_cnn``.
+``--model neuroinspect.synthetic.fakedata:tiny_cnn``.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from neuroinspect.core.datasets import METASHIFT_CLASSES, METASHIFT_IMAGES
-from neuroinspect.core.models import Preprocess
+from neuroinspect.core.data.paper import METASHIFT_CLASSES, METASHIFT_IMAGES
+from neuroinspect.core.model.models import Preprocess
 
 SIZE = 32
 

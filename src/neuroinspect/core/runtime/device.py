@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from neuroinspect.core import distributed
-from neuroinspect.core.config import PRECISIONS
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.config import PRECISIONS
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.runtime import distributed
 
 __all__ = ["DevicePolicy", "PRECISIONS", "resolve_device"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from neuroinspect.core.featureset import FeatureSet
+    from neuroinspect.core.model.featureset import FeatureSet
 
 
 def accuracy_by(labels: "torch.Tensor", predictions: "torch.Tensor", keys: "torch.Tensor", names: list[str]) -> dict[str, float]:

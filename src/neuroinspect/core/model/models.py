@@ -34,8 +34,8 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.transforms import v2 as T
 
-from neuroinspect.core.errors import NeuroInspectError, first_line
-from neuroinspect.core.probe import find_head
+from neuroinspect.core.base.errors import NeuroInspectError, first_line
+from neuroinspect.core.model.probe import find_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

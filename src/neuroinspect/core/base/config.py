@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
-from neuroinspect.core.errors import NeuroInspectError
+from neuroinspect.core.base.errors import NeuroInspectError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_CHUNK_SIZE = 1024  # images per saved part of a feature extraction at most
@@ -46,7 +46,7 @@ def configured(config_type: type[C], config: C | None, overrides: dict) -> C:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """How :func:`~neuroinspect.core.features.extract_features` runs over a split (where: the ``DevicePolicy``)."""
+    """How :func:`~neuroinspect.core.model.features.extract_features` runs over a split (where: the ``DevicePolicy``)."""
 
     batch_size: int = 64  # images per batch
     workers: int = 0  # DataLoader worker processes

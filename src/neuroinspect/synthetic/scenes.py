@@ -21,7 +21,7 @@ CSV manifest ``path,label,split,group`` (paths relative to the CSV) that every
 command accepts as ``--data``. It is built once per set of parameters into a cache
 folder, atomically, and the same parameters and seed give byte-identical files.
 
->>> from neuroinspect.core.scenes import make_scenes
+>>> from neuroinspect.synthetic.scenes import make_scenes
 >>> manifest = make_scenes()          # ~/.cache/neuroinspect/scenes/scenes-<key>/manifest.csv
 """
 from __future__ import annotations
@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from neuroinspect.core.errors import NeuroInspectError
-from neuroinspect.core.io import default_cache_dir
-from neuroinspect.core.progress import progress_bar
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.io import default_cache_dir
+from neuroinspect.core.runtime.progress import progress_bar
 
 # Bump when the drawing code changes, so old caches are not served for new code.
 GENERATOR_VERSION = 1
