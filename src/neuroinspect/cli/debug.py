@@ -50,9 +50,9 @@ def register(sub) -> None:
     g.add_argument("--n-excessive", type=nonneg_int, default=d["n_excessive"], metavar="N",
                    help=f"top excessive neurons rendered per class (default {d['n_excessive']})")
     f = p.add_argument_group("fix")
-    from neuroinspect.fix.config import METHODS
+    from neuroinspect.fix.config import FIX_METHODS
 
-    f.add_argument("--fix", choices=METHODS, default=d["fix"],
+    f.add_argument("--fix", choices=FIX_METHODS, default=d["fix"],
                    help=f"the method saved as the edited model (default {d['fix']})")
     f.add_argument("--methods", metavar="M[,M…]",
                    help="methods compared in the table (default: all; dfr only when the data has group labels)")
@@ -62,8 +62,10 @@ def register(sub) -> None:
                    help="how far the pictures go, after the report with the answer is written: none, heatmaps (where "
                         "the top neurons fire in their top images; cheap) or all (+ the optimised images; default "
                         f"{d['pictures']})")
-    r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"],
-                   help=f"visualisation recipe (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")
+    from neuroinspect.show.config import RECIPES
+
+    r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"], choices=RECIPES, metavar="RECIPE",
+                   help=f"visualisation recipe, one of {RECIPES.choices()} (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")
     r.add_argument("--clip", default=RENDER_DEFAULTS["clip"],
                    help="CLIP guide: open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME or none "
                         f"(default {RENDER_DEFAULTS['clip']})")

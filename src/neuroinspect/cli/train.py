@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.cli.common import add_data_args, add_run_args, write_run_json
+from neuroinspect.core.model_sources import model_spec_help
 
 
 def register(sub) -> None:
@@ -19,8 +20,7 @@ def register(sub) -> None:
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC",
-                   help="torchvision:NAME[/WEIGHTS] (e.g. torchvision:resnet50/IMAGENET1K_V2 downloads), "
-                        "timm:NAME[/pretrained], efficientnet-lite0|efficientnet-lite2, or MODULE:CALLABLE")
+                   help=f"{model_spec_help()} (e.g. torchvision:resnet50/IMAGENET1K_V2 downloads its weights)")
     g.add_argument("--init-weights", metavar="FILE",
                    help="weights loaded before the head is resized to the data's classes (e.g. a local copy of "
                         "ImageNet weights for the architecture)")
