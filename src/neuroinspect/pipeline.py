@@ -30,7 +30,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,60 +47,20 @@ from neuroinspect.core.progress import progress_bar
 from neuroinspect.core.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
 from neuroinspect.core.runinfo import versions
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
-from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
+from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, kept_original_note, run_methods
-from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
 from neuroinspect.fix.edit import save_edited_model
-from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.report import build_report
 from neuroinspect.core.session_api import InspectedModel
-from neuroinspect.show.config import RenderConfig
+from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
+from neuroinspect.fix.config import FIX_METHODS
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
 
-PICTURES = ("none", "heatmaps", "all")  # how far the pictures go: none, the exemplar heatmaps, + the optimised images
 GALLERY = 24  # mistakes (and correct images) whose maps are measured; the gallery shows the mistakes
-
-
-@dataclass
-class PipelineConfig:
-    """What the pipeline debugs and how; every default of ``neuroinspect debug`` lives here."""
-
-    classes: tuple[str, ...] = ()  # classes to debug (names or indices); empty: the worst ones
-    worst_classes: int = 1  # with no classes named: debug this many of the worst classes on explain_split
-    choose_by: str = "shortcut"  # which classes are worst: "shortcut" (held-out pseudo-minority accuracy) or "accuracy"
-    explain_split: str = "val"  # whose mistakes are explained, and where rebalance fits and methods select
-    eval_split: str = "test"  # where before/after is measured
-    ranking: str = DEFAULT_RANKING
-    n_insufficient: int = 4  # top insufficient neurons rendered per class (the candidates for the fix)
-    n_excessive: int = 2  # top excessive neurons rendered per class
-    n_edit: int = 3  # neurons fixed per class: its top insufficient neurons
-    fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
-    methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
-    seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
-    # stage 2, measured (benchmarks/bench_render_defaults.py): the classifier at the render size, in channels-last,
-    # 48 steps after a 10 % warm-up reached the most activation per second on the CPU
-    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=48, size=128, input_size=128,
-                                                                      warmup=0.1))
-    render_precision: str = "auto"  # the classifier's precision while rendering (see core.device.DevicePolicy)
-    render_channels_last: bool = True  # the classifier in channels-last layout while rendering
-    pictures: str = "all"  # none, heatmaps (the exemplar heatmaps only) or all (+ the optimised images)
-
-    def validate(self) -> "PipelineConfig":
-        for method in (self.fix, *self.methods):
-            get_fix_method(method)  # an unknown name: one line listing the registered ones
-        if not self.seeds:
-            raise NeuroInspectError("give at least one seed")
-        if self.pictures not in PICTURES:
-            raise NeuroInspectError(f"unknown --pictures '{self.pictures}'; choose one of {', '.join(PICTURES)}")
-        if self.choose_by not in CHOOSE_BY:
-            raise NeuroInspectError(f"--choose-by must be one of {', '.join(CHOOSE_BY)}; got '{self.choose_by}'")
-        if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
-            raise NeuroInspectError("--worst-classes and --n-edit must be ≥ 1, the render counts ≥ 0")
-        return self
 
 
 HeadFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -140,7 +100,6 @@ def edit_targets(neurons: list[int], explanation: Explanation, W: torch.Tensor) 
     return targets
 
 
-CHOOSE_BY = ("shortcut", "accuracy")
 SHORTCUT_CANDIDATES = 20  # with more classes, only the least accurate ones are scored for a shortcut
 
 
@@ -208,7 +167,7 @@ def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[
     data has none)."""
     notes = []
     methods = tuple(dict.fromkeys(methods))
-    labelled = tuple(m for m in methods if get_fix_method(m).uses_group_labels)
+    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
     others = tuple(m for m in methods if m not in labelled)
     if labelled and not val.group_names:
         notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
