@@ -292,7 +292,7 @@ class Pipeline:
         notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
                  f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
-            mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
+            mine = e.top_neurons(cfg.n_insufficient, cfg.n_excessive)
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
             mine_of[e.class_index] = mine
             ranked += [j for j in mine if j not in ranked]

@@ -32,7 +32,7 @@ from neuroinspect.find.config import DEFAULT_RANKING, RANKINGS, ExplainConfig  #
 from neuroinspect.find.importance import neuron_importance, neuron_log_odds
 from neuroinspect.core.featureset import FeatureSet
 from neuroinspect.core.io import write_csv
-from neuroinspect.core.records import ExplanationRecord, NeuronRank
+from neuroinspect.core.records import ExplanationRecord, NeuronRank, top_ranked
 
 
 @dataclass
@@ -51,6 +51,10 @@ class Explanation:
     @property
     def n_mistakes(self) -> int:
         return len(self.mistakes)
+
+    def top_neurons(self, k: int, k_excessive: int | None = None) -> list[int]:
+        """The top ``k`` insufficient then the top ``k_excessive`` (default ``k``) excessive neurons, without repeats."""
+        return top_ranked(self.insufficient, self.excessive, k, k_excessive)
 
     def record(self) -> ExplanationRecord:
         """What ``ranking.json`` holds: the ranking without the features (:mod:`neuroinspect.core.records`)."""
