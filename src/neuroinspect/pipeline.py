@@ -155,10 +155,12 @@ def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
 
 
 def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
-                    train: FeatureSet | None = None, device="cpu", progress: bool = False) -> list[Explanation]:
-    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one."""
+                    train: FeatureSet | None = None, policy: DevicePolicy | None = None,
+                    progress: bool = False) -> list[Explanation]:
+    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one
+    (``policy``: where the counterfactual edits are solved; default the CPU)."""
     fs = fs.with_logits(W, b)
-    return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=device, progress=progress)
+    return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=policy, progress=progress)
             for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
 
 
@@ -187,16 +189,17 @@ class SeedRun:
 
 
 def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *, head, explanations=None,
-                 class_index: Callable[[str], int] | None = None, device="cpu") -> SeedRun:
+                 class_index: Callable[[str], int] | None = None, policy: DevicePolicy | None = None) -> SeedRun:
     """One seed on cached features (``feats``: ``train``, ``val``, ``test``): the classes explained on val with
-    ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run."""
+    ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run
+    (``policy``: where the edits are solved and the heads trained; default the CPU)."""
     if explanations is None:  # explain_classes rescores val by the head itself
         names = feats["val"].class_names
         explanations = explain_classes(*head, feats["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
-                                       train=feats["train"], device=device)
+                                       train=feats["train"], policy=policy)
     fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
-    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
+    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=policy)
     return SeedRun(seed, head, explanations, targets, results)
 
 
@@ -274,7 +277,7 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
-        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], device=ins.device,
+        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], policy=ins.policy,
                                        progress=self.progress)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
@@ -389,7 +392,7 @@ class Pipeline:
             again = bool(runs) and self.retrain_head is not None  # a further seed with its own head and explanations
             head = self.retrain_head(seed) if again else (W, b)
             runs.append(find_and_fix(feats, run_cfg, seed, head=head, explanations=None if again else explanations,
-                                     class_index=ins.class_index, device=ins.device))
+                                     class_index=ins.class_index, policy=ins.policy))
         first = runs[0]
         rows = aggregate_seeds([r.results for r in runs])
         before, after, res = first.results["original"][0], first.results[cfg.fix][0], first.results[cfg.fix][2]
