@@ -109,9 +109,9 @@ def settings_from(args) -> Settings:
 
 def available_methods() -> list[str]:
     """The methods ``neuroinspect compare`` accepts in this version."""
-    from neuroinspect.fix.config import METHODS
+    from neuroinspect.fix.config import FIX_METHODS
 
-    return list(METHODS)
+    return list(FIX_METHODS)
 
 
 def choose_methods(paper: list[str], given: str | None) -> tuple[list[str], list[str]]:

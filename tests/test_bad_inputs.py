@@ -314,16 +314,6 @@ def test_help_does_not_import_torch():
     assert out.strip().endswith("2 False")
 
 
-def test_visualize_help_choices_match_the_package():
-    from neuroinspect.cli import visualize as cli_vis
-    from neuroinspect.show.visualize import PAPER_CLIP, RECIPES
-
-    assert tuple(cli_vis.RECIPES) == tuple(RECIPES) and cli_vis.PAPER_CLIP == PAPER_CLIP
-    from neuroinspect.show.objectives import RECIPE_ALIASES
-
-    assert cli_vis.RECIPE_ALIASES == RECIPE_ALIASES  # every alias the registry accepts, the CLI offers
-
-
 def test_explain_help_rankings_match_the_package():
     from neuroinspect.cli import explain as cli_explain
     from neuroinspect.find.ranking import DEFAULT_RANKING, RANKINGS

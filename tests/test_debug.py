@@ -90,15 +90,10 @@ def test_debug_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "run3" / "run.json").exists()
 
 
-def test_cli_defaults_match_the_pipeline_config():
-    from neuroinspect.cli.debug import DEFAULTS, RENDER_DEFAULTS
-    from neuroinspect.pipeline import PipelineConfig
+def test_the_command_line_config_is_the_pipeline_config():
+    from neuroinspect.pipeline_config import PipelineConfig
 
     cfg = PipelineConfig()
-    for k, v in DEFAULTS.items():
-        assert getattr(cfg, k) == v, k
-    for k, v in RENDER_DEFAULTS.items():
-        assert getattr(cfg.render, k) == v, k
     assert CLASSES == ["apple", "berry", "cloud"]
     from neuroinspect.cli import build_parser
     from neuroinspect.cli.debug import config_from

@@ -55,4 +55,4 @@ def test_patience_none_is_valid_and_trains_every_epoch():
     S = shortcut.splits(0)
     W, b = shortcut.erm_head(S["train"], steps=50)
     res = fix_head(W, b, S["train"], S["val"], {shortcut.SPURIOUS: []}, method="erm", patience=None, epochs=3, lr=1e-2)
-    assert res.detail.epochs_run == 3 and not res.detail.stopped_early
+    assert res.epochs_run == 3 and not res.stopped_early

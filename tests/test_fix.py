@@ -129,14 +129,15 @@ def test_explain_then_rebalance_with_defaults_raises_worst_group_by_40_points(se
     assert evaluate(after)["accuracy"] >= evaluate(F["test"])["accuracy"] - 0.01
 
 
-def test_rebalance_reads_no_group_labels(case):
+def test_the_default_fix_reads_no_group_labels(case):
     F, W, b = case
 
     targets = {shortcut.SPURIOUS: [shortcut.CUE]}
     with_groups = fix_head(W, b, F["train"], F["val"], targets)
     without = fix_head(W, b, _without_groups(F["train"]), _without_groups(F["val"]), targets)
     assert torch.equal(with_groups.weight, without.weight) and torch.equal(with_groups.bias, without.bias)
-    assert with_groups.chosen == without.chosen and len(with_groups.search) == 8  # 4 penalties x 2 quantiles
+    assert with_groups.method == "regroup" and with_groups.chosen == without.chosen
+    assert with_groups.search == without.search and len(with_groups.search) > 1  # the same search, candidate by candidate
 
 
 def test_dfr_jtt_ablate_and_what_they_read(case):

@@ -1,20 +1,24 @@
 """The registries (model sources, recipes, fix methods): a new entry is one decorated function and works
-end to end; unknown names fail in one line that lists the choices; the command line's torch-free copies
-of the names match the registries."""
+end to end, from the command line too (which reads only the registries' torch-free name tables);
+unknown names fail in one line that lists the choices."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from torch import nn
 
 import shortcut
-from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.cli import main
 from neuroinspect.core.model import models as M
+from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.model.probe import Probe
-from neuroinspect.fix import config as fix_config
 from neuroinspect.fix.compare import fix_head, run_methods
-from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, fix_method
+from neuroinspect.fix.edit import GradientMethod
+from neuroinspect.fix.methods import FIX_METHODS, FixMethod, FixProblem, FixResult, fix_method, get_fix_method
 from neuroinspect.show import objectives as O
+from planted import write_folder
 
 
 class _Tiny(nn.Module):
@@ -65,7 +69,8 @@ def test_unknown_model_spec_lists_every_registered_source(test_source):
 def test_registered_prefixes_win_over_module_callable_and_exact_names_stay_exact():
     assert M.resolve_model_source("torchvision:resnet18/DEFAULT")[0].name == "torchvision"
     assert M.resolve_model_source("torchvision:resnet18/DEFAULT")[1] == "resnet18/DEFAULT"
-    assert M.resolve_model_source("efficientnet-lite0") == (M.MODEL_SOURCES["efficientnet-lite0"], "efficientnet-lite0")
+    source, rest = M.resolve_model_source("efficientnet-lite0")
+    assert (source.name, source.exact, rest) == ("efficientnet-lite0", True, "efficientnet-lite0")
     assert M.resolve_model_source("planted:planted_cnn")[0].name == M.CALLABLE_SOURCE
     with pytest.raises(NeuroInspectError, match="not understood"):
         M.resolve_model_source("efficientnet-lite7")
@@ -123,14 +128,15 @@ def test_a_registered_recipe_is_usable_by_name_and_alias():
         assert torch.allclose(O.recipe("lo")(ctx), expected)
         assert O.get_recipe("lo").name == "logit-only"
     finally:
-        del O.RECIPES["logit-only"], O.RECIPE_ALIASES["lo"]
+        del O.RECIPES["logit-only"]
+    assert "lo" not in O.RECIPES  # its alias went with it
 
 
 def test_recipe_aliases_resolve_and_unknown_names_list_the_choices():
-    assert O.get_recipe("clip") is O.RECIPES["clip-illusion"]
+    assert O.get_recipe("clip").name == "clip-illusion" and O.get_recipe("clip").needs_clip
     ctx = _ctx()
     assert torch.allclose(O.recipe("fv")(ctx), -ctx.features.gather(1, ctx.neurons.view(-1, 1)).squeeze(1))
-    assert not O.RECIPES["fv"].per_class and O.RECIPES["clip-illusion"].needs_clip
+    assert not O.RECIPES.info("fv").per_class and O.RECIPES.info("clip-illusion").needs_clip
     with pytest.raises(NeuroInspectError, match="unknown recipe") as err:
         O.recipe("dream")
     assert "\n" not in str(err.value) and all(name in str(err.value) for name in ("clip-illusion", "class", "fv", "clip"))
@@ -161,7 +167,7 @@ def test_a_registered_fix_method_runs_through_fix_head_and_run_methods(case):
         weight = p.W.clone()
         for c, s in p.targets.items():
             weight[c, s] = 0.0
-        return FixResult(weight, p.b, "zero-cue-test", p.targets, "—", False, "—", {"seed": cfg.seed})
+        return FixResult(weight, p.b, "zero-cue-test", p.targets, chosen={"seed": cfg.seed})
 
     try:
         res = fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: [shortcut.CUE]}, method="zero-cue-test", seed=3)
@@ -184,22 +190,106 @@ def test_unknown_fix_method_lists_the_registered_ones(case):
     assert "\n" not in str(err.value) and all(m in str(err.value) for m in FIX_METHODS)
 
 
-def test_the_torch_free_method_lists_match_the_registry():
-    reg = FIX_METHODS.values()
-    assert set(fix_config.METHODS) == set(FIX_METHODS) and len(fix_config.METHODS) == len(FIX_METHODS)
-    assert set(fix_config.NEEDS_NEURONS) == {m.name for m in reg if m.needs_neurons}
-    assert set(fix_config.EDIT_METHODS) == {m.name for m in reg if m.by_gradient}
-    assert set(fix_config.NEURON_METHODS) == {m.name for m in reg if m.regularised}
-    assert set(fix_config.GROUP_LABEL_METHODS) == {m.name for m in reg if m.uses_group_labels}
-    assert set(fix_config.DEFAULT_COMPARE) <= set(FIX_METHODS) and fix_config.DEFAULT_METHOD in FIX_METHODS
-    from neuroinspect.cli import compare as cli_compare, edit as cli_edit
-
-    assert cli_compare.DEFAULT_METHODS == list(fix_config.DEFAULT_COMPARE)
-    assert cli_edit.METHODS == fix_config.METHODS
+def test_every_declared_method_is_an_object_of_its_family():
+    for name in FIX_METHODS:
+        method = get_fix_method(name)
+        assert isinstance(method, FixMethod) and method.name == name
+        assert isinstance(method, GradientMethod) == FIX_METHODS.info(name).by_gradient, name
     from neuroinspect.report.format import method_label
 
-    assert {m: method_label(m) for m in FIX_METHODS} == {m: f.label for m, f in FIX_METHODS.items()}
+    assert {m: method_label(m) for m in FIX_METHODS} == {m: FIX_METHODS.info(m).label for m in FIX_METHODS}
     assert method_label("original") == "original (ERM head)" and method_label("not-registered") == "not-registered"
+
+
+# --------------------------------------------------------------------------- from the command line
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("data") / "data")
+
+
+def _run(argv) -> int:
+    return main([*argv, "--no-progress"])
+
+
+def test_a_registered_fix_method_works_from_the_command_line(folder, tmp_path, capsys):
+    @fix_method("halve-cue-test", "halve the neurons' weights (test)", needs_neurons=True)
+    class HalveCue(FixMethod):
+        def fit(self, p, cfg):
+            weight = p.W.clone()
+            for c, s in p.targets.items():
+                weight[c, s] *= 0.5
+            return FixResult(weight, p.b, self.name, p.targets, chosen={"factor": 0.5})
+
+    try:
+        common = ["--model", "planted:planted_cnn", "--data", str(folder), "--class", "apple", "--neurons", "5",
+                  "--cache-dir", str(tmp_path / "cache")]
+        assert _run(["edit", *common, "--method", "halve-cue-test", "--out", str(tmp_path / "edit")]) == 0
+        record = json.loads((tmp_path / "edit" / "edit.json").read_text())
+        assert record["method"] == "halve-cue-test" and record["chosen"] == {"factor": 0.5}
+        assert _run(["compare", *common, "--methods", "halve-cue-test,ablate", "--seeds", "0",
+                     "--out", str(tmp_path / "compare")]) == 0
+        rows = json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]
+        assert [r["method"] for r in rows] == ["original", "halve-cue-test", "ablate"]
+        # its flag is read from the table: it needs neurons
+        no_neurons = [a for a in common if a not in ("--neurons", "5")]
+        assert _run(["edit", *no_neurons, "--method", "halve-cue-test", "--out", str(tmp_path / "none")]) == 2
+        assert "no neurons chosen" in capsys.readouterr().err
+    finally:
+        del FIX_METHODS["halve-cue-test"]
+    assert _run(["edit", "--model", "m", "--data", "d", "--class", "a", "--method", "halve-cue-test",
+                 "--out", str(tmp_path / "gone")]) == 2
+
+
+def test_a_registered_gradient_method_overrides_only_its_loss(case):
+    F, W, b = case
+
+    @fix_method("squared-logit-test", "CE + squared logits (test)", by_gradient=True, regularised=True)
+    class SquaredLogit(GradientMethod):
+        def regulariser(self, logits, z, ctx):
+            return (logits ** 2).mean()
+
+    try:
+        res = fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: []}, method="squared-logit-test", lr=1e-2,
+                       epochs=2, seed=0)
+        assert res.method == "squared-logit-test" and res.trained and res.epochs_run >= 1
+        assert [row["lam"] for row in res.search] == [0.01, 0.1, 1.0]  # regularised: λ searched
+    finally:
+        del FIX_METHODS["squared-logit-test"]
+
+
+def test_a_registered_recipe_works_from_the_command_line(tmp_path):
+    @O.register_recipe("logit-only-test")
+    def _logit_only(gamma, epsilon):
+        return -O.ClassLogit()
+
+    try:
+        out = tmp_path / "vis"
+        assert _run(["visualize", "--model", "planted:planted_cnn", "--neurons", "5", "--classes", "0",
+                     "--recipe", "logit-only-test", "--clip", "none", "--steps", "2", "--size", "32",
+                     "--heatmaps", "0", "--out", str(out)]) == 0
+        assert json.loads((out / "visualizations.json").read_text())["recipe"] == "logit-only-test"
+    finally:
+        del O.RECIPES["logit-only-test"]
+
+
+def test_a_registered_model_source_works_from_the_command_line(test_source, folder, tmp_path, capsys):
+    assert _run(["explain", "--model", "test:5", "--num-classes", "3", "--data", str(folder), "--class", "apple",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "explain")]) == 0
+    assert (tmp_path / "explain" / "ranking.json").is_file()
+    assert main(["explain", "--help"]) == 0
+    assert "test:WIDTH" in capsys.readouterr().out  # the help lists it, from the table
+
+
+def test_the_command_line_lists_what_the_tables_hold(capsys):
+    from neuroinspect.core.model.sources import MODEL_SOURCES
+    from neuroinspect.show.config import RECIPES
+
+    for argv, names in ((["edit", "--help"], list(FIX_METHODS)), (["compare", "--help"], list(FIX_METHODS)),
+                        (["visualize", "--help"], RECIPES.names(aliases=True)),
+                        (["train", "--help"], [e.info.usage for e in MODEL_SOURCES.entries()])):
+        assert main(argv) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(n in text for n in names), (argv, [n for n in names if n not in text])
 
 
 # --------------------------------------------------------------------------- an Inspector by type, not by attributes

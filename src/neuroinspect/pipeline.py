@@ -30,7 +30,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,61 +48,19 @@ from neuroinspect.core.runtime import distributed
 from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
-from neuroinspect.find.ranking import DEFAULT_RANKING, Explanation, explain_class
+from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, kept_original_note, run_methods
-from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD
 from neuroinspect.fix.edit import save_edited_model
-from neuroinspect.fix.methods import get_fix_method
 from neuroinspect.fix.regroup import shortcut_scores
+from neuroinspect.fix.config import FIX_METHODS
+from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report
-from neuroinspect.show.config import RenderConfig
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
 from neuroinspect.show.visualize import visualize_neurons
 
 log = logging.getLogger(__name__)
 
-# how far the pictures go: none, the exemplar heatmaps, + the optimised images; auto: all on a GPU, heatmaps on a CPU
-# (where the optimised images cost most of the run: benchmarks/bench_debug.py)
-PICTURES = ("auto", "none", "heatmaps", "all")
 GALLERY = 24  # mistakes (and correct images) whose maps are measured; the gallery shows the mistakes
-
-
-@dataclass
-class PipelineConfig:
-    """What the pipeline debugs and how; every default of ``neuroinspect debug`` lives here."""
-
-    classes: tuple[str, ...] = ()  # classes to debug (names or indices); empty: the worst ones
-    worst_classes: int = 1  # with no classes named: debug this many of the worst classes on explain_split
-    choose_by: str = "shortcut"  # which classes are worst: "shortcut" (held-out pseudo-minority accuracy) or "accuracy"
-    explain_split: str = "val"  # whose mistakes are explained, and where rebalance fits and methods select
-    eval_split: str = "test"  # where before/after is measured
-    ranking: str = DEFAULT_RANKING
-    n_insufficient: int = 4  # top insufficient neurons rendered per class (the candidates for the fix)
-    n_excessive: int = 2  # top excessive neurons rendered per class
-    n_edit: int = 3  # neurons fixed per class: its top insufficient neurons
-    fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
-    methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
-    seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
-    # stage 2, measured (benchmarks/bench_render_defaults.py): the classifier at the render size, in channels-last,
-    # 48 steps after a 10 % warm-up reached the most activation per second on the CPU
-    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=48, size=128, input_size=128,
-                                                                      warmup=0.1))
-    render_precision: str = "auto"  # the classifier's precision while rendering (see core.runtime.device.DevicePolicy)
-    render_channels_last: bool = True  # the classifier in channels-last layout while rendering
-    pictures: str = "auto"  # none, heatmaps (the exemplar heatmaps only), all (+ the optimised images), auto (see PICTURES)
-
-    def validate(self) -> "PipelineConfig":
-        for method in (self.fix, *self.methods):
-            get_fix_method(method)  # an unknown name: one line listing the registered ones
-        if not self.seeds:
-            raise NeuroInspectError("give at least one seed")
-        if self.pictures not in PICTURES:
-            raise NeuroInspectError(f"unknown --pictures '{self.pictures}'; choose one of {', '.join(PICTURES)}")
-        if self.choose_by not in CHOOSE_BY:
-            raise NeuroInspectError(f"--choose-by must be one of {', '.join(CHOOSE_BY)}; got '{self.choose_by}'")
-        if min(self.worst_classes, self.n_edit) < 1 or min(self.n_insufficient, self.n_excessive) < 0:
-            raise NeuroInspectError("--worst-classes and --n-edit must be ≥ 1, the render counts ≥ 0")
-        return self
 
 
 HeadFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -150,7 +108,6 @@ def edit_targets(neurons: list[int], explanation: Explanation, W: torch.Tensor) 
     return targets
 
 
-CHOOSE_BY = ("shortcut", "accuracy")
 SHORTCUT_CANDIDATES = 20  # with more classes, only the least accurate ones are scored for a shortcut
 
 
@@ -206,10 +163,12 @@ def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
 
 
 def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
-                    train: FeatureSet | None = None, device="cpu", progress: bool = False) -> list[Explanation]:
-    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one."""
+                    train: FeatureSet | None = None, policy: DevicePolicy | None = None,
+                    progress: bool = False) -> list[Explanation]:
+    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one
+    (``policy``: where the counterfactual edits are solved; default the CPU)."""
     fs = fs.with_logits(W, b)
-    return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=device, progress=progress)
+    return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=policy, progress=progress)
             for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
 
 
@@ -218,7 +177,7 @@ def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[
     data has none)."""
     notes = []
     methods = tuple(dict.fromkeys(methods))
-    labelled = tuple(m for m in methods if get_fix_method(m).uses_group_labels)
+    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
     others = tuple(m for m in methods if m not in labelled)
     if labelled and not val.group_names:
         notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
@@ -238,16 +197,17 @@ class SeedRun:
 
 
 def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *, head, explanations=None,
-                 class_index: Callable[[str], int] | None = None, device="cpu") -> SeedRun:
+                 class_index: Callable[[str], int] | None = None, policy: DevicePolicy | None = None) -> SeedRun:
     """One seed on cached features (``feats``: ``train``, ``val``, ``test``): the classes explained on val with
-    ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run."""
+    ``head`` (unless ``explanations`` are given), their top ``cfg.n_edit`` neurons picked, every method run
+    (``policy``: where the edits are solved and the heads trained; default the CPU)."""
     if explanations is None:  # explain_classes rescores val by the head itself
         names = feats["val"].class_names
         explanations = explain_classes(*head, feats["val"], cfg, class_index or (lambda c: class_index_of(names, c)),
-                                       train=feats["train"], device=device)
+                                       train=feats["train"], policy=policy)
     fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
-    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=device)
+    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=policy)
     return SeedRun(seed, head, explanations, targets, results)
 
 
@@ -317,7 +277,6 @@ class Pipeline:
         stage("features and metrics")
         feats = self._splits()
         W, b = ins.probe.weight.detach().cpu(), ins.probe.bias.detach().cpu()
-        names = ins.class_names
         metrics = {split: evaluate(fs) for split, fs in
                    {cfg.explain_split: feats["val"], "train": feats["train"], cfg.eval_split: feats["test"]}.items()}
         self._lap("features", t0)
@@ -326,7 +285,7 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
-        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], device=ins.device,
+        explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], policy=ins.policy,
                                        progress=self.progress)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
@@ -344,7 +303,7 @@ class Pipeline:
         notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
                  f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
-            mine = list(dict.fromkeys(s.neuron for s in e.insufficient[: cfg.n_insufficient] + e.excessive[: cfg.n_excessive]))
+            mine = e.top_neurons(cfg.n_insufficient, cfg.n_excessive)
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
             mine_of[e.class_index] = mine
             ranked += [j for j in mine if j not in ranked]
@@ -441,7 +400,7 @@ class Pipeline:
             again = bool(runs) and self.retrain_head is not None  # a further seed with its own head and explanations
             head = self.retrain_head(seed) if again else (W, b)
             runs.append(find_and_fix(feats, run_cfg, seed, head=head, explanations=None if again else explanations,
-                                     class_index=ins.class_index, device=ins.device))
+                                     class_index=ins.class_index, policy=ins.policy))
         first = runs[0]
         rows = aggregate_seeds([r.results for r in runs])
         before, after, res = first.results["original"][0], first.results[cfg.fix][0], first.results[cfg.fix][2]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from neuroinspect.core.base.config import PRECISIONS, InspectorConfig
 from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.sources import model_spec_help
 from neuroinspect.core.data.registry import spec_help
 
 _I = InspectorConfig()  # every default below is read from here
@@ -142,9 +143,7 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, metavar="SPEC",
-                   help="torchvision:NAME[/WEIGHTS], timm:NAME[/pretrained], efficientnet-lite0|efficientnet-lite2, "
-                        "hf:NAME_OR_DIR, or MODULE:CALLABLE")
+    g.add_argument("--model", required=True, metavar="SPEC", help=model_spec_help())
     g.add_argument("--weights", metavar="FILE", help="weights: a state_dict, a checkpoint holding one, or .safetensors")
     g.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the decision layer to N classes before loading weights")
     g.add_argument("--head", metavar="MODULE", help="name of the decision layer (nn.Linear) if it cannot be found automatically")

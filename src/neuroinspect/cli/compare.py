@@ -4,12 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.fix.config import DEFAULT_COMPARE, GROUP_LABEL_METHODS, METHODS, NEEDS_NEURONS
+from neuroinspect.fix.config import DEFAULT_COMPARE, FIX_METHODS
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, parse_name_list, parse_seeds,
                                      write_run_json)
-from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, prepare
-
-DEFAULT_METHODS = list(DEFAULT_COMPARE)
+from neuroinspect.cli.edit import add_edit_args, fix_config, head_of, methods_help, prepare
 
 
 def register(sub) -> None:
@@ -23,8 +21,8 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p)
     add_edit_args(p, single_method=False)
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated methods to run (default {','.join(DEFAULT_METHODS)}; any of {','.join(METHODS)})")
+    p.add_argument("--methods", default=",".join(DEFAULT_COMPARE),
+                   help=f"comma-separated methods to run (default {','.join(DEFAULT_COMPARE)}); any of: {methods_help()}")
     p.add_argument("--seeds", default="0,1,2",
                    help="comma-separated seeds of the fits (data halves, shuffling); rows show mean ± std (default 0,1,2)")
     add_run_args(p)
@@ -33,9 +31,9 @@ def register(sub) -> None:
 
 def parse_methods(text: str) -> list[str]:
     methods = parse_name_list(text)
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in FIX_METHODS]
     if bad or not methods:
-        raise NeuroInspectError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {','.join(METHODS)}")
+        raise NeuroInspectError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {','.join(FIX_METHODS)}")
     return list(dict.fromkeys(methods))
 
 
@@ -52,13 +50,13 @@ def run(args) -> int:
     setup = prepare(args, methods)
     notes = list(setup.notes)
     has_groups = setup.val is not None and bool((setup.val.groups >= 0).any())
-    skipped = [m for m in methods if m in GROUP_LABEL_METHODS]
+    skipped = [m for m in methods if FIX_METHODS.info(m).uses_group_labels]
     if skipped and not has_groups:
-        methods = [m for m in methods if m not in GROUP_LABEL_METHODS]
+        methods = [m for m in methods if m not in skipped]
         notes.append(f"{', '.join(skipped)} skipped: the validation split has no group labels")
     if not any(setup.targets.values()):
-        skipped = [m for m in methods if m in NEEDS_NEURONS]
-        methods = [m for m in methods if m not in NEEDS_NEURONS]
+        skipped = [m for m in methods if FIX_METHODS.info(m).needs_neurons]
+        methods = [m for m in methods if m not in skipped]
         if skipped:
             notes.append(f"{', '.join(skipped)} skipped: no neurons given (--neurons or --ranking)")
     if not methods:

@@ -6,12 +6,12 @@ import logging
 
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_int,
                                      parse_name_list, parse_seeds, positive_int, print_headline, run_record)
+from neuroinspect.find.config import RANKINGS
+from neuroinspect.fix.config import FIX_METHODS
+from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig
+from neuroinspect.show.config import RECIPES
 
-# defaults shown by --help, copied here so that --help does not import torch; a test checks them
-# against neuroinspect.pipeline.PipelineConfig and the method names against neuroinspect.fix.config
-DEFAULTS = dict(worst_classes=1, choose_by="shortcut", explain_split="val", eval_split="test", ranking="gap",
-                n_insufficient=4, n_excessive=2, n_edit=3, fix="regroup", seeds=(0,), pictures="auto")
-RENDER_DEFAULTS = dict(recipe="clip-illusion", clip="none", steps=48, size=128)
+_P = PipelineConfig()  # every default below is read from here (torch-free)
 
 
 def register(sub) -> None:
@@ -25,53 +25,51 @@ def register(sub) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    d = DEFAULTS
+    d, r = _P, _P.render
     g = p.add_argument_group("what to debug")
     which = g.add_mutually_exclusive_group()
     which.add_argument("--class", dest="classes", metavar="NAME[,NAME…]",
                        help="the class(es) to debug, by name or index (default: the worst ones)")
-    which.add_argument("--worst-classes", type=positive_int, default=d["worst_classes"], metavar="N",
-                       help=f"debug the N worst classes on --explain-split (default {d['worst_classes']}; see --choose-by)")
-    g.add_argument("--choose-by", choices=("shortcut", "accuracy"), default=d["choose_by"],
+    which.add_argument("--worst-classes", type=positive_int, default=d.worst_classes, metavar="N",
+                       help=f"debug the N worst classes on --explain-split (default {d.worst_classes}; see --choose-by)")
+    g.add_argument("--choose-by", choices=CHOOSE_BY, default=d.choose_by,
                    help="which classes are worst: 'shortcut' ranks them by the model's accuracy on each class's held-out "
                         "pseudo-minority (its images without what the class usually has, and other classes' images "
                         "with it), which finds a shortcut that class accuracy hides when val is biased like train; "
-                        f"'accuracy' by class accuracy (default {d['choose_by']})")
-    g.add_argument("--explain-split", default=d["explain_split"],
+                        f"'accuracy' by class accuracy (default {d.choose_by})")
+    g.add_argument("--explain-split", default=d.explain_split,
                    help=f"split whose mistakes are explained and on which every method selects; the refits fit on it "
-                        f"(default {d['explain_split']})")
-    g.add_argument("--eval-split", default=d["eval_split"], help=f"split where before/after is measured (default {d['eval_split']})")
-    g.add_argument("--ranking", choices=("gap", "additive", "multiplicative"), default=d["ranking"],
-                   help=f"how a mistake blames a neuron (default {d['ranking']}; see `neuroinspect explain --help`)")
-    g.add_argument("--n-edit", type=positive_int, default=d["n_edit"], metavar="N",
-                   help=f"neurons fixed per class: its top N insufficient ones (default {d['n_edit']})")
-    g.add_argument("--n-insufficient", type=nonneg_int, default=d["n_insufficient"], metavar="N",
-                   help=f"top insufficient neurons rendered per class (default {d['n_insufficient']})")
-    g.add_argument("--n-excessive", type=nonneg_int, default=d["n_excessive"], metavar="N",
-                   help=f"top excessive neurons rendered per class (default {d['n_excessive']})")
+                        f"(default {d.explain_split})")
+    g.add_argument("--eval-split", default=d.eval_split, help=f"split where before/after is measured (default {d.eval_split})")
+    g.add_argument("--ranking", choices=RANKINGS, default=d.ranking,
+                   help=f"how a mistake blames a neuron (default {d.ranking}; see `neuroinspect explain --help`)")
+    g.add_argument("--n-edit", type=positive_int, default=d.n_edit, metavar="N",
+                   help=f"neurons fixed per class: its top N insufficient ones (default {d.n_edit})")
+    g.add_argument("--n-insufficient", type=nonneg_int, default=d.n_insufficient, metavar="N",
+                   help=f"top insufficient neurons rendered per class (default {d.n_insufficient})")
+    g.add_argument("--n-excessive", type=nonneg_int, default=d.n_excessive, metavar="N",
+                   help=f"top excessive neurons rendered per class (default {d.n_excessive})")
     f = p.add_argument_group("fix")
-    from neuroinspect.fix.config import METHODS
-
-    f.add_argument("--fix", choices=METHODS, default=d["fix"],
-                   help=f"the method saved as the edited model (default {d['fix']})")
+    f.add_argument("--fix", choices=FIX_METHODS, default=d.fix,
+                   help=f"the method saved as the edited model (default {d.fix})")
     f.add_argument("--methods", metavar="M[,M…]",
-                   help="methods compared in the table (default: all; dfr only when the data has group labels)")
+                   help=f"methods compared in the table (default {','.join(d.methods)}; those that read group labels "
+                        "only when the data has them)")
     f.add_argument("--seeds", metavar="S[,S…]", help="seeds of the comparison; the table shows mean ± std (default 0)")
-    r = p.add_argument_group("pictures")
-    r.add_argument("--pictures", choices=("auto", "none", "heatmaps", "all"), default=d["pictures"],
-                   help="how far the pictures go, after the report with the answer is written: none, heatmaps (where "
-                        "the top neurons fire in their top images; cheap), all (+ the optimised images) or auto (all "
-                        f"on a GPU, heatmaps on a CPU, where the optimised images take most of the run; default "
-                        f"{d['pictures']})")
-    r.add_argument("--recipe", default=RENDER_DEFAULTS["recipe"],
-                   help=f"visualisation recipe (default {RENDER_DEFAULTS['recipe']}; see `neuroinspect visualize --help`)")
-    r.add_argument("--clip", default=RENDER_DEFAULTS["clip"],
-                   help="CLIP guide: open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME or none "
-                        f"(default {RENDER_DEFAULTS['clip']})")
-    r.add_argument("--steps", type=positive_int, default=RENDER_DEFAULTS["steps"],
-                   help=f"optimisation steps per picture (default {RENDER_DEFAULTS['steps']})")
-    r.add_argument("--size", type=positive_int, default=RENDER_DEFAULTS["size"],
-                   help=f"picture size in pixels (default {RENDER_DEFAULTS['size']})")
+    pics = p.add_argument_group("pictures")
+    pics.add_argument("--pictures", choices=PICTURES, default=d.pictures,
+                      help="how far the pictures go, after the report with the answer is written: none, heatmaps (where "
+                           "the top neurons fire in their top images; cheap), all (+ the optimised images) or auto (all "
+                           "on a GPU, heatmaps on a CPU, where the optimised images take most of the run; default "
+                           f"{d.pictures})")
+    pics.add_argument("--recipe", default=r.recipe, choices=RECIPES, metavar="RECIPE",
+                      help=f"visualisation recipe, one of {RECIPES.choices()} (default {r.recipe}; see `neuroinspect visualize --help`)")
+    pics.add_argument("--clip", default=r.clip,
+                      help="CLIP guide: open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME or none "
+                        f"(default {r.clip})")
+    pics.add_argument("--steps", type=positive_int, default=r.steps,
+                      help=f"optimisation steps per picture (default {r.steps})")
+    pics.add_argument("--size", type=positive_int, default=r.size, help=f"picture size in pixels (default {r.size})")
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -79,17 +77,14 @@ def register(sub) -> None:
 def config_from(args: argparse.Namespace):
     from dataclasses import replace
 
-    from neuroinspect.fix.config import DEFAULT_COMPARE
-    from neuroinspect.pipeline import PipelineConfig
-
     return PipelineConfig(
         classes=tuple(parse_name_list(args.classes)),
         worst_classes=args.worst_classes, choose_by=args.choose_by, explain_split=args.explain_split,
         eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
-        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or DEFAULT_COMPARE, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
+        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or _P.methods, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
         # the measured render defaults (PipelineConfig's), the classifier at the render size
-        render=replace(PipelineConfig().render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
+        render=replace(_P.render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
                        input_size=args.size, seed=args.seed),
         render_precision=args.precision, pictures=args.pictures,
     ).validate()

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.fix.config import (DEFAULT_METHOD, EDIT_METHODS, FIT_ON, L2_GRID, LAM_GRID, LR_GRID, METHODS, NEEDS_NEURONS,
-                          SELECT_BY, FixConfig)
+from neuroinspect.fix.config import (DEFAULT_METHOD, FIT_ON, FIX_METHODS, L2_GRID, LAM_GRID, LR_GRID, SELECT_BY,
+                                     FixConfig)
 from neuroinspect.cli.common import (add_data_args, add_model_args, add_run_args, make_inspector, nonneg_float, nonneg_int,
                      parse_int_list, positive_float, positive_int, write_run_json)
 
@@ -37,13 +37,8 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
                         "and top --top-k excessive neurons); gives the class too when --class is absent")
     g.add_argument("--top-k", type=positive_int, default=3, help="neurons taken from each list of a --ranking (default 3)")
     if single_method:
-        g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                       help="regroup (default: pseudo-groups from the class's held-out mistakes, a balanced refit "
-                            "on train+val, the original kept unless it is beaten on held-out data; no group labels; "
-                            "--neurons optional), rebalance (pseudo-groups from the neurons, refit on half of val), "
-                            "ratio (the paper's edit, Eq. 8), con, class-weight, focal, erm (plain retraining), jtt, "
-                            "ablate (zero W[c,S]), val-refit (plain refit on all of val), dfr (the DFR paper's recipe; "
-                            "uses group labels), dfr-half (uses group labels)")
+        g.add_argument("--method", default=DEFAULT_METHOD, choices=FIX_METHODS, metavar="METHOD",
+                       help=f"the fix (default {DEFAULT_METHOD}): {methods_help()}")
     g.add_argument("--tau", default="auto", help="ratio: tau, 'auto' (1 + (min importance - 1)/3) or a positive number (default auto)")
     g.add_argument("--lam", type=positive_float, default=None,
                    help=f"ratio/con: regulariser weight lambda (default: searched over {', '.join(map(str, LAM_GRID))} on val)")
@@ -71,6 +66,16 @@ def add_edit_args(p: argparse.ArgumentParser, single_method: bool = True) -> Non
                    help=f"linear warm-up length in epochs (default {FixConfig.warmup:g})")
     g.add_argument("--train-batch-size", type=positive_int, default=FixConfig.batch_size,
                    help=f"batch size for training the head (default {FixConfig.batch_size})")
+
+
+def methods_help() -> str:
+    """Every registered fix method with its label and what it reads, for ``--help`` (from the name table)."""
+    def reads(info) -> str:
+        needs = [w for w, on in (("needs --neurons", info.needs_neurons), ("uses group labels", info.uses_group_labels))
+                 if on]
+        return f" [{', '.join(needs)}]" if needs else ""
+
+    return "; ".join(f"{e.name}: {e.info.label}{reads(e.info)}" for e in FIX_METHODS.entries())
 
 
 # --------------------------------------------------------------------------- shared preparation
@@ -155,7 +160,7 @@ def parse_tau(text) -> float | None:
 
 def prepare(args, methods: list[str]) -> EditSetup:
     """Build the inspector, check the splits and targets for ``methods``, and load the cached features."""
-    need_neurons = any(m in NEEDS_NEURONS for m in methods)
+    need_neurons = any(FIX_METHODS.info(m).needs_neurons for m in methods)
     ins = make_inspector(args)
     if ins.data is None:
         raise NeuroInspectError("edit needs data: pass --data")
@@ -165,7 +170,7 @@ def prepare(args, methods: list[str]) -> EditSetup:
             f"the edit retrains the decision layer on a 'train' split, and the data has only: {splits}; "
             "arrange it as ROOT/train/CLASS/*, ROOT/val/CLASS/*, ROOT/test/CLASS/* (or a manifest with a split column)"
         )
-    if args.patience and not _has_split(ins, "val") and any(m in EDIT_METHODS for m in methods):
+    if args.patience and not _has_split(ins, "val") and any(FIX_METHODS.info(m).by_gradient for m in methods):
         raise NeuroInspectError(
             f"early stopping needs a 'val' split and the data has only: {splits}; add ROOT/val/CLASS/* "
             "(or rows with split=val in the manifest), or pass --patience 0 to train all epochs without it"

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.cli.common import add_data_args, add_run_args, write_run_json
+from neuroinspect.core.model.sources import model_spec_help
+from neuroinspect.train_config import OPTIMIZERS, SELECT_BY, TrainConfig
+
+_T = TrainConfig()  # every default below is read from here (torch-free)
 
 
 def register(sub) -> None:
@@ -11,7 +15,7 @@ def register(sub) -> None:
         "train", help="train (fine-tune or linear-probe) the classifier to debug",
         description="Train a model spec on the data's train split, keeping the epoch with the best validation "
                     "metric. Defaults are the paper's recipe for its ResNet-50 classifiers (Adam, cosine annealing, "
-                    "lr 0.002, batch 128, 20 epochs, best on val). --head-only trains just the decision layer on "
+                    f"lr {_T.lr:g}, batch {_T.batch_size}, {_T.epochs} epochs, best on val). --head-only trains just the decision layer on "
                     "cached features of the frozen backbone (the paper's MetaShift ResNet-18: add --batch 8). "
                     "Writes OUT/model.safetensors (reload with --model SPEC --weights OUT/model.safetensors "
                     "--num-classes C), OUT/train.json, OUT/run.json and a resumable OUT/checkpoint.pt: rerunning "
@@ -19,8 +23,7 @@ def register(sub) -> None:
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC",
-                   help="torchvision:NAME[/WEIGHTS] (e.g. torchvision:resnet50/IMAGENET1K_V2 downloads), "
-                        "timm:NAME[/pretrained], efficientnet-lite0|efficientnet-lite2, or MODULE:CALLABLE")
+                   help=f"{model_spec_help()} (e.g. torchvision:resnet50/IMAGENET1K_V2 downloads its weights)")
     g.add_argument("--init-weights", metavar="FILE",
                    help="weights loaded before the head is resized to the data's classes (e.g. a local copy of "
                         "ImageNet weights for the architecture)")
@@ -30,14 +33,16 @@ def register(sub) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--head-only", action="store_true",
                    help="freeze the backbone and train only the decision layer on cached features (linear probe)")
-    t.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
-    t.add_argument("--lr", type=float, default=0.002, help="initial learning rate, cosine-annealed to 0 (default 0.002)")
-    t.add_argument("--batch", type=int, default=128, help="training batch size (default 128)")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="adam (default) or sgd with momentum 0.9")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
+    t.add_argument("--epochs", type=int, default=_T.epochs, help=f"epochs (default {_T.epochs})")
+    t.add_argument("--lr", type=float, default=_T.lr,
+                   help=f"initial learning rate, cosine-annealed to 0 (default {_T.lr:g})")
+    t.add_argument("--batch", type=int, default=_T.batch_size, help=f"training batch size (default {_T.batch_size})")
+    t.add_argument("--optimizer", default=_T.optimizer, choices=OPTIMIZERS,
+                   help=f"adam or sgd with momentum 0.9 (default {_T.optimizer})")
+    t.add_argument("--weight-decay", type=float, default=_T.weight_decay, help=f"weight decay (default {_T.weight_decay:g})")
     t.add_argument("--no-augment", action="store_true", help="fine-tuning without random resized crops and flips")
-    t.add_argument("--select-by", default="accuracy", choices=["accuracy", "class", "worst-group"],
-                   help="validation metric that picks the kept epoch (default accuracy)")
+    t.add_argument("--select-by", default=_T.select_by, choices=SELECT_BY,
+                   help=f"validation metric that picks the kept epoch (default {_T.select_by})")
     t.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     t.add_argument("--restart", action="store_true", help="ignore (and replace) a checkpoint already in --out")
     add_run_args(p, precision=False)  # training has --no-amp
@@ -45,7 +50,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from neuroinspect.train import CHECKPOINT, MODEL_FILE, TrainConfig, train_classifier
+    from neuroinspect.train import CHECKPOINT, MODEL_FILE, train_classifier
 
     out = Path(args.out)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch, optimizer=args.optimizer,

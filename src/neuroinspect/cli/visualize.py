@@ -6,11 +6,8 @@ from pathlib import Path
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.cli.common import (add_data_args, check_out, add_model_args, add_run_args, finite_float, input_px, make_inspector, parse_int_list,
                      parse_name_list, positive_float, positive_int, write_run_json)
-from neuroinspect.show.config import PAPER_CLIP, PARAMS, STARTS, RenderConfig
+from neuroinspect.show.config import PAPER_CLIP, PARAMS, RECIPES, STARTS, RenderConfig
 
-# the choices shown by --help, kept here so that --help does not import torch (a test checks they match)
-RECIPES = ("clip-illusion", "class", "fv")
-RECIPE_ALIASES = {"clip": "clip-illusion"}
 _R = RenderConfig()  # every default below is read from here
 
 
@@ -30,8 +27,9 @@ def register(sub) -> None:
     g.add_argument("--classes", metavar="A,B", help="classes (names or indices) to render every neuron inside")
     g.add_argument("--top-classes", type=positive_int, default=_R.top_classes, metavar="N",
                    help=f"without --classes: each neuron's N classes of largest decision-layer weight (default {_R.top_classes})")
-    g.add_argument("--recipe", choices=[*RECIPES, *RECIPE_ALIASES], default=_R.recipe,
-                   help=f"objective: clip-illusion (alias clip), class (no CLIP) or fv (plain -a_k) (default {_R.recipe})")
+    g.add_argument("--recipe", choices=RECIPES, metavar="RECIPE", default=_R.recipe,
+                   help=f"objective, one of {RECIPES.choices()} (default {_R.recipe}; a recipe that needs CLIP "
+                        "falls back to one without when CLIP cannot be had)")
     g.add_argument("--clip", default=_R.clip, metavar="SPEC",
                    help=f"open_clip:MODEL/PRETRAINED, open_clip:MODEL@CHECKPOINT, hf:NAME_OR_DIR or none "
                         f"(default {PAPER_CLIP}; falls back to --recipe class with a warning when the weights cannot be had)")

@@ -25,7 +25,7 @@ from neuroinspect.core.base.config import configured
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.html import esc, file_thumbnails, table
 from neuroinspect.core.base.io import write_csv
-from neuroinspect.core.base.records import ExplanationRecord, NeuronRank
+from neuroinspect.core.base.records import ExplanationRecord, NeuronRank, top_ranked
 from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.runtime import distributed
 from neuroinspect.core.runtime.device import DevicePolicy
@@ -51,6 +51,10 @@ class Explanation:
     @property
     def n_mistakes(self) -> int:
         return len(self.mistakes)
+
+    def top_neurons(self, k: int, k_excessive: int | None = None) -> list[int]:
+        """The top ``k`` insufficient then the top ``k_excessive`` (default ``k``) excessive neurons, without repeats."""
+        return top_ranked(self.insufficient, self.excessive, k, k_excessive)
 
     def record(self) -> ExplanationRecord:
         """What ``ranking.json`` holds: the ranking without the features (:mod:`neuroinspect.core.base.records`)."""

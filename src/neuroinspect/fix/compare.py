@@ -1,9 +1,10 @@
 """Stage 3 as one call: fix a class's false correlations with any method, tuned on val by default.
 
-``fix_head`` dispatches through the registry of :mod:`neuroinspect.fix.methods` to the paper's
-gradient edit and its baselines (:mod:`neuroinspect.fix.edit`: ``ratio``, ``con``,
-``class-weight``, ``focal``, ``erm``) or to the refits
-(:mod:`neuroinspect.fix.refit`: ``rebalance``, ``dfr``, ``jtt``, ``ablate``). A setting left as
+``fix_head`` runs the method object that the name table
+(:data:`~neuroinspect.fix.config.FIX_METHODS`) names: the paper's gradient edit and its baselines
+(:mod:`neuroinspect.fix.edit`: ``ratio``, ``con``, ``class-weight``, ``focal``, ``erm``) or the
+refits (:mod:`neuroinspect.fix.regroup`: ``regroup``; :mod:`neuroinspect.fix.refit`: ``rebalance``,
+``dfr``, ``jtt``, ``ablate``, ...). A setting left as
 ``None`` in :class:`FixConfig` is chosen by a small, seeded search on the validation split by
 the selection metric (learning rate and λ for the gradient methods; penalty and pseudo-group
 quantile for the refits), and the search is recorded. ``compare_methods`` runs several methods
@@ -22,8 +23,7 @@ from neuroinspect.core.base.metrics import evaluate, summarize
 from neuroinspect.core.base.records import STAT_KEYS, Comparison, EditRecord
 from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import FixConfig
-from neuroinspect.fix.edit import EditResult
-from neuroinspect.fix.methods import FIX_METHODS, FixProblem, FixResult, get_fix_method
+from neuroinspect.fix.methods import FixProblem, FixResult, get_fix_method
 
 __all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
            "fix_record", "summary_row", "kept_original_note"]
@@ -34,7 +34,7 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
              progress: bool = False, **overrides) -> FixResult:
     """Fix the decision layer ``W, b`` for ``targets`` ``{class: neurons}`` with the registered method
     ``config.method`` (module docstring; the methods: :mod:`neuroinspect.fix.methods`)."""
-    cfg = configured(FixConfig, config, overrides).validate(methods=FIX_METHODS)
+    cfg = configured(FixConfig, config, overrides).validate()
     method = get_fix_method(cfg.method)
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     names = train.class_names
@@ -164,7 +164,6 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
 
     ``extra``: more top-level keys (``split``, ``notes``, ``reload``, ``picked_by``)."""
     names = class_names
-    d = result.detail
     rec = {
         "method": result.method,
         "classes": [names[c] for c in result.targets],
@@ -181,15 +180,15 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
         "after": after,
         "model_file": model_file,
     }
-    if isinstance(d, EditResult):
+    if result.trained:  # a gradient method: its training record
         rec.update({
-            "tau": {names[c]: t for c, t in d.tau.items()},
-            "importance": {names[c]: v for c, v in d.importance.items()},
-            "best_epoch": d.best_epoch,
-            "epochs_run": d.epochs_run,
-            "stopped_early": d.stopped_early,
+            "tau": {names[c]: t for c, t in result.tau.items()},
+            "importance": {names[c]: v for c, v in result.importance.items()},
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
             "curves": [{**row, "mean_ratio": {names[c]: v for c, v in row.get("mean_ratio", {}).items()}}
-                       for row in d.curves],
+                       for row in result.curves],
         })
     return EditRecord.from_dict({**rec, **extra})
 

@@ -1,9 +1,11 @@
 """Every method name, search grid and default of stage 3, in one place and without importing torch
-(the command line's ``--help`` reads them from here). The methods themselves are registered in
-:mod:`neuroinspect.fix.methods`; a test checks that the names and flags here match that registry.
+(the command line reads them from here).
 
-A setting left ``None`` in :class:`FixConfig` is searched on the validation split (see
-:mod:`neuroinspect.fix.compare`).
+The fix methods' name table, :data:`FIX_METHODS`, lives here: each method's name, its label in
+tables and its flags (what it needs and reads), with the place of its implementation, which is
+imported only when the method runs (see :mod:`neuroinspect.fix.methods`; a method a user adds
+with ``@fix_method`` joins the same table). A setting left ``None`` in :class:`FixConfig` is
+searched on the validation split (see :mod:`neuroinspect.fix.compare`).
 """
 from __future__ import annotations
 
@@ -11,13 +13,46 @@ import math
 from dataclasses import dataclass, fields
 
 from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.registry import Registry
 
-EDIT_METHODS = ("ratio", "con", "class-weight", "focal", "erm")  # gradient training from the original head
-METHODS = ("regroup", "rebalance") + EDIT_METHODS + ("jtt", "ablate", "val-refit", "dfr", "dfr-half")
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a fix method needs and reads, so that callers ask the table instead of comparing names.
+
+    ``needs_neurons``      it reads the chosen neurons S of every edited class (refuses an empty S)
+    ``uses_group_labels``  it reads the true group labels (a reference, not a fair competitor)
+    ``by_gradient``        it retrains the head from the original with Adam (searches the learning rate;
+                           early stopping reads the validation split)
+    ``regularised``        its loss has a neuron regulariser of weight λ (searches λ)
+    """
+
+    label: str  # its name in tables
+    needs_neurons: bool = False
+    uses_group_labels: bool = False
+    by_gradient: bool = False
+    regularised: bool = False
+
+
+FIX_METHODS: Registry[MethodInfo] = Registry("method")
+_EDIT, _REFIT = "neuroinspect.fix.edit", "neuroinspect.fix.refit"
+FIX_METHODS.declare("regroup", MethodInfo("regroup (held-out mistakes)"), "neuroinspect.fix.regroup:Regroup")
+FIX_METHODS.declare("rebalance", MethodInfo("neuron-guided rebalancing", needs_neurons=True), f"{_REFIT}:Rebalance")
+# the gradient methods: one trainer, each with its own loss (neuroinspect.fix.edit)
+FIX_METHODS.declare("ratio", MethodInfo("ratio edit (paper)", needs_neurons=True, by_gradient=True, regularised=True),
+                    f"{_EDIT}:RatioEdit")
+FIX_METHODS.declare("con", MethodInfo("CON", needs_neurons=True, by_gradient=True, regularised=True), f"{_EDIT}:ConEdit")
+FIX_METHODS.declare("class-weight", MethodInfo("class re-weighting", by_gradient=True), f"{_EDIT}:ClassWeightEdit")
+FIX_METHODS.declare("focal", MethodInfo("focal loss", by_gradient=True), f"{_EDIT}:FocalEdit")
+FIX_METHODS.declare("erm", MethodInfo("ERM retrained", by_gradient=True), f"{_EDIT}:GradientMethod")
+FIX_METHODS.declare("jtt", MethodInfo("JTT"), f"{_REFIT}:JTT")
+FIX_METHODS.declare("ablate", MethodInfo("ablate W[c,S]", needs_neurons=True), f"{_REFIT}:Ablate")
+FIX_METHODS.declare("val-refit", MethodInfo("plain refit on val"), f"{_REFIT}:ValRefit")
+FIX_METHODS.declare("dfr", MethodInfo("DFR (group labels)", uses_group_labels=True), f"{_REFIT}:DFR")
+FIX_METHODS.declare("dfr-half", MethodInfo("DFR, half of val (group labels)", uses_group_labels=True),
+                    f"{_REFIT}:DFRHalf")
+
 DEFAULT_METHOD = "regroup"
-NEURON_METHODS = ("ratio", "con")  # gradient methods whose loss reads the chosen neurons S
-NEEDS_NEURONS = frozenset(NEURON_METHODS) | {"rebalance", "ablate"}
-GROUP_LABEL_METHODS = frozenset({"dfr", "dfr-half"})  # methods that read the true group labels
 # what `compare` and the demo run by default: the proposed fix first, the plain held-out refit and the
 # group-label reference last
 DEFAULT_COMPARE = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit", "dfr")
@@ -40,7 +75,7 @@ DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # dfr: the inverse L1 penal
 class EditConfig:
     """The gradient trainer's settings (:func:`~neuroinspect.fix.edit.edit_head`): the paper's edit and its baselines."""
 
-    method: str = "ratio"  # one of EDIT_METHODS
+    method: str = "ratio"  # a method of FIX_METHODS trained by gradient (by_gradient)
     lr: float = LR_GRID[0]  # Adam learning rate after warm-up
     lam: float = LAM_GRID[0]  # ratio/con: regulariser weight
     tau: float | dict | None = None  # ratio: None/"auto" = automatic, a number, or {class: tau}
@@ -56,7 +91,7 @@ class EditConfig:
 
 @dataclass
 class FixConfig(EditConfig):
-    """Every setting of a fix (any of METHODS): the trainer's settings plus the refits'; ``None`` means "search on val"."""
+    """Every setting of a fix (any method of FIX_METHODS): the trainer's settings plus the refits'; ``None`` means "search on val"."""
 
     method: str = DEFAULT_METHOD
     lr: float | None = None  # gradient methods: Adam learning rate (LR_GRID)
@@ -70,10 +105,10 @@ class FixConfig(EditConfig):
         own = {f.name: getattr(self, f.name) for f in fields(EditConfig)}
         return EditConfig(**{**own, **chosen})
 
-    def validate(self, methods=METHODS) -> "FixConfig":
-        """Check every setting; ``methods``: the known method names (the registry's, where it is loaded)."""
-        if self.method not in methods:
-            raise NeuroInspectError(f"unknown method '{self.method}'; choose one of {', '.join(methods)}")
+    def validate(self) -> "FixConfig":
+        """Check every setting (the method against the name table :data:`FIX_METHODS`)."""
+        if self.method not in FIX_METHODS:
+            raise FIX_METHODS.unknown(self.method)
         for name, v in (("lr", self.lr), ("lam", self.lam), ("l2", self.l2)):
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise NeuroInspectError(f"--{name} must be a positive finite number; got {v}")

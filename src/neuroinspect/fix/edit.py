@@ -17,7 +17,9 @@ given or automatic: ``τ = 1 + (min_{j∈S} imp_j − 1) / 3`` with
 ``imp_j = p(c | z̄) / p(c | z̄ with z̄_j := 0)`` and ``z̄`` the mean feature over the evaluated
 samples (the validation split when there is one, as ``explain`` uses; else the training split).
 
-The same loop trains the paper's baselines, selected by ``method``:
+The same loop trains the paper's baselines, selected by ``method``; each is a
+:class:`GradientMethod` that overrides the loss hooks (:meth:`GradientMethod.base_loss`,
+:meth:`GradientMethod.regulariser`):
 
 ``ratio``         the probability-ratio regulariser above (the method)
 ``con``           CE + λ · mean_i || ReLU(W_{c,S} ⊙ z_{i,S} + b_c) ||_2   (Eq. 9: shrink class c's use of S)
@@ -37,10 +39,11 @@ is never touched: everything here works on :class:`~neuroinspect.core.model.feat
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,14 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroinspect.core.base.config import configured
-from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.core.base.io import save_safetensors
-from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.runtime.device import DevicePolicy
+from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.fix.config import FIX_METHODS, GROUP_LABEL_SELECT, LAM_GRID, LR_GRID, SELECT_BY, EditConfig, FixConfig
+from neuroinspect.fix.methods import FixMethod, FixProblem, FixResult, get_fix_method
+from neuroinspect.core.base.io import save_safetensors
 from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.importance import bias_or_zeros, neuron_importance
-from neuroinspect.fix.config import EDIT_METHODS, NEURON_METHODS, SELECT_BY
-from neuroinspect.fix.config import EditConfig
 from neuroinspect.fix.refit import SELECT_QUANTILE, Spuriosity, worst_of
 
 log = logging.getLogger(__name__)
@@ -171,35 +174,111 @@ def selection_metric(logits: torch.Tensor, fs: FeatureSet, select_by: str, class
     raise NeuroInspectError(f"unknown --select-by '{select_by}'; choose one of {', '.join(SELECT_BY)}")
 
 
-# --------------------------------------------------------------------------- the trainer
+# --------------------------------------------------------------------------- the gradient methods
 @dataclass
-class EditResult:
-    """What :func:`edit_head` returns: the best epoch's decision layer and the training record."""
+class LossContext:
+    """What a gradient method's loss hooks read while :func:`edit_head` trains."""
 
-    weight: torch.Tensor  # [C, D] (CPU)
-    bias: torch.Tensor | None  # [C] (CPU), None when the head has no bias
-    best_epoch: int  # 1-based; 0 would mean "no epoch ran"
-    epochs_run: int
-    curves: list[dict]  # per epoch: epoch, train_loss, regulariser, val_metric, mean_ratio {class: r̄ on train}
-    tau: dict[int, float]  # per edited class (ratio method; the automatic value is recorded otherwise too)
-    method: str
-    lam: float
-    select_by: str
-    targets: dict[int, list[int]]
-    best_val_metric: float | None = None
-    stopped_early: bool = False
-    importance: dict[int, list[float]] = field(default_factory=dict)  # imp_j of each class's S
+    weight: torch.Tensor  # [C, D], the trained parameter
+    bias: torch.Tensor | None  # [C], the trained parameter (None: no bias)
+    targets: dict[int, list[int]]  # {class: neurons S}
+    index: dict[int, torch.Tensor]  # {class: S as a long tensor on the device}
+    tau: dict[int, float]  # {class: τ}
+    config: EditConfig
+    device: torch.device
+    class_weights: torch.Tensor | None = None  # per class, for the cross-entropy (set by setup)
 
-    def apply(self, fs: FeatureSet) -> FeatureSet:
-        """``fs`` rescored by the edited decision layer."""
-        return fs.with_logits(self.weight, self.bias)
+
+class GradientMethod(FixMethod):
+    """A fix that retrains the head from the original with Adam (:func:`edit_head`); the plain one is ``erm``.
+
+    Subclasses override the loss hooks: :meth:`setup` (once before training), :meth:`base_loss`
+    (default: cross-entropy, with the class weights :meth:`setup` set) and :meth:`regulariser` (default:
+    none), weighed by λ. :meth:`fit` searches the learning rate (and λ for a ``regularised`` method)
+    on the validation split, each candidate trained from the original head.
+    """
+
+    def setup(self, ctx: LossContext, train: FeatureSet) -> None:
+        """Prepare what the hooks read (e.g. ``ctx.class_weights``) from the training split."""
+
+    def base_loss(self, logits: torch.Tensor, y: torch.Tensor, ctx: LossContext) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=ctx.class_weights)
+
+    def regulariser(self, logits: torch.Tensor, z: torch.Tensor, ctx: LossContext) -> torch.Tensor:
+        return torch.zeros((), device=ctx.device)
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        """Train from the original head for every candidate lr (and λ) and keep the best on val (unset ones searched)."""
+        select_by = resolve_select_by(cfg.select_by, p.targets)
+        lrs = (cfg.lr,) if cfg.lr is not None else LR_GRID
+        lams = (cfg.lam,) if cfg.lam is not None else (LAM_GRID if self.regularised else (0.0,))
+        use_val = p.val is not None and bool(cfg.patience)  # patience 0 or None: every epoch, no early stopping
+        best, rows = None, []
+        for lr, lam in itertools.product(lrs, lams):
+            trainer = cfg.edit_config(method=self.name, lr=lr, lam=lam, patience=cfg.patience if use_val else None,
+                                      select_by=select_by)
+            res = edit_head(p.W, p.b, p.train, p.val if use_val else None, p.targets, trainer, policy=p.policy,
+                            progress=p.progress)
+            rows.append({"lr": lr, "lam": lam, "metric": res.best_val_metric, "best_epoch": res.best_epoch})
+            if best is None or (res.best_val_metric is not None and res.best_val_metric > best[1].best_val_metric):
+                best = ({"lr": lr, "lam": lam}, res)
+        chosen, res = best
+        return replace(res, method=self.name, select_by=select_by if use_val else "last epoch",
+                       uses_group_labels=select_by in GROUP_LABEL_SELECT, fit_on="train (from the original head)",
+                       chosen=chosen, search=rows if len(rows) > 1 else [])
+
+
+class RatioEdit(GradientMethod):
+    """``ratio``: the probability-ratio regulariser ``|| r(z) − τ ||_2 · sqrt(32 / B)`` per edited class (Eq. 8)."""
+
+    def regulariser(self, logits, z, ctx):
+        reg = torch.zeros((), device=ctx.device)
+        scale = math.sqrt(REFERENCE_BATCH / len(z))
+        for c in ctx.targets:
+            log_r = _log_ratio_from_logits(logits, z, ctx.weight, c, ctx.index[c]).clamp(max=MAX_LOG_RATIO)
+            reg = reg + torch.linalg.vector_norm(log_r.exp() - ctx.tau[c]) * scale
+        return reg
+
+
+class ConEdit(GradientMethod):
+    """``con``: shrink each edited class's use of its neurons (Eq. 9)."""
+
+    def regulariser(self, logits, z, ctx):
+        reg = torch.zeros((), device=ctx.device)
+        for c, s in ctx.targets.items():
+            reg = reg + con_regulariser(ctx.weight, z, c, s, ctx.bias)
+        return reg
+
+
+class ClassWeightEdit(GradientMethod):
+    """``class-weight``: inverse-frequency class weights, the edited classes ``class_boost`` × more."""
+
+    def setup(self, ctx, train):
+        C = ctx.weight.shape[0]
+        ctx.class_weights = class_weights(train.labels, C, list(ctx.targets), ctx.config.class_boost).to(ctx.device)
+
+
+class FocalEdit(GradientMethod):
+    """``focal``: focal loss with γ = ``focal_gamma``."""
+
+    def base_loss(self, logits, y, ctx):
+        return focal_loss(logits, y, ctx.config.focal_gamma)
+
+
+def gradient_method(name: str) -> GradientMethod:
+    """The gradient method ``name``; a method that is not trained by gradient raises one line listing those that are."""
+    if name not in FIX_METHODS or not FIX_METHODS.info(name).by_gradient:
+        raise NeuroInspectError(f"unknown edit method '{name}'; choose one of "
+                                f"{', '.join(FIX_METHODS.select(by_gradient=True))}")
+    method = get_fix_method(name)
+    if not isinstance(method, GradientMethod):
+        raise NeuroInspectError(f"method '{name}' is marked by_gradient but is not a GradientMethod")
+    return method
 
 
 def _check_inputs(W, b, train, val, targets, config: EditConfig, select_by: str, augmented_views):
     """One clear error for inputs the edit cannot use; ``select_by`` is ``config.select_by`` resolved."""
-    method, patience = config.method, config.patience
-    if method not in EDIT_METHODS:
-        raise NeuroInspectError(f"unknown edit method '{method}'; choose one of {', '.join(EDIT_METHODS)}")
+    method, patience = gradient_method(config.method), config.patience
     if select_by not in SELECT_BY:
         raise NeuroInspectError(f"unknown --select-by '{select_by}'; choose one of {', '.join(SELECT_BY)}")
     C, D = W.shape
@@ -221,7 +300,7 @@ def _check_inputs(W, b, train, val, targets, config: EditConfig, select_by: str,
             raise NeuroInspectError(
                 f"class '{cname}' has no training samples; the edit retrains on the training split, add images of it there"
             )
-        if method in NEURON_METHODS:
+        if method.needs_neurons:
             if not neurons:
                 raise NeuroInspectError(
                     f"no neurons chosen for class '{cname}' (S is empty); pass --neurons, e.g. from explain's ranking.json"
@@ -294,7 +373,7 @@ def edit_head(
     augmented_views: list[FeatureSet] | None = None,
     progress: bool = False,
     **overrides,
-) -> EditResult:
+) -> FixResult:
     """Retrain the decision layer ``W`` [C, D], ``b`` [C] on cached features (see the module docstring).
 
     ``targets`` maps each edited class index to its neurons ``S``. ``config`` (an :class:`EditConfig`;
@@ -307,9 +386,9 @@ def edit_head(
     augmentations); each epoch every sample is drawn from one of the views (the original included) at random.
     """
     cfg = configured(EditConfig, config, overrides)
-    method, tau, lam, epochs, patience, lr, warmup, batch_size, seed = (
-        cfg.method, cfg.tau, cfg.lam, cfg.epochs, cfg.patience, cfg.lr, cfg.warmup, cfg.batch_size, cfg.seed)
-    focal_gamma, class_boost = cfg.focal_gamma, cfg.class_boost
+    tau, lam, epochs, patience, lr, warmup, batch_size, seed = (
+        cfg.tau, cfg.lam, cfg.epochs, cfg.patience, cfg.lr, cfg.warmup, cfg.batch_size, cfg.seed)
+    method = gradient_method(cfg.method)
     targets = {int(c): [int(j) for j in (n or [])] for c, n in targets.items()}
     select_by = resolve_select_by(cfg.select_by, targets)
     _check_inputs(W, b, train, val, targets, cfg, select_by, augmented_views)
@@ -335,7 +414,8 @@ def edit_head(
     views = [v.float().to(device) for v in views]
     y_all = train.labels.to(device)
     index = {c: torch.as_tensor(s, dtype=torch.long, device=device) for c, s in targets.items()}
-    cw = class_weights(train.labels, C, list(targets), class_boost).to(device) if method == "class-weight" else None
+    ctx = LossContext(weight, bias, targets, index, taus, cfg, device)
+    method.setup(ctx, train)
     val_z = val.features.float().to(device) if val is not None else None
     pseudo = None
     if select_by == "pseudo-group" and val is not None:
@@ -345,26 +425,13 @@ def edit_head(
 
     def loss_fn(z, y):
         logits = z @ weight.T + (bias if bias is not None else 0)
-        if method == "focal":
-            base = focal_loss(logits, y, focal_gamma)
-        else:
-            base = F.cross_entropy(logits, y, weight=cw)
-        reg = torch.zeros((), device=device)
-        if method == "ratio":
-            scale = math.sqrt(REFERENCE_BATCH / len(z))
-            for c in targets:
-                log_r = _log_ratio_from_logits(logits, z, weight, c, index[c]).clamp(max=MAX_LOG_RATIO)
-                reg = reg + torch.linalg.vector_norm(log_r.exp() - taus[c]) * scale
-        elif method == "con":
-            for c, s in targets.items():
-                reg = reg + con_regulariser(weight, z, c, s, bias)
-        return base, reg
+        return method.base_loss(logits, y, ctx), method.regulariser(logits, z, ctx)
 
     best = None
     best_key, best_epoch, since_best = None, 0, 0  # best_key: (val metric, -val loss) of the kept epoch
     curves: list[dict] = []
     stopped = False
-    bar = progress_bar(epochs, f"edit ({method})", "epoch", enabled=progress)
+    bar = progress_bar(epochs, f"edit ({method.name})", "epoch", enabled=progress)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=gen)
         which = torch.randint(len(views), (n,), generator=gen) if len(views) > 1 else None
@@ -418,10 +485,11 @@ def edit_head(
                 break
     bar.close()
     new_w, new_b = best
-    return EditResult(
+    return FixResult(
         weight=new_w.cpu(), bias=None if new_b is None else new_b.cpu(), best_epoch=best_epoch,
-        epochs_run=len(curves), curves=curves, tau=taus, method=method, lam=lam, select_by=select_by,
+        epochs_run=len(curves), curves=curves, tau=taus, method=method.name, lam=lam, select_by=select_by,
         targets=targets, best_val_metric=best_key[0] if use_val else None, stopped_early=stopped, importance=imps,
+        fit_on="train (from the original head)", uses_group_labels=select_by in GROUP_LABEL_SELECT,
     )
 
 

@@ -37,6 +37,7 @@ from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.metrics import worst
 from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import DFR_C_GRID, FIT_ON, L2_GRID, QUANTILE_GRID, UPWEIGHT_GRID, FixConfig
+from neuroinspect.fix.methods import FixMethod, FixProblem, FixResult
 
 SELECT_QUANTILE = None  # pseudo-groups for model selection: the midpoint rule (see Spuriosity.thresholds)
 
@@ -203,23 +204,7 @@ class Spuriosity:
         return 2 * fs.labels + minority
 
 
-# --------------------------------------------------------------------------- results
-@dataclass
-class RefitResult:
-    """A refit decision layer, what it was fitted on and how it was chosen."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    method: str
-    targets: dict[int, list[int]]
-    fit_on: str
-    uses_group_labels: bool
-    chosen: dict  # the selected hyper-parameters
-    search: list[dict] = field(default_factory=list)  # every candidate with its selection score
-    best_val_metric: float | None = None
-    select_by: str = ""
-
-
+# --------------------------------------------------------------------------- the refits
 def _concat(parts: list[FeatureSet]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p.features.float() for p in parts]), torch.cat([p.labels for p in parts])
 
@@ -251,7 +236,7 @@ def _scorer(fs: FeatureSet, keys: torch.Tensor):
 
 
 def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list[int]], *, fit_on: str = FixConfig.fit_on,
-              l2=L2_GRID, quantiles=QUANTILE_GRID, seed: int = 0) -> RefitResult:
+              l2=L2_GRID, quantiles=QUANTILE_GRID, seed: int = 0) -> FixResult:
     """Neuron-guided rebalancing (module docstring). ``fit_on``: ``train``, ``val`` or ``train+val``."""
     if fit_on not in FIT_ON:
         raise NeuroInspectError(f"--fit-on must be one of {', '.join(FIT_ON)}; got '{fit_on}'")
@@ -277,7 +262,7 @@ def rebalance(train: FeatureSet, val: FeatureSet | None, targets: dict[int, list
     score = _scorer(val_sel, spur.pseudo_groups(val_sel, spur.thresholds(train, SELECT_QUANTILE)))
 
     chosen, (W, b), rows, best = _select([cand for q in quantiles for cand in path(q)], score)
-    return RefitResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), False, chosen, rows,
+    return FixResult(W, b, "rebalance", targets, fit_on.replace("val", "val (half)"), False, chosen, rows,
                        best_val_metric=best, select_by="worst pseudo-group accuracy")
 
 
@@ -333,7 +318,7 @@ def _raw(W: torch.Tensor, b: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -
 
 
 def dfr(train: FeatureSet, val: FeatureSet | None, *, inv_penalties=DFR_C_GRID, draws: int = 20, seed: int = 0,
-        targets=None) -> RefitResult:
+        targets=None) -> FixResult:
     """DFR(Val) by its paper's recipe, with the *true* groups of the validation split.
 
     Features standardised with the training split's mean and std; the inverse L1 penalty is tuned by
@@ -355,11 +340,11 @@ def dfr(train: FeatureSet, val: FeatureSet | None, *, inv_penalties=DFR_C_GRID, 
     chosen, _, rows, best = _select(fitted, score)
     W, b = l1_ensemble(x, val.labels, C, val.groups, chosen["inv_l1"], draws=draws, seed=seed)
     W, b = _raw(W, b, mu, sd)
-    return RefitResult(W, b, "dfr", dict(targets or {}), "val (all, group-balanced draws)", True, chosen, rows,
+    return FixResult(W, b, "dfr", dict(targets or {}), "val (all, group-balanced draws)", True, chosen, rows,
                        best_val_metric=best, select_by="worst group accuracy (true groups), on half of val")
 
 
-def dfr_half(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0, targets=None) -> RefitResult:
+def dfr_half(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0, targets=None) -> FixResult:
     """A weaker DFR variant: L2 refit on one half of val with the true groups weighted equally, selected on the other."""
     _needs_groups(val, "dfr-half")
     C = len(train.class_names) or int(train.labels.max()) + 1
@@ -368,7 +353,7 @@ def dfr_half(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int
     score = _scorer(val_sel, val_sel.groups)
     fitted = fit_logistic_path(val_fit.features, val_fit.labels, C, balanced_weights(val_fit.groups), l2)
     chosen, (W, b), rows, best = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
-    return RefitResult(W, b, "dfr-half", dict(targets or {}), "val (half)", True, chosen, rows,
+    return FixResult(W, b, "dfr-half", dict(targets or {}), "val (half)", True, chosen, rows,
                        best_val_metric=best, select_by="worst group accuracy (true groups)")
 
 
@@ -382,7 +367,7 @@ def _needs_groups(val: FeatureSet | None, method: str) -> None:
         raise NeuroInspectError(f"{method} needs group labels in the validation split (a group column in the manifest)")
 
 
-def val_refit(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0, targets=None) -> RefitResult:
+def val_refit(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: int = 0, targets=None) -> FixResult:
     """The plain reference: refit the head on *all* of val, every class weighing the same; no groups, no neurons.
 
     The L2 penalty is chosen by fitting on one half of val and scoring worst-class accuracy on the
@@ -396,12 +381,12 @@ def val_refit(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, seed: in
     fitted = fit_logistic_path(half.features, half.labels, C, balanced_weights(half.labels), l2)
     chosen, _, rows, best = _select([({"l2": a}, wb) for a, wb in zip(l2, fitted)], score)
     W, b = fit_logistic(val.features, val.labels, C, balanced_weights(val.labels), l2=chosen["l2"])
-    return RefitResult(W, b, "val-refit", dict(targets or {}), "val (all)", False, chosen, rows,
+    return FixResult(W, b, "val-refit", dict(targets or {}), "val (all)", False, chosen, rows,
                        best_val_metric=best, select_by="worst-class accuracy, on half of val")
 
 
 def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, upweights=UPWEIGHT_GRID, identify_l2: float = 1.0,
-        seed: int = 0, targets=None) -> RefitResult:
+        seed: int = 0, targets=None) -> FixResult:
     """Just Train Twice on cached features (module docstring)."""
     C = len(train.class_names) or int(train.labels.max()) + 1
     W0, b0 = fit_logistic(train.features, train.labels, C, l2=identify_l2)
@@ -416,15 +401,64 @@ def jtt(train: FeatureSet, val: FeatureSet | None, *, l2=L2_GRID, upweights=UPWE
     score = _scorer(sel, sel.labels)
     chosen, (W, b), rows, best = _select([cand for u in upweights for cand in path(u)], score)
     chosen = {**chosen, "n_errors": int(errors.sum())}
-    return RefitResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)", False, chosen, rows,
+    return FixResult(W, b, "jtt", dict(targets or {}), "train (errors up-weighted)", False, chosen, rows,
                        best_val_metric=best, select_by="worst-class accuracy")
 
 
-def ablate(W: torch.Tensor, b: torch.Tensor | None, targets: dict[int, list[int]]) -> RefitResult:
+def ablate(W: torch.Tensor, b: torch.Tensor | None, targets: dict[int, list[int]]) -> FixResult:
     """Zero ``W[c, S_c]`` for every edited class."""
     W = W.detach().float().clone().cpu()
     for c, neurons in targets.items():
         if neurons:
             W[c, torch.as_tensor(neurons, dtype=torch.long)] = 0.0
     bias = None if b is None else b.detach().float().clone().cpu()
-    return RefitResult(W, bias, "ablate", targets, "—", False, {})
+    return FixResult(W, bias, "ablate", targets, "—", False, {})
+
+
+# --------------------------------------------------------------------------- as fix methods
+def _l2(cfg: FixConfig) -> tuple[float, ...]:
+    """The L2 penalties to search: the one given, else :data:`L2_GRID`."""
+    return (cfg.l2,) if cfg.l2 is not None else L2_GRID
+
+
+class Rebalance(FixMethod):
+    """:func:`rebalance`, the pseudo-group quantile searched unless given."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        qs = (cfg.quantile,) if cfg.quantile is not None else QUANTILE_GRID
+        return rebalance(p.train, p.val, p.targets, fit_on=cfg.fit_on, l2=_l2(cfg), quantiles=qs, seed=cfg.seed)
+
+
+class DFR(FixMethod):
+    """:func:`dfr` (reads group labels)."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return dfr(p.train, p.val, seed=cfg.seed, targets=p.targets)
+
+
+class DFRHalf(FixMethod):
+    """:func:`dfr_half` (reads group labels)."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return dfr_half(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets)
+
+
+class ValRefit(FixMethod):
+    """:func:`val_refit`."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return val_refit(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets)
+
+
+class JTT(FixMethod):
+    """:func:`jtt`."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return jtt(p.train, p.val, l2=_l2(cfg), seed=cfg.seed, targets=p.targets)
+
+
+class Ablate(FixMethod):
+    """:func:`ablate`."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return ablate(p.W, p.b, p.targets)

@@ -36,8 +36,9 @@ import torch
 
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.fix.config import L2_GRID, REGROUP_C_GRID
-from neuroinspect.fix.refit import (RefitResult, balanced_weights, fit_logistic, l1_ensemble, split_halves, worst_of,
+from neuroinspect.fix.config import L2_GRID, REGROUP_C_GRID, FixConfig
+from neuroinspect.fix.methods import FixMethod, FixProblem, FixResult
+from neuroinspect.fix.refit import (balanced_weights, fit_logistic, l1_ensemble, split_halves, worst_of,
                                     _raw, _scaler)
 
 CROSS_FIT_L2 = 1e-2  # the plain refit that finds the held-out mistakes (penalty on standardised features)
@@ -195,15 +196,15 @@ def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed:
     return predicted
 
 
-def _unchanged(W0, b0, targets, chosen: dict, rows: list) -> RefitResult:
+def _unchanged(W0, b0, targets, chosen: dict, rows: list) -> FixResult:
     W = W0.detach().float().clone().cpu()
     b = None if b0 is None else b0.detach().float().clone().cpu()
-    return RefitResult(W, b, "regroup", targets, "— (kept the original)", False, chosen, rows,
+    return FixResult(W, b, "regroup", targets, "— (kept the original)", False, chosen, rows,
                        best_val_metric=chosen["no_change_worst"], select_by="worst pseudo-group accuracy, held out")
 
 
 def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
-            targets: dict[int, list[int]], *, draws: int = 20, seed: int = 0) -> RefitResult:
+            targets: dict[int, list[int]], *, draws: int = 20, seed: int = 0) -> FixResult:
     """The default fix (module docstring): returns the refit head, or the original one when it is not better."""
     if not targets:
         raise NeuroInspectError("regroup needs the classes to fix (from explain's ranking, or --class)")
@@ -245,8 +246,15 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
     chosen["kept_original"] = False
     how = ("class-balanced" if best[0].get("balance") == "class" else
            "pseudo-group-balanced draws" if "inv_l1" in best[0] else "pseudo-group-weighted")
-    return RefitResult(W, b, "regroup", targets, f"{fit_on} ({how})", False, chosen, rows,
+    return FixResult(W, b, "regroup", targets, f"{fit_on} ({how})", False, chosen, rows,
                        best_val_metric=best[1], select_by="worst pseudo-group accuracy, held out")
+
+
+class Regroup(FixMethod):
+    """:func:`regroup`, the default fix."""
+
+    def fit(self, p: FixProblem, cfg: FixConfig) -> FixResult:
+        return regroup(p.W, p.b, p.train, p.val, p.targets, seed=cfg.seed)
 
 
 def shortcut_scores(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,

@@ -7,19 +7,18 @@ from typing import Any
 from urllib.parse import quote
 
 from neuroinspect.core.base.metrics import finite_or_none
-from neuroinspect.fix.methods import FIX_METHODS
+from neuroinspect.fix.config import FIX_METHODS
 
 ORIGINAL_LABEL = "original (ERM head)"
 
 
 def method_label(method: str | None) -> str | None:
-    """A method's name in tables: the label it was registered with (``neuroinspect.fix.methods``)."""
+    """A method's name in tables: the label of its entry in the name table (``FIX_METHODS``)."""
     if method is None:
         return None
     if method == "original":
         return ORIGINAL_LABEL
-    found = FIX_METHODS.get(method)
-    return found.label if found is not None else method
+    return FIX_METHODS.info(method).label if method in FIX_METHODS else method
 
 
 def num(x: Any) -> float | None:

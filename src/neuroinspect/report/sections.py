@@ -19,6 +19,7 @@ from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.io import atomic_path
 from neuroinspect.core.base.records import (STAT_KEYS, Comparison, ComparisonRow, EditRecord, EvidenceRecord,
                                        ExplanationRecord, HeatmapRow, Metrics, Record, RunInfo, VisualizationSet)
+from neuroinspect.fix.config import DEFAULT_METHOD
 from neuroinspect.report import charts
 from neuroinspect.report.format import fmt_delta, fmt_pct, method_label, num, rel_url, settings_text, trend
 
@@ -386,7 +387,8 @@ def headline(ctx: dict) -> dict | None:
     if comp:
         rows = {r["method"]: r for r in comp["rows"]}
         orig = rows.get("original")
-        method = next((m for m in ("regroup", "rebalance", "ratio") if m in rows), next((m for m in rows if m != "original"), None))
+        # the default fix when it was compared, else the first method of the table
+        method = DEFAULT_METHOD if DEFAULT_METHOD in rows else next((m for m in rows if m != "original"), None)
         ours = rows.get(method)
         if orig and ours:
             for k, label in (("worst_group_acc", "worst-group accuracy"), ("avg_acc", "average accuracy"),

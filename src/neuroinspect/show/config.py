@@ -1,5 +1,5 @@
 """Every default of stage 2 (rendering and visualising neurons), once, without importing torch
-(the command line's ``--help`` reads them from here).
+(the command line's ``--help`` reads them from here), and the recipes' name table :data:`RECIPES`.
 
 Where the renderer runs and in which precision is not here: that is the
 :class:`~neuroinspect.core.runtime.device.DevicePolicy` passed beside the config.
@@ -7,6 +7,8 @@ Where the renderer runs and in which precision is not here: that is the
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from neuroinspect.core.base.registry import Registry
 
 DEFAULT_GAMMA = 0.5  # γ: weight of the class logit s_c in the objective (paper Eq. 3)
 DEFAULT_EPSILON = 0.05  # ε: offset of the CLIP gate (paper Eq. 4)
@@ -19,11 +21,29 @@ STARTS = ("auto", "noise", "exemplar", "preact")
 
 
 @dataclass(frozen=True)
+class RecipeInfo:
+    """What running a recipe takes (read without building its loss)."""
+
+    needs_clip: bool = False  # without a CLIP model, visualisation falls back to ``FALLBACK_RECIPE``
+    per_class: bool = True  # False: the loss ignores the class, so one image per neuron suffices
+
+
+# the named losses of paper Sec. III-D; each builds ``(gamma, epsilon) -> Objective`` in
+# neuroinspect.show.objectives (imported when first used); ``@register_recipe`` adds more
+RECIPES: Registry[RecipeInfo] = Registry("recipe")
+RECIPES.declare("clip-illusion", RecipeInfo(needs_clip=True), "neuroinspect.show.objectives:_clip_illusion",
+                aliases=("clip",))
+RECIPES.declare("class", RecipeInfo(), "neuroinspect.show.objectives:_class_conditional")
+RECIPES.declare("fv", RecipeInfo(per_class=False), "neuroinspect.show.objectives:_feature_visualisation")
+FALLBACK_RECIPE = "class"  # what a CLIP recipe becomes when CLIP cannot be had
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """How images are rendered (``render``) and visualised (``visualize_neurons``)."""
 
     # what is optimised
-    recipe: str = "clip-illusion"  # clip-illusion, class or fv (without CLIP, clip-illusion becomes class)
+    recipe: str = "clip-illusion"  # a name of RECIPES: clip-illusion, class or fv (without CLIP, clip-illusion becomes class)
     clip: object = PAPER_CLIP  # a CLIP spec, a loaded ClipModel, or "none"
     class_text: dict | None = None  # {class name: the text CLIP reads for it}
     gamma: float = DEFAULT_GAMMA

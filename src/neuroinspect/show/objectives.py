@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.show.config import DEFAULT_EPSILON, DEFAULT_GAMMA
+from neuroinspect.show.config import DEFAULT_EPSILON, DEFAULT_GAMMA, FALLBACK_RECIPE, RECIPES, RecipeInfo  # noqa: F401
 
 
 @dataclass
@@ -178,43 +178,33 @@ class Recipe:
     per_class: bool = True  # False: the loss ignores the class, so one image per neuron suffices
 
 
-RECIPES: dict[str, Recipe] = {}
-RECIPE_ALIASES: dict[str, str] = {}
-FALLBACK_RECIPE = "class"  # what a CLIP recipe becomes when CLIP cannot be had
-
-
 def register_recipe(name: str, aliases: tuple[str, ...] = (), needs_clip: bool = False, per_class: bool = True):
-    """Register ``build(gamma, epsilon) -> Objective`` as the recipe ``name`` (and its ``aliases``)."""
+    """Register ``build(gamma, epsilon) -> Objective`` as the recipe ``name`` (and its ``aliases``) in the
+    name table :data:`~neuroinspect.show.config.RECIPES`, which the command line reads."""
     def register(build: Callable[[float, float], Objective]) -> Callable[[float, float], Objective]:
-        RECIPES[name] = Recipe(name, build, tuple(aliases), needs_clip, per_class)
-        RECIPE_ALIASES.update({alias: name for alias in aliases})
+        RECIPES.register(name, RecipeInfo(needs_clip, per_class), build, tuple(aliases))
         return build
 
     return register
 
 
-@register_recipe("clip-illusion", aliases=("clip",), needs_clip=True)
+# the built-in recipes, declared in neuroinspect.show.config.RECIPES
 def _clip_illusion(gamma: float, epsilon: float) -> Objective:
     return -(ClipSimilarity() + epsilon) * (NeuronActivation() + gamma * ClassLogit())  # Eq. 4
 
 
-@register_recipe("class")
 def _class_conditional(gamma: float, epsilon: float) -> Objective:
     return -(NeuronActivation() + gamma * ClassLogit())  # Eq. 2
 
 
-@register_recipe("fv", per_class=False)
 def _feature_visualisation(gamma: float, epsilon: float) -> Objective:
     return -NeuronActivation()
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called ``name`` or one of its aliases; an unknown name raises one line listing the choices."""
-    found = RECIPES.get(RECIPE_ALIASES.get(name, name))
-    if found is None:
-        choices = ", ".join(list(RECIPES) + [f"{a} (= {n})" for a, n in RECIPE_ALIASES.items()])
-        raise NeuroInspectError(f"unknown recipe '{name}'; choose one of: {choices}")
-    return found
+    entry = RECIPES.entry(name)
+    return Recipe(entry.name, entry.load(), entry.aliases, entry.info.needs_clip, entry.info.per_class)
 
 
 def recipe(name: str, gamma: float = DEFAULT_GAMMA, epsilon: float = DEFAULT_EPSILON) -> Objective:

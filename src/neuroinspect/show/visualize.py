@@ -372,10 +372,7 @@ def visualize_ranked(inspector, explanation, n: int, out_dir: str | Path, config
     ``overrides`` (including ``features=`` and ``policy=``) go to ``visualize_neurons``; without a
     config, no CLIP is loaded (``clip="none"``) unless one is given.
     """
-    neurons = []
-    for s in list(explanation.insufficient[:n]) + list(explanation.excessive[:n]):
-        if s.neuron not in neurons:
-            neurons.append(s.neuron)
+    neurons = explanation.top_neurons(n)
     if not neurons:
         log.warning("no ranked neurons to visualise for class '%s'", explanation.class_name)
         return {}

@@ -288,13 +288,16 @@ class ExplanationRecord(Record):
     insufficient: list[NeuronRank]
     excessive: list[NeuronRank]
 
-    def top_neurons(self, k: int) -> list[int]:
-        """The top ``k`` insufficient then the top ``k`` excessive neurons, without repeats."""
-        out: list[int] = []
-        for r in self.insufficient[:k] + self.excessive[:k]:
-            if r.neuron not in out:
-                out.append(r.neuron)
-        return out
+    def top_neurons(self, k: int, k_excessive: int | None = None) -> list[int]:
+        """The top ``k`` insufficient then the top ``k_excessive`` (default ``k``) excessive neurons, without repeats."""
+        return top_ranked(self.insufficient, self.excessive, k, k_excessive)
+
+
+def top_ranked(insufficient, excessive, k: int, k_excessive: int | None = None) -> list[int]:
+    """The neurons of the top ``k`` ``insufficient`` then the top ``k_excessive`` (default ``k``) ``excessive``
+    ranks (anything with a ``.neuron``), in that order, each once."""
+    ranks = list(insufficient[:k]) + list(excessive[: k if k_excessive is None else k_excessive])
+    return list(dict.fromkeys(r.neuron for r in ranks))
 
 
 # --------------------------------------------------------------------------- stage 2: visualizations.json

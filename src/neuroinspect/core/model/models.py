@@ -11,7 +11,8 @@ Model specs
                                 from a local folder, or from the hub's cache with ``HF_HUB_OFFLINE=1``
 ``MODULE:CALLABLE``             any importable factory returning an ``nn.Module``
 
-Each source is one function registered with ``@model_source(...)``; ``MODEL_SOURCES`` lists them.
+Each source is one builder function, named in the torch-free table ``MODEL_SOURCES``
+(:mod:`neuroinspect.core.model.sources`, which the command line reads); ``@model_source(...)`` adds one.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from torchvision.models import ResNet18_Weights
 from torchvision.transforms import v2 as T
 
 from neuroinspect.core.base.errors import NeuroInspectError, first_line
+from neuroinspect.core.model.sources import CALLABLE_SOURCE, MODEL_SOURCES, SourceInfo
 from neuroinspect.core.model.probe import find_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -162,10 +164,6 @@ class ModelSource:
     exact: bool = False
 
 
-MODEL_SOURCES: dict[str, ModelSource] = {}
-CALLABLE_SOURCE = "MODULE:CALLABLE"  # any other ``a.b:c`` spec: an importable factory
-
-
 def model_source(name: str, usage: str, exact: bool = False):
     """Register ``build(rest_of_spec, num_classes) -> Built`` as the model source ``name``.
 
@@ -173,28 +171,31 @@ def model_source(name: str, usage: str, exact: bool = False):
     with ``exact=True`` the whole spec must equal ``name`` and the builder gets the spec itself.
     """
     def register(build: Callable[[str, int | None], Built]) -> Callable[[str, int | None], Built]:
-        MODEL_SOURCES[name] = ModelSource(name, build, usage, exact)
+        MODEL_SOURCES.register(name, SourceInfo(usage, exact), build)
         return build
 
     return register
 
 
+def _source(name: str) -> ModelSource:
+    entry = MODEL_SOURCES.entry(name)
+    return ModelSource(entry.name, entry.load(), entry.info.usage, entry.info.exact)
+
+
 def resolve_model_source(spec: str) -> tuple[ModelSource, str]:
     """The source a spec names and the part of the spec its builder reads; unknown specs raise one line."""
-    source = MODEL_SOURCES.get(spec)
-    if source is not None and source.exact:
-        return source, spec
+    if spec in MODEL_SOURCES and MODEL_SOURCES.info(spec).exact:
+        return _source(spec), spec
     prefix, sep, rest = spec.partition(":")
-    source = MODEL_SOURCES.get(prefix)
-    if sep and source is not None and not source.exact:
-        return source, rest
+    if sep and prefix in MODEL_SOURCES and not MODEL_SOURCES.info(prefix).exact:
+        return _source(prefix), rest
     if sep and prefix and rest:
-        return MODEL_SOURCES[CALLABLE_SOURCE], spec
-    usages = ", ".join(s.usage for s in MODEL_SOURCES.values())
+        return _source(CALLABLE_SOURCE), spec
+    usages = ", ".join(e.info.usage for e in MODEL_SOURCES.entries())
     raise NeuroInspectError(f"model spec '{spec}' not understood; use one of: {usages}")
 
 
-@model_source("torchvision", "torchvision:NAME[/WEIGHTS]")
+# --------------------------------------------------------------------------- the built-in sources (MODEL_SOURCES)
 def _torchvision(name: str, num_classes: int | None) -> Built:
     arch, _, weights_name = name.partition("/")
     try:
@@ -224,7 +225,6 @@ def _torchvision(name: str, num_classes: int | None) -> Built:
     return Built(model, Preprocess(crop, resize, tuple(tf.mean), tuple(tf.std), interp), class_names)
 
 
-@model_source("timm", "timm:NAME[/pretrained]")
 def _timm(name: str, num_classes: int | None) -> Built:
     import timm  # lazy: only timm: specs need it, and importing it takes seconds
 
@@ -273,11 +273,6 @@ def _lite(variant: str, num_classes: int | None) -> Built:
     return Built(model, pre, imagenet_classes() if num_classes in (None, 1000) else None)
 
 
-model_source("efficientnet-lite0", "efficientnet-lite0", exact=True)(_lite)
-model_source("efficientnet-lite2", "efficientnet-lite2", exact=True)(_lite)
-
-
-@model_source("hf", "hf:NAME_OR_DIR")
 def _hf(name: str, num_classes: int | None) -> Built:
     """A transformers image classifier from a local folder (or the hub's cache: see HF_HUB_OFFLINE)."""
     try:
@@ -314,7 +309,6 @@ def _hf(name: str, num_classes: int | None) -> Built:
     return Built(model, pre, class_names)
 
 
-@model_source(CALLABLE_SOURCE, CALLABLE_SOURCE)
 def _callable(spec: str, num_classes: int | None) -> Built:
     module_name, _, attr = spec.partition(":")
     try:
