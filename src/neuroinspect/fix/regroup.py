@@ -162,27 +162,10 @@ def exposure(pool: Pooled, unchanged: torch.Tensor):
     return accuracy
 
 
-def candidates(pool: Pooled) -> list[dict]:
-    """The heads ``regroup`` chooses from: on the pooled images (``on="all"``) and, with a validation split, on
-    val alone (``on="val"``: the images the original head never fitted, as DFR refits); each a pseudo-group-
-    balanced L1 ensemble (``inv_l1``) or an L2 refit weighted by pseudo-group (``l2``); on val also weighted by
-    class only (``balance="class"``: the plain refit on val, for a val whose pseudo-groups are already balanced)."""
-    found = [{"inv_l1": c, "on": "all"} for c in REGROUP_C_GRID] + [{"l2": a, "on": "all"} for a in L2_GRID]
-    if pool.is_val.any():
-        found += [{"inv_l1": c, "on": "val"} for c in REGROUP_C_GRID] + [{"l2": a, "on": "val"} for a in L2_GRID]
-        found += [{"l2": a, "on": "val", "balance": "class"} for a in L2_GRID]
-    return found
-
-
 def _fit(pool: Pooled, rows: torch.Tensor | None, keys: torch.Tensor, setting: dict, draws: int, seed: int):
-    """One candidate head (:func:`candidates`) on the standardised features of ``rows`` (None: all of them),
-    of val only when ``on="val"``."""
-    rows = torch.arange(len(pool.y)) if rows is None else rows
-    if setting.get("on") == "val":
-        rows = rows[pool.is_val[rows]]
-    x, y, k = pool.x[rows], pool.y[rows], keys[rows]
-    if setting.get("balance") == "class":
-        k = y
+    """One candidate head on the standardised features of ``rows`` (None: all): a balanced-subsample L1
+    ensemble (``inv_l1``) or a pseudo-group-weighted L2 refit on every image (``l2``)."""
+    x, y, k = (pool.x, pool.y, keys) if rows is None else (pool.x[rows], pool.y[rows], keys[rows])
     if "inv_l1" in setting:
         return l1_ensemble(x, y, pool.n_classes, k, setting["inv_l1"], draws=draws, seed=seed)
     return fit_logistic(x, y, pool.n_classes, balanced_weights(k), l2=setting["l2"])
@@ -219,11 +202,9 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
         return _unchanged(W0, b0, targets, chosen, [])
     keys = groups.keys
     rows, best = [], None
-    for setting in candidates(pool):  # every image scored by a head that did not see it
-        try:
-            predicted = _held_out_predictions(pool, keys, setting, seed)
-        except NeuroInspectError:  # a fold's val holds a single class: no such head
-            continue
+    settings = [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]
+    for setting in settings:  # every image scored by a head that did not see it
+        predicted = _held_out_predictions(pool, keys, setting, seed)
         s = worst_of(predicted, pool.y, keys)
         rows.append({**setting, "metric": s})
         if best is None or s > best[1]:
@@ -237,16 +218,14 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
               "top_neurons": {names[c]: groups.top_neurons(c) for c in groups.directions},
               "pseudo_minority": int((keys % 2 == 1).sum()), "held_out_worst": best[1], "no_change_worst": baseline,
               "compared_with": against}
-    fit_on = "val" if best[0].get("on") == "val" else "train+val" if pool.is_val.any() else "train"
+    fit_on = "train+val" if pool.is_val.any() else "train"
     if not best[1] > baseline:
         chosen["kept_original"] = True
         return _unchanged(W0, b0, targets, chosen, rows)
     W, b = _fit(pool, None, keys, best[0], draws, seed)
     W, b = _raw(W, b, pool.mean, pool.std)
     chosen["kept_original"] = False
-    how = ("class-balanced" if best[0].get("balance") == "class" else
-           "pseudo-group-balanced draws" if "inv_l1" in best[0] else "pseudo-group-weighted")
-    return FixResult(W, b, "regroup", targets, f"{fit_on} ({how})", False, chosen, rows,
+    return FixResult(W, b, "regroup", targets, f"{fit_on} (pseudo-group-balanced draws)", False, chosen, rows,
                        best_val_metric=best[1], select_by="worst pseudo-group accuracy, held out")
 
 
