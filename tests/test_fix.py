@@ -271,3 +271,28 @@ def test_regroup_reads_no_group_labels(case):
     with_groups = fix_head(W, b, F["train"], F["val"], targets)
     without = fix_head(W, b, _without_groups(F["train"]), _without_groups(F["val"]), targets)
     assert torch.equal(with_groups.weight, without.weight) and with_groups.chosen == without.chosen
+
+
+def test_the_pool_is_built_once_for_choosing_and_fixing(case, monkeypatch):
+    """``debug`` scores the classes and then fixes one on the same pool: the cross-fit runs once, and any other
+    tensors (or a tensor changed in place) get a pool of their own."""
+    from neuroinspect.fix import regroup as R
+
+    F, W, b = case
+    built = []
+    of = R.Pooled.of.__func__
+
+    def counting(cls, *args):
+        built.append(args)
+        return of(cls, *args)
+
+    monkeypatch.setattr(R.Pooled, "of", classmethod(counting))
+    monkeypatch.setattr(R, "_LAST_POOL", [])
+    R.shortcut_scores(W, b, F["train"], F["val"])
+    first = R.regroup(W, b, F["train"], F["val"], {shortcut.SPURIOUS: [shortcut.CUE]})
+    assert len(built) == 1
+    R.regroup(W, b, F["train"], F["val"], {shortcut.SPURIOUS: [shortcut.CUE]}, seed=1)  # another seed
+    assert len(built) == 2
+    copy = F["train"].subset(torch.arange(len(F["train"])))  # equal values, other tensors
+    again = R.regroup(W, b, copy, F["val"], {shortcut.SPURIOUS: [shortcut.CUE]})
+    assert len(built) == 3 and torch.equal(again.weight, first.weight)

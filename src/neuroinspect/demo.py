@@ -30,6 +30,7 @@ from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.model.models import build_model
 from neuroinspect.core.runtime import distributed
 from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.fix.config import DEFAULT_COMPARE
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector, seed_everything
 from neuroinspect.synthetic.scenes import ScenesConfig, make_scenes
@@ -44,8 +45,9 @@ class DemoConfig:
     model: str = "efficientnet-lite0"
     head_epochs: int = 200
     seed: int = 0  # the benchmark's, the head's and the pictures' seed; the run shown in detail
-    # debug's defaults with 3 seeds, and every picture on a CPU too: the demo shows the whole method
-    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(seeds=(0, 1, 2), pictures="all"))
+    # debug's defaults with 3 seeds, every baseline and every picture on a CPU too: the demo shows the whole method
+    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(seeds=(0, 1, 2), methods=DEFAULT_COMPARE,
+                                                                            pictures="all"))
 
     @classmethod
     def fast(cls, *, scenes: dict | None = None, pipeline: dict | None = None, render: dict | None = None,

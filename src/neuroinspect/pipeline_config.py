@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.find.config import DEFAULT_RANKING
-from neuroinspect.fix.config import DEFAULT_COMPARE, DEFAULT_METHOD, FIX_METHODS
+from neuroinspect.fix.config import DEBUG_COMPARE, DEFAULT_METHOD, FIX_METHODS
 from neuroinspect.show.config import RenderConfig
 
 # how far the pictures go: none, the exemplar heatmaps, + the optimised images; auto: all on a GPU, heatmaps on a CPU
@@ -31,7 +31,7 @@ class PipelineConfig:
     n_excessive: int = 2  # top excessive neurons rendered per class
     n_edit: int = 3  # neurons fixed per class: its top insufficient neurons
     fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
-    methods: tuple[str, ...] = DEFAULT_COMPARE  # every method compared (the table's rows)
+    methods: tuple[str, ...] = DEBUG_COMPARE  # the methods compared (the table's rows)
     seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
     # stage 2, measured (benchmarks/bench_render_defaults.py): the classifier at the render size, in channels-last,
     # 48 steps after a 10 % warm-up reached the most activation per second on the CPU

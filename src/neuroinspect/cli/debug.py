@@ -53,8 +53,8 @@ def register(sub) -> None:
     f.add_argument("--fix", choices=FIX_METHODS, default=d.fix,
                    help=f"the method saved as the edited model (default {d.fix})")
     f.add_argument("--methods", metavar="M[,M…]",
-                   help=f"methods compared in the table (default {','.join(d.methods)}; those that read group labels "
-                        "only when the data has them)")
+                   help=f"methods compared in the table, or 'all' (every registered method); default "
+                        f"{','.join(d.methods)}; those that read group labels only when the data has them")
     f.add_argument("--seeds", metavar="S[,S…]", help="seeds of the comparison; the table shows mean ± std (default 0)")
     pics = p.add_argument_group("pictures")
     pics.add_argument("--pictures", choices=PICTURES, default=d.pictures,
@@ -74,6 +74,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _methods(text: str | None) -> tuple[str, ...]:
+    """``--methods``: a comma-separated list, ``all`` (every registered method, the demo's table first) or nothing
+    (the default)."""
+    from neuroinspect.fix.config import DEFAULT_COMPARE
+
+    names = tuple(parse_name_list(text))
+    if names == ("all",):
+        return tuple(dict.fromkeys(DEFAULT_COMPARE + tuple(FIX_METHODS)))
+    return names or _P.methods
+
+
 def config_from(args: argparse.Namespace):
     from dataclasses import replace
 
@@ -82,7 +93,7 @@ def config_from(args: argparse.Namespace):
         worst_classes=args.worst_classes, choose_by=args.choose_by, explain_split=args.explain_split,
         eval_split=args.eval_split,
         ranking=args.ranking, n_insufficient=args.n_insufficient, n_excessive=args.n_excessive, n_edit=args.n_edit,
-        fix=args.fix, methods=tuple(parse_name_list(args.methods)) or _P.methods, seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
+        fix=args.fix, methods=_methods(args.methods), seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
         # the measured render defaults (PipelineConfig's), the classifier at the render size
         render=replace(_P.render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
                        input_size=args.size, seed=args.seed),

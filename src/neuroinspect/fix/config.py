@@ -56,6 +56,10 @@ DEFAULT_METHOD = "regroup"
 # what `compare` and the demo run by default: the proposed fix first, the plain held-out refit and the
 # group-label reference last
 DEFAULT_COMPARE = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit", "dfr")
+# what `debug` compares by default: the fix, the paper's ratio edit, the plain refit on val (no groups, no
+# neurons) and DFR (group labels: only when the data has them). The other baselines took most of the fix
+# stage's time (JTT alone as long as the fix; benchmarks/bench_debug.py); `--methods all` runs them all.
+DEBUG_COMPARE = ("regroup", "ratio", "val-refit", "dfr")
 
 # auto: the worst pseudo-group (from the chosen neurons, no group labels) when neurons are given, else the worst class
 SELECT_BY = ("auto", "pseudo-group", "accuracy", "class", "worst-class", "worst-group")

@@ -78,6 +78,26 @@ class Pooled:
         return cls(x, y, is_val, folds, predicted, mean, std, C)
 
 
+_LAST_POOL: list = []  # at most one (key, tensors, Pooled): see pooled()
+
+
+def pooled(train: FeatureSet, val: FeatureSet | None, seed: int) -> Pooled:
+    """:meth:`Pooled.of`, reused when called again on the very same feature and label tensors, unmodified, with
+    the same seed: ``debug`` scores the classes with :func:`shortcut_scores` and then fixes the chosen one with
+    :func:`regroup` on one pool (the cross-fit is two logistic regressions). The cache holds the tensors
+    themselves, so an identity cannot be reused by other tensors while it lives; an in-place change of any of
+    them (its version counter) misses it."""
+    tensors = [t for fs in (train, val) if fs is not None for t in (fs.features, fs.labels)]
+    key = (seed, len(train.class_names), tuple(t._version for t in tensors))
+    if _LAST_POOL:
+        last_key, last_tensors, pool = _LAST_POOL[0]
+        if last_key == key and len(last_tensors) == len(tensors) and all(a is b for a, b in zip(last_tensors, tensors)):
+            return pool
+    pool = Pooled.of(train, val, seed)
+    _LAST_POOL[:] = [(key, tensors, pool)]
+    return pool
+
+
 def shortcut_direction(pool: Pooled, c: int) -> torch.Tensor | None:
     """``d_c`` [D]: mean standardised feature of ``c``'s held-out correct images minus its mistakes' (None without both)."""
     own = pool.y == c
@@ -191,7 +211,7 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
     """The default fix (module docstring): returns the refit head, or the original one when it is not better."""
     if not targets:
         raise NeuroInspectError("regroup needs the classes to fix (from explain's ranking, or --class)")
-    pool = Pooled.of(train, val, seed)
+    pool = pooled(train, val, seed)
     unchanged = unchanged_predictions(pool, W0, b0)
     groups = PseudoGroups.find(pool, targets, exposure(pool, unchanged))
     names = train.class_names
@@ -246,7 +266,7 @@ def shortcut_scores(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, 
     shortcut (most of its validation images carry it, as in training) still scores low here: the
     few images where the shortcut and the label disagree are the ones it gets wrong. NaN: no held-out
     mistake of ``c`` or no held-out image in its pseudo-minority."""
-    pool = Pooled.of(train, val, seed)
+    pool = pooled(train, val, seed)
     exposed = exposure(pool, unchanged_predictions(pool, W, b))
     out = {}
     for c in (range(pool.n_classes) if classes is None else classes):
