@@ -101,7 +101,7 @@ def test_the_command_line_config_is_the_pipeline_config():
     args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o"])
     assert config_from(args) == cfg  # the measured render defaults reach the command line's config
     args = build_parser().parse_args(["debug", "--model", "m", "--data", "d", "--out", "o", "--size", "96"])
-    assert config_from(args).render.input_size == 96  # the classifier follows the render size
+    assert config_from(args).render.classifier_size() == 96  # the classifier follows the render size
 
 
 def test_the_answer_is_written_before_any_picture(tmp_path, monkeypatch):

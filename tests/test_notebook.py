@@ -117,7 +117,7 @@ def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins
 
 def test_debug_runs_the_pipeline_and_returns_its_record(ins, tmp_path):
     run = ins.debug(tmp_path / "run", classes=(NAMES[0],), methods=("rebalance",), n_insufficient=1, n_excessive=1,
-                    n_edit=1, render=RenderConfig(clip="none", steps=3, size=32, heatmaps=0))
+                    n_edit=1, render=RenderConfig(clip="none", steps=3, size=32, heatmaps=0), pictures="all")
     assert isinstance(run, DebugRun) and run.report.is_file()
     assert run.headline["worst_class"] == NAMES[0] and run.info.command == "debug"
     assert "report:" in repr(run)

@@ -33,10 +33,8 @@ class PipelineConfig:
     fix: str = DEFAULT_METHOD  # the method saved as the edited model and quoted in the headline
     methods: tuple[str, ...] = DEBUG_COMPARE  # the methods compared (the table's rows)
     seeds: tuple[int, ...] = (0,)  # the comparison's seeds; the first one is shown in detail
-    # stage 2, measured (benchmarks/bench_render_defaults.py): the classifier at the render size, in channels-last,
-    # 48 steps after a 10 % warm-up reached the most activation per second on the CPU
-    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none", steps=48, size=128, input_size=128,
-                                                                      warmup=0.1))
+    # stage 2: RenderConfig's measured defaults (benchmarks/bench_render_defaults.py), without CLIP (a first look)
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(clip="none"))
     render_precision: str = "auto"  # the classifier's precision while rendering (see core.runtime.device.DevicePolicy)
     render_channels_last: bool = True  # the classifier in channels-last layout while rendering
     pictures: str = "auto"  # none, heatmaps (the exemplar heatmaps only), all (+ the optimised images), auto (see PICTURES)

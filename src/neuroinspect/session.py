@@ -260,7 +260,8 @@ class Inspector(InspectedModel):
         memory (:class:`~neuroinspect.results.Pictures`; ``.save(dir)`` writes them).
 
         ``config``: a :class:`RenderConfig`, or its fields as keyword ``overrides``; without one, the quick
-        pictures of ``neuroinspect debug`` (no CLIP, 96 steps at 128 px), not the paper's 650-step renders."""
+        pictures of ``neuroinspect debug`` (no CLIP; 48 steps at 128 px, the measured defaults), not the paper's
+        650-step renders at 224 px."""
         neurons = [neurons] if isinstance(neurons, int) else list(neurons)
         classes = [classes] if isinstance(classes, (str, int)) else classes
         if config is None:

@@ -96,7 +96,7 @@ def config_from(args: argparse.Namespace):
         fix=args.fix, methods=_methods(args.methods), seeds=tuple(parse_seeds(args.seeds)) or (args.seed,),
         # the measured render defaults (PipelineConfig's), the classifier at the render size
         render=replace(_P.render, recipe=args.recipe, clip=args.clip, steps=args.steps, size=args.size,
-                       input_size=args.size, seed=args.seed),
+                       seed=args.seed),
         render_precision=args.precision, pictures=args.pictures,
     ).validate()
 

@@ -117,8 +117,8 @@ def render(
     ``policy`` (a :class:`DevicePolicy`; default: the classifier's device in fp32): its precision
     "bf16" autocasts the classifier's forward and backward (never CLIP); fp16 is refused (its image
     gradients would need loss scaling); ``channels_last`` stores its activations NHWC. Cost:
-    ``input_size`` runs the classifier at that size during optimisation (default its own input
-    size); the final scores always use the classifier's own input size in fp32. ``schedule``:
+    ``cfg.classifier_size()`` runs the classifier at that size during optimisation (default: the image's
+    size; None: its own input size); the final scores always use the classifier's own input size in fp32. ``schedule``:
     "cosine" or "constant", after a linear ``warmup`` (a fraction of the steps).
 
     Silent neurons (a_k = 0 on the starting image, so no gradient reaches the image): ``start``
@@ -132,7 +132,7 @@ def render(
     """
     cfg = configured(RenderConfig, config, overrides)
     policy = DevicePolicy.of(policy, probe.head.weight.device).for_backward()
-    steps, batch, seed, start, input_size, progress = cfg.steps, cfg.batch, cfg.seed, cfg.start, cfg.input_size, cfg.progress
+    steps, batch, seed, start, input_size, progress = cfg.steps, cfg.batch, cfg.seed, cfg.start, cfg.classifier_size(), cfg.progress
     if start not in STARTS:
         raise NeuroInspectError(f"unknown start '{start}'; choose one of: {', '.join(STARTS)}")
     pairs = [(int(n), int(c)) for n, c in pairs]

@@ -252,7 +252,7 @@ def visualize_neurons(
         "param": param,
         "precision": precision,
         "channels_last": channels_last,
-        "input_size": input_size,
+        "input_size": cfg.classifier_size(),
         "schedule": schedule,
         "warmup": warmup,
         "start": start,
