@@ -11,7 +11,7 @@ a demo run's training split), (c) wall and CPU seconds per image-step. Writes th
 PNG grid per method. Prints JSON.
 
 torch-lucent 0.1.8 pins kornia<=0.4.1, which would downgrade torch: install it without its
-dependencies, beside a current kornia (see the README's benchmark section)::
+dependencies, beside a current kornia (see docs/benchmarks.md)::
 
     pip install --no-deps torch-lucent==0.1.8 kornia==0.9.0 kornia-rs==0.2.0 decorator
     neuroinspect demo --fast --out runs/demo-fast
