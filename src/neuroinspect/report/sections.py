@@ -383,7 +383,7 @@ def headline(ctx: dict) -> dict | None:
             if r and (r["before"] is not None or r["after"] is not None):
                 tiles.append({"label": name, "before": fmt_pct(r["before"]), "after": fmt_pct(r["after"]),
                               "delta": r["delta"], "trend": r["trend"], "source": "edit.json"})
-        return {"title": f"Editing the decision layer ({edit['label'] or 'ratio'})", "tiles": tiles[:3]}
+        return {"title": f"Editing the decision layer: {edit['label'] or 'ratio'}", "tiles": tiles[:3]}
     if comp:
         rows = {r["method"]: r for r in comp["rows"]}
         orig = rows.get("original")
