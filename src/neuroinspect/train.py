@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 
 from neuroinspect.core.base.config import InspectorConfig, configured
 from neuroinspect.core.base.errors import NeuroInspectError, first_line
-from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch, write_json
-from neuroinspect.core.base.metrics import summarize
+from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch
+from neuroinspect.core.base.metrics import metrics_of
+from neuroinspect.core.base.records import Metrics, TrainRecord
 from neuroinspect.core.data.images import ImageData, collate_skipping
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import extract_features, store_features
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.safetensors"
-RECORD = "train.json"
+RECORD = TrainRecord.FILE
 
 
 @dataclass
@@ -63,8 +64,8 @@ class TrainResult:
     best_epoch: int
     best_val: float | None
     history: list[dict]
-    val_metrics: dict | None = None
-    test_metrics: dict | None = None
+    val_metrics: Metrics | None = None
+    test_metrics: Metrics | None = None
     resumed_from: int = 0
     num_classes: int = 0
     reload: dict = field(default_factory=dict)
@@ -79,27 +80,19 @@ def reload_spec(spec: str) -> str:
     return spec
 
 
-def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict:
-    """Accuracy, mean per-class accuracy and worst-group accuracy (fractions)."""
-    correct = (logits.argmax(1) == labels).float()
-    per_class = {str(k): float(correct[labels == k].mean()) for k in labels.unique().tolist()}
-    per_group = {str(g): float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0}
-    s = summarize(float(correct.mean()) if len(correct) else float("nan"), per_class, per_group)
-    return {
-        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-        "class": sum(per_class.values()) / len(per_class) if per_class else float("nan"),
-        "worst_class": s.worst_class_acc,
-        "worst_group": s.worst_group_acc,
-        "n": int(len(correct)),
-    }
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, data: ImageData) -> Metrics:
+    """The :class:`Metrics` of ``logits`` (fractions): per class by ``data``'s class names, per group by its group
+    names (a group without a name by its number)."""
+    return metrics_of(labels, logits.argmax(1), list(data.class_names), groups, list(data.group_names or []))
 
 
-def _selection(metrics: dict, select_by: str) -> float:
+def _selection(metrics: Metrics, select_by: str) -> float:
     if select_by == "worst-group":
-        if metrics["worst_group"] is None:
+        if metrics.worst_group_acc is None:
             raise NeuroInspectError("--select-by worst-group needs group labels in the val split")
-        return metrics["worst_group"]
-    return metrics[select_by]
+        return metrics.worst_group_acc
+    value = metrics.accuracy if select_by == "accuracy" else metrics.mean_class_acc
+    return float("nan") if value is None else value
 
 
 def _has(data: ImageData, split: str) -> bool:
@@ -260,7 +253,7 @@ def train_classifier(
             fs = feats[split]
             with torch.no_grad():
                 logits = probe.head(fs.features.to(device)).float().cpu()
-            return split_metrics(logits, fs.labels, fs.groups)
+            return split_metrics(logits, fs.labels, fs.groups, data)
         return _evaluate_model(net, data, split, loaded.preprocess.transform, loading, eval_batch_size, config.amp)
 
     # ---------------------------------------------------------------- epochs
@@ -277,7 +270,7 @@ def train_classifier(
                   "lr": sched.get_last_lr()[0], "seconds": None}
         if has_val:
             vm = evaluate_split("val")
-            record.update(val_acc=vm["accuracy"], val_class_acc=vm["class"], val_worst_group=vm["worst_group"],
+            record.update(val_acc=vm.accuracy, val_class_acc=vm.mean_class_acc, val_worst_group=vm.worst_group_acc,
                           val_metric=_selection(vm, config.select_by))
             better = best_val is None or record["val_metric"] > best_val
         else:
@@ -309,7 +302,7 @@ def train_classifier(
                 fs = extract_features(loaded, probe, data, split, policy=_policy(device, config.amp, backward=False),
                                       cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers,
                                       progress=progress)
-                metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
+                metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups, data)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
@@ -318,13 +311,13 @@ def train_classifier(
     reload = {"model": reload_spec(model), "weights": str(out / MODEL_FILE), "num_classes": C, "head": head}
     result = TrainResult(out, out / MODEL_FILE, best_epoch, best_val, history, metrics.get("val"),
                          metrics.get("test"), start_epoch, C, reload)
-    write_json(out / RECORD, {
-        "model": model, "data": data.spec, "classes": list(data.class_names), "config": asdict(config),
-        "init_weights": str(init_weights) if init_weights else None, "best_epoch": best_epoch,
-        "best_val_metric": best_val, "select_by": config.select_by if has_val else "last epoch (no val split)",
-        "history": history, "val": metrics.get("val"), "test": metrics.get("test"), "resumed_from": start_epoch,
-        "reload": reload, "device": str(device), "preprocess": loaded.preprocess.describe(),
-    })
+    TrainRecord(
+        model=model, data=str(data.spec), classes=list(data.class_names), config=asdict(config),
+        init_weights=str(init_weights) if init_weights else None, best_epoch=best_epoch,
+        best_val_metric=best_val, select_by=config.select_by if has_val else "last epoch (no val split)",
+        history=history, val=metrics.get("val"), test=metrics.get("test"), resumed_from=start_epoch,
+        reload=reload, device=str(device), preprocess=loaded.preprocess.describe(),
+    ).write(out / RECORD)
     return result
 
 
@@ -405,4 +398,4 @@ def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, load
         groups.append(grp)
     if not logits:
         raise NeuroInspectError(f"no image of split '{split}' could be read")
-    return split_metrics(torch.cat(logits), torch.cat(labels), torch.cat(groups))
+    return split_metrics(torch.cat(logits), torch.cat(labels), torch.cat(groups), data)

@@ -98,7 +98,7 @@ def visualize_neurons(
     class_names: list[str] | None = None,
     cache_dir: str | Path | None = None,
     **overrides,
-) -> dict:
+) -> VisualizationSet:
     """Render, mask and score neurons inside classes; write PNGs and ``visualizations.json`` into ``out_dir``.
 
     ``source``: an ``Inspector`` (its data, when it has some, gives exemplars and the class means
@@ -117,7 +117,8 @@ def visualize_neurons(
     where the neuron fires on an image of the class, preact elsewhere; it left the fewest silent
     images on Lite0) or "noise" (nothing). ``policy``: device, precision and channels_last (default:
     the Inspector's device and precision, else the model's device in fp32; see ``render``).
-    ``input_size``, ``schedule`` and ``warmup``: see ``render``. Returns the JSON written. Under
+    ``input_size``, ``schedule`` and ``warmup``: see ``render``. Returns the
+    :class:`~neuroinspect.core.base.records.VisualizationSet` written as ``visualizations.json``. Under
     torchrun every rank calls this: each renders its share of the batches, rank 0 writes the rest
     and publishes, and every rank gets the same report back.
     """
@@ -266,7 +267,7 @@ def visualize_neurons(
     manifest = VisualizationSet.from_dict(report)  # checked against the record the report reads
     manifest.write(out / VisualizationSet.FILE)
     publish_dir(out, out_dir, VisualizationSet.FILE)
-    return distributed.broadcast(manifest.to_dict())  # every rank returns the same report
+    return distributed.broadcast(manifest)  # every rank returns the same record
 
 
 def _start_images(probe, pre, fs, pairs, data) -> list[tuple[torch.Tensor, str, float] | None] | None:
