@@ -195,7 +195,7 @@ def test_ratio_penalty_is_calibrated_to_the_authors_batch_of_32(case):
 
 def test_compare_over_seeds_reports_mean_and_spread(case):
     F, W, b = case
-    rows, per_seed = compare_methods(W, b, F["train"], F["val"], F["test"], {shortcut.SPURIOUS: [shortcut.CUE]},
+    rows, per_seed = compare_methods(W, b, F, {shortcut.SPURIOUS: [shortcut.CUE]},
                                      ["rebalance", "erm", "dfr"], seeds=(0, 1), config=FixConfig(epochs=2))
     by = {r.method: r for r in rows}
     assert list(by) == ["original", "rebalance", "erm", "dfr"] and len(per_seed) == 2

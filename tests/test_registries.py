@@ -175,7 +175,7 @@ def test_a_registered_fix_method_runs_through_fix_head_and_run_methods(case):
         assert torch.equal(res.weight[0], W[0])
         with pytest.raises(NeuroInspectError, match="needs neurons"):  # its flag is honoured
             fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: []}, method="zero-cue-test")
-        out = run_methods(W, b, F["train"], F["val"], F["test"], {shortcut.SPURIOUS: [shortcut.CUE]},
+        out = run_methods(W, b, F, {shortcut.SPURIOUS: [shortcut.CUE]},
                           ["zero-cue-test", "ablate"])
         assert list(out) == ["original", "zero-cue-test", "ablate"]
         assert out["zero-cue-test"].row.avg_acc == pytest.approx(out["ablate"].row.avg_acc)  # the same edit

@@ -209,7 +209,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
                                        train=feats["train"], policy=policy)
     fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
-    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=policy)
+    results = run_methods(*head, fs, targets, cfg.methods, seed, policy=policy)
     return SeedRun(seed, head, explanations, targets, results)
 
 

@@ -222,7 +222,7 @@ class Fix:
         chosen, notes = comparable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
         cfg = config or self.config
         W, b = self.head
-        rows, _ = compare_methods(W, b, f["train"], f["val"], f["test"], self.targets, chosen, tuple(seeds), cfg)
+        rows, _ = compare_methods(W, b, f, self.targets, chosen, tuple(seeds), cfg)
         return ComparisonTable(rows, comparison_record(rows, self.targets, self.class_names, self.split, seeds, notes,
                                                        config=cfg))
 

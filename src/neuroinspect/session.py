@@ -292,7 +292,7 @@ class Inspector(InspectedModel):
         feats = {role: self.features(split).with_logits(W, b)
                  for role, split in (("train", "train"), ("val", fit_split), ("test", eval_split))}
         self.start()
-        results = run_methods(W, b, feats["train"], feats["val"], feats["test"], targets, [cfg.method], cfg.seed, cfg,
+        results = run_methods(W, b, feats, targets, [cfg.method], cfg.seed, cfg,
                               policy=self.device, progress=self.progress)
         before, after, result = results["original"].metrics, results[cfg.method].metrics, results[cfg.method].result
         ranking = kept[0].settings.get("ranking")

@@ -62,7 +62,7 @@ def run(args) -> int:
     if not methods:
         raise NeuroInspectError("no method left to run; pass --neurons, or group labels for dfr")
     W, b = head_of(setup)
-    rows, _ = compare_methods(W, b, setup.train, setup.val, setup.test, setup.targets, methods, seeds, cfg,
+    rows, _ = compare_methods(W, b, setup.splits, setup.targets, methods, seeds, cfg,
                               policy=setup.ins.policy, progress=not getattr(args, "no_progress", False))
     table = format_table(rows)
     names = setup.class_names

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
@@ -94,12 +95,14 @@ class MethodRun:
     result: FixResult | None
 
 
-def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                methods, seed: int = 0, config: FixConfig | None = None, *, policy=None,
+def run_methods(W, b, splits: Mapping[str, FeatureSet | None], targets: dict[int, list[int]], methods,
+                seed: int = 0, config: FixConfig | None = None, *, policy=None,
                 progress: bool = False) -> dict[str, MethodRun]:
     """One seed of every method: ``{method: MethodRun}`` (test metrics, one-seed row, FixResult), ``original``
-    first."""
+    first. ``splits``: the features by role, ``train`` and ``test`` (``val``: optional, the methods' held-out
+    split; see :func:`fix_head`)."""
     cfg = config or FixConfig()
+    train, val, test = splits["train"], splits.get("val"), splits["test"]
     edited = [test.class_names[c] for c in targets]
     original = evaluate(test.with_logits(W, b))
     out = {"original": MethodRun(original, summary_row("original", original, edited, method_info(None)), None)}
@@ -120,12 +123,12 @@ def aggregate_seeds(per_seed: list[dict[str, MethodRun]]) -> list[ComparisonRow]
     return rows
 
 
-def compare_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                    methods, seeds=(0,), config: FixConfig | None = None, *, policy=None,
+def compare_methods(W, b, splits: Mapping[str, FeatureSet | None], targets: dict[int, list[int]], methods,
+                    seeds=(0,), config: FixConfig | None = None, *, policy=None,
                     progress: bool = False) -> tuple[list[ComparisonRow], list[dict[str, MethodRun]]]:
-    """Every method once per seed on the same head; rows (``original`` first) with mean ± std over seeds,
-    and the per-seed results."""
-    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, policy=policy, progress=progress)
+    """Every method once per seed on the same head and ``splits`` (as :func:`run_methods`); rows
+    (``original`` first) with mean ± std over seeds, and the per-seed results."""
+    per_seed = [run_methods(W, b, splits, targets, methods, seed, config, policy=policy, progress=progress)
                 for seed in seeds]
     return aggregate_seeds(per_seed), per_seed
 
