@@ -112,3 +112,31 @@ def test_init_weights_load_before_the_head_is_resized(tmp_path):
     with pytest.raises(NeuroInspectError, match="worst-group needs group labels"):
         train_classifier(TINY, f"torchvision:Food101:{root}", tmp_path / "r2", TrainConfig(select_by="worst-group"),
                          progress=False)
+
+
+def _global_rng_states():
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+
+
+def test_training_and_the_demo_head_leave_the_callers_random_state_alone(tmp_path):
+    """No hidden global seeding: the caller's torch, Python and NumPy generators are where they were."""
+    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.core.model.featureset import FeatureSet
+
+    root = make_waterbirds(tmp_path / "wb")
+    torch.manual_seed(1234)
+    torch.rand(3)  # somewhere in the middle of the caller's stream
+    before = _global_rng_states()
+    train_classifier(TINY, f"waterbirds:{root}", tmp_path / "out", TrainConfig(epochs=2, batch_size=4, head_only=True),
+                     progress=False)
+    g = torch.Generator().manual_seed(0)
+    fs = FeatureSet(features=torch.randn(12, 5, generator=g), logits=torch.zeros(12, 3), labels=torch.arange(12) % 3,
+                    groups=torch.full((12,), -1), ids=[str(i) for i in range(12)], split="train",
+                    class_names=["a", "b", "c"], group_names=[])
+    fit_linear_head(fs, 3, epochs=5, seed=3)
+    after = _global_rng_states()
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()

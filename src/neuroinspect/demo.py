@@ -29,9 +29,10 @@ from neuroinspect.core.model.features import store_features
 from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.model.models import build_model
 from neuroinspect.core.runtime import distributed
+from neuroinspect.core.runtime.device import seeded_rng
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
-from neuroinspect.session import Inspector, seed_everything
+from neuroinspect.session import Inspector
 from neuroinspect.synthetic.scenes import ScenesConfig, make_scenes
 
 
@@ -79,7 +80,11 @@ def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str = "cpu",
              cache_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Build the benchmark, train the model under debugging, and run the pipeline on it into ``out``."""
+    """Build the benchmark, train the model under debugging, and run the pipeline on it into ``out``.
+
+    Every random draw has its own seeded generator (the benchmark's, the head's, the fixes'); the models'
+    random initialisations are drawn inside :func:`~neuroinspect.core.runtime.device.seeded_rng`, so the
+    caller's global random state is left as it was."""
     cfg = config or DemoConfig()
     out = mkdirs(out, "--out")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -92,10 +97,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
 
     # the model under debugging: the frozen backbone and a head trained by plain ERM
     t0 = time.perf_counter()
-    seed_everything(cfg.seed)
     data = load_data(manifest)
     C = len(data.class_names)
-    base = build_model(cfg.model, num_classes=C)
+    with seeded_rng(cfg.seed):  # the new head's random initialisation (replaced by the ERM head below)
+        base = build_model(cfg.model, num_classes=C)
     ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress, warn_chance=False)
     feats = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=cfg.seed)
@@ -103,7 +108,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     if distributed.is_main():  # rank 0 writes the trained model; every rank then loads it
         save_edited_model(base.model, ins0.probe.head_name, W, b, model_file)
     distributed.barrier()
-    trained = build_model(cfg.model, num_classes=C, weights=model_file)
+    with seeded_rng(cfg.seed):  # every weight is then read from the file
+        trained = build_model(cfg.model, num_classes=C, weights=model_file)
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
     for split, fs in feats.items() if distributed.is_main() else ():

@@ -46,8 +46,7 @@ from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import extract_features, store_features
 from neuroinspect.core.model.models import build_model, load_weights, read_state_dict, resize_head
 from neuroinspect.core.model.probe import Probe, find_head, model_logits
-from neuroinspect.core.runtime.device import DevicePolicy
-from neuroinspect.session import resolve_device, seed_everything
+from neuroinspect.core.runtime.device import DevicePolicy, resolve_device, seed_torch, seeded_rng
 from neuroinspect.train_config import SELECT_BY, TrainConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -155,14 +154,24 @@ def train_classifier(
     model and data are loaded and evaluated: ``head``, ``device``, ``cache_dir``, ``workers``,
     ``batch_size`` (of evaluation and feature extraction), ``allow_pickle``, ``download``,
     ``progress``; the training settings themselves are ``config``.
+
+    The caller's random state is left as it was: the model's initialisation, dropout and the random
+    augmentations draw from torch's global generators seeded with ``config.seed`` inside
+    :func:`~neuroinspect.core.runtime.device.seeded_rng`, and the batch order from its own generator.
     """
     opts = configured(InspectorConfig, load, overrides)
-    head, device, cache_dir, workers, eval_batch_size = opts.head, opts.device, opts.cache_dir, opts.workers, opts.batch_size
-    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     config = config or TrainConfig()
     config.check()
-    out = Path(out)
-    device = resolve_device(device)
+    device = resolve_device(opts.device)
+    with seeded_rng(config.seed, device):
+        return _train(model, data, Path(out), config, opts, device, init_weights, resume, on_epoch)
+
+
+def _train(model: str, data: str | ImageData, out: Path, config: TrainConfig, opts: InspectorConfig,
+           device: torch.device, init_weights, resume: bool, on_epoch) -> TrainResult:
+    """:func:`train_classifier`'s work, inside its seeded generators."""
+    head, cache_dir, workers, eval_batch_size = opts.head, opts.cache_dir, opts.workers, opts.batch_size
+    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     data = data if isinstance(data, ImageData) else load_data(data, download=download)
     if not _has(data, "train") or data.size("train") == 0:
         raise NeuroInspectError(f"training needs a non-empty 'train' split; '{data.spec}' has: {', '.join(data.splits)}")
@@ -179,13 +188,12 @@ def train_classifier(
                     ", ".join(repr(n) for n in empty[:5]) + (" …" if len(empty) > 5 else ""))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    seed_everything(config.seed)
     loaded = build_model(model, head=head, allow_pickle=allow_pickle)
     if reload_spec(model) != model:
         # score with the preprocessing the reloaded model will get (torchvision:resnet50/IMAGENET1K_V1 resizes to
         # 256 px, torchvision:resnet50 to 232 px), so that train.json and the feature cache agree with later commands
         loaded.preprocess = build_model(reload_spec(model), head=head).preprocess
-        seed_everything(config.seed)
+        seed_torch(config.seed, device)  # the head below starts where it would have without this second build
     if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
         size = loaded.preprocess.input_size
         name, linear = find_head(loaded.model, head=head, input_size=size)
