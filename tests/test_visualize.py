@@ -484,3 +484,14 @@ def test_flat_maps_mask_everything_when_firing_and_nothing_when_silent():
     mask = neuron_mask(maps, 8)
     assert mask[0].all() and not mask[1].any() and 0 < mask[2].float().mean() < 1
     assert neuron_mask(torch.full((3, 3), 2.0), 6).all()
+
+
+def test_a_long_cpu_render_is_announced_with_one_line(caplog):
+    from neuroinspect.show.visualize import warn_if_long
+
+    with caplog.at_level("WARNING", logger="neuroinspect.show.visualize"):
+        assert warn_if_long(9, 300, 224, "cpu") > 8 * 60  # the 8.6 min that went unannounced
+        assert warn_if_long(4, 32, 64, "cpu") < 60  # the quick demo's pictures: nothing to say
+        assert warn_if_long(9, 650, 224, "cuda") is None  # a GPU: quick
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "about 9 min" in lines[0] and "\n" not in lines[0]
