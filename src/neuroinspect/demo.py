@@ -18,19 +18,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.io import default_cache_dir, mkdirs
 from neuroinspect.core.base.records import RunInfo
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import store_features
-from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.model.models import build_model
 from neuroinspect.core.runtime import distributed
 from neuroinspect.core.runtime.device import seeded_rng
-from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.fix.edit import fit_linear_head, save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
 from neuroinspect.session import Inspector
 from neuroinspect.synthetic.scenes import ScenesConfig, make_scenes
@@ -62,20 +58,6 @@ class DemoConfig:
         pipe = replace(self.pipeline, **(pipeline or {}))
         pipe = replace(pipe, render=replace(pipe.render, **(render or {})))
         return replace(self, scenes=replace(self.scenes, **(scenes or {})), pipeline=pipe, **overrides)
-
-
-def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-4,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain ERM: multinomial logistic regression on cached features (full batch, Adam)."""
-    g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(C, train.D, generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(C, requires_grad=True)
-    opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(train.features @ W.T + b, train.labels).backward()
-        opt.step()
-    return W.detach(), b.detach()
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str = "cpu",

@@ -51,10 +51,9 @@ from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, kept_original_note,
-                                      run_methods)
+                                      run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.regroup import shortcut_scores
-from neuroinspect.fix.config import FIX_METHODS
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
@@ -174,19 +173,6 @@ def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Call
             for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
 
 
-def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
-    """``methods`` without repeats, the ones that read group labels last (left out, with a note, when the
-    data has none)."""
-    notes = []
-    methods = tuple(dict.fromkeys(methods))
-    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
-    others = tuple(m for m in methods if m not in labelled)
-    if labelled and not val.group_names:
-        notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
-        labelled = ()
-    return others + labelled, notes
-
-
 @dataclass
 class SeedRun:
     """One seed of find → pick → fix: its head, explanations, targets and ``{method: MethodRun}``."""
@@ -252,7 +238,7 @@ class Pipeline:
     def _methods(self, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
         """The methods to compare: the fix first, the references that read group labels last (left out
         when the data has none)."""
-        return comparable_methods((self.cfg.fix, *self.cfg.methods), val)
+        return runnable_methods((self.cfg.fix, *self.cfg.methods), val)
 
     # ------------------------------------------------------------------ the run
     def run(self, run_info: dict | None = None) -> dict:

@@ -26,11 +26,10 @@ from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
 from neuroinspect.core.base.records import (Comparison, ComparisonRow, EditRecord, Metrics, RunInfo, VisImage,
                                             VisualizationSet)
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table
+from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table, runnable_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, FixConfig
 from neuroinspect.fix.edit import edited_state_dict, save_edited_model
 from neuroinspect.fix.methods import FixResult
-from neuroinspect.pipeline import comparable_methods
 
 MODEL_FILE = "model_edited.safetensors"
 
@@ -219,7 +218,7 @@ class Fix:
         once per seed; the rows are mean ± std over the seeds. Methods that read group labels are left out,
         with a note, when the data has none."""
         f = self.features
-        chosen, notes = comparable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
+        chosen, notes = runnable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
         cfg = config or self.config
         W, b = self.head
         rows, _ = compare_methods(W, b, f, self.targets, chosen, tuple(seeds), cfg)

@@ -24,7 +24,7 @@ from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.metrics import evaluate
 from neuroinspect.core.base.records import STAT_KEYS, Comparison, ComparisonRow, EditRecord, Metrics
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.fix.config import FixConfig
+from neuroinspect.fix.config import FIX_METHODS, FixConfig
 from neuroinspect.fix.methods import FixProblem, FixResult, get_fix_method
 
 __all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
@@ -93,6 +93,35 @@ class MethodRun:
     metrics: Metrics
     row: ComparisonRow
     result: FixResult | None
+
+
+def has_group_labels(fs: FeatureSet | None) -> bool:
+    """Whether ``fs`` names its groups and labels at least one image with one."""
+    return fs is not None and bool(fs.group_names) and bool((fs.groups >= 0).any())
+
+
+def runnable_methods(methods, val: FeatureSet | None, targets: dict[int, list[int]] | None = None
+                     ) -> tuple[tuple[str, ...], list[str]]:
+    """The one check of which fix methods can run on these splits and targets: ``methods`` without repeats,
+    the ones that read group labels last, left out (with a note) when ``val`` has no group labels, and the
+    ones that need neurons left out (with a note) when ``targets`` names none (``None``: not checked).
+    An unknown name fails here, listing the registered methods. Returns the methods and the notes."""
+    notes = []
+    methods = tuple(dict.fromkeys(methods))
+    for m in methods:
+        get_fix_method(m)
+    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
+    others = tuple(m for m in methods if m not in labelled)
+    if labelled and not has_group_labels(val):
+        notes.append(f"{', '.join(labelled)} left out: the validation split has no group labels")
+        labelled = ()
+    methods = others + labelled
+    if targets is not None and not any(targets.values()):
+        unfit = tuple(m for m in methods if FIX_METHODS.info(m).needs_neurons)
+        if unfit:
+            notes.append(f"{', '.join(unfit)} left out: no neurons given (--neurons or --ranking)")
+            methods = tuple(m for m in methods if m not in unfit)
+    return methods, notes
 
 
 def run_methods(W, b, splits: Mapping[str, FeatureSet | None], targets: dict[int, list[int]], methods,
