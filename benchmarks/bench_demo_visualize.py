@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
                                         clip=render.clip, batch=render.batch, seed=cfg.seed, features=fs, progress=False,
                                         policy=policy, **rest)
             times[name].append((t.wall, t.cpu))
-            acts = [im["activation"] for im in rep["images"]]
+            acts = [im.activation for im in rep.images]
             quality[name] = {"images": len(acts), "mean_activation": round(sum(acts) / len(acts), 4),
                              "silent_images": sum(a <= 1e-6 for a in acts),
                              "activations": [round(a, 3) for a in acts]}

@@ -77,9 +77,9 @@ def evaluate(feats, cfg, seeds, spurious: str) -> tuple[dict, dict]:
     ranking_out = {r: {"separation_mean": statistics.fmean(v["separation"]),
                        "ranks_of_selected": v["rank"], "D": int(len(separation))} for r, v in rankings.items()}
     rows = aggregate_seeds(per_seed)
-    return ranking_out, {r["method"]: {
-        "avg_acc": _ms(r["avg_acc_runs"]), "worst_group_acc": _ms(r["worst_group_acc_runs"]),
-        "uses_group_labels": r["uses_group_labels"], "fit_on": r["fit_on"]} for r in rows}
+    return ranking_out, {r.method: {
+        "avg_acc": _ms(r.avg_acc_runs), "worst_group_acc": _ms(r.worst_group_acc_runs),
+        "uses_group_labels": r.uses_group_labels, "fit_on": r.fit_on} for r in rows}
 
 
 def goals(rows: dict) -> dict:
@@ -110,8 +110,8 @@ def planted(seeds) -> dict:
     for seed in seeds:
         S = shortcut.splits(seed)
         per_seed.append(find_and_fix(S, cfg, seed, head=shortcut.erm_head(S["train"], seed=seed)).results)
-    rows = {r["method"]: {"avg_acc": _ms(r["avg_acc_runs"]), "worst_group_acc": _ms(r["worst_group_acc_runs"]),
-                          "uses_group_labels": r["uses_group_labels"]} for r in aggregate_seeds(per_seed)}
+    rows = {r.method: {"avg_acc": _ms(r.avg_acc_runs), "worst_group_acc": _ms(r.worst_group_acc_runs),
+                       "uses_group_labels": r.uses_group_labels} for r in aggregate_seeds(per_seed)}
     return {"rows": rows, "goals": {**goals(rows), "rebalance_gain_at_least_40":
                                     rows["rebalance"]["worst_group_acc"]["mean"] >= rows["original"]["worst_group_acc"]["mean"] + 0.4}}
 

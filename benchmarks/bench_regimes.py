@@ -94,8 +94,8 @@ def run_regime(feats: dict, regime: str, seeds, methods) -> dict:
         def record(name, weight, bias):
             m = evaluate(test.with_logits(weight, bias))
             acc.setdefault(name, {"worst": [], "avg": []})
-            acc[name]["worst"].append(min(m["per_group"].values()))
-            acc[name]["avg"].append(m["accuracy"])
+            acc[name]["worst"].append(min(m.per_group.values()))
+            acc[name]["avg"].append(m.accuracy)
 
         record("original", W, b)
         for method in methods:

@@ -60,8 +60,8 @@ def main(argv=None) -> dict:
         t, rep = measure(lambda: visualize_neurons(
             ins, neurons, [c], Path(args.run) / f"silent_{start}", recipe="class", clip="none", steps=args.steps,
             size=args.size, features=fs, start=start, heatmaps=0, seed=args.seed, progress=False), repeat=args.repeat)
-        acts = [im["activation"] for im in rep["images"]]
-        beats = [im["activation"] >= float(top[im["neuron"]]) for im in rep["images"]]
+        acts = [im.activation for im in rep.images]
+        beats = [im.activation >= float(top[im.neuron]) for im in rep.images]
         rows[start] = {
             "fires": sum(a > 1e-6 for a in acts) / len(acts),
             "mean_activation": sum(acts) / len(acts),

@@ -157,7 +157,7 @@ def run_case(case: Case, s: Settings, weights: str | None = None) -> dict:
     ins = Inspector(spec, case.data, weights=weights, num_classes=n_classes, device=s.device, cache_dir=s.cache_dir,
                     seed=s.seed, workers=s.workers, progress=s.progress)
     val = ins.metrics("val")
-    classes = case.classes or [val["worst_class"]]
+    classes = case.classes or [val.worst_class]
     del ins
 
     # 3. explain, visualise and pick neurons for each class
@@ -215,7 +215,7 @@ def run_case(case: Case, s: Settings, weights: str | None = None) -> dict:
     # 5. the HTML report of the run
     run_cli(["report", out])
     return {"case": case.name, "data": case.data, "classes": classes, "neurons": picked, "rows": rows,
-            "val_worst_class": val["worst_class"], "notes": notes, "model_args": [str(a) for a in model_args],
+            "val_worst_class": val.worst_class, "notes": notes, "model_args": [str(a) for a in model_args],
             "seconds": {k: round(v, 1) for k, v in timings.items()}}
 
 

@@ -10,9 +10,9 @@ the cue" expose the shortcut. An ERM head fitted on the training split leans on 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.fix.edit import fit_linear_head
 
 C, D, CUE, SPURIOUS = 4, 40, 17, 1
 CLASS_NAMES = ["apple", "coat", "shoe", "bag"]
@@ -47,13 +47,6 @@ def splits(seed: int = 0) -> dict[str, FeatureSet]:
 
 
 def erm_head(train: FeatureSet, steps: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model under debugging: a softmax regression fitted (full batch, Adam) to the biased training split."""
-    torch.manual_seed(seed)
-    W = torch.zeros(C, D, requires_grad=True)
-    b = torch.zeros(C, requires_grad=True)
-    opt = torch.optim.Adam([W, b], lr=0.05)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(train.features @ W.T + b, train.labels).backward()
-        opt.step()
-    return W.detach(), b.detach()
+    """The model under debugging: a softmax regression fitted (full batch, Adam, from zeros) to the biased
+    training split, by the library's one linear-head trainer (``seed`` does not matter from zeros)."""
+    return fit_linear_head(train, C, epochs=steps, lr=0.05, weight_decay=0.0, seed=seed, init_std=0.0)

@@ -132,13 +132,13 @@ def test_offline_fallback_warns_once_and_is_recorded(monkeypatch, caplog, tmp_pa
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "CLIP" in r.getMessage()]
     assert len(warnings) == 1  # one warning for the run, not one per image or batch
     assert "CLIP unavailable" in warnings[0].getMessage() and "--clip none" in warnings[0].getMessage()
-    assert rep["clip_fallback"] is True and "no internet" in rep["clip_fallback_reason"]
-    assert rep["recipe"] == "class" and rep["clip"] is None and rep["clip_requested"] == C.PAPER_CLIP
-    assert all(r["recipe"] == "class" and r["clip_used"] is False for r in rep["images"])
+    assert rep.clip_fallback is True and "no internet" in rep.clip_fallback_reason
+    assert rep.recipe == "class" and rep.clip is None and rep.clip_requested == C.PAPER_CLIP
+    assert all(r.recipe == "class" and r.clip_used is False for r in rep.images)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         rep = visualize_neurons(loaded, [0], ["other"], tmp_path / "w", clip="none", steps=1, size=32, progress=False)
-    assert not [r for r in caplog.records if "CLIP" in r.getMessage()] and rep["clip_fallback"] is False  # on purpose
+    assert not [r for r in caplog.records if "CLIP" in r.getMessage()] and rep.clip_fallback is False  # on purpose
 
 
 def test_clip_illusion_renders_end_to_end_on_a_random_clip(open_clip_files, tmp_path):
@@ -151,7 +151,7 @@ def test_clip_illusion_renders_end_to_end_on_a_random_clip(open_clip_files, tmp_
     loaded = LoadedModel(StripeCNN().eval(), "test:stripe", PRE, class_names=["stripes", "other"])
     rep = visualize_neurons(loaded, [STRIPE], ["stripes"], tmp_path / "v", clip=spec, steps=15, size=32,
                             class_text={"stripes": "red stripes"}, progress=False)
-    assert rep["recipe"] == "clip-illusion" and rep["clip"] == spec and rep["clip_fallback"] is False
-    img = rep["images"][0]
+    assert rep.recipe == "clip-illusion" and rep.clip == spec and rep.clip_fallback is False
+    img = rep.images[0].to_dict()
     assert img["clip_used"] is True and -1 <= img["clip_similarity"] <= 1
     assert img["activation"] > img["start_activation"]

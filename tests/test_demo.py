@@ -163,6 +163,6 @@ def test_load_gives_the_runs_model_on_its_data(tiny_run, tmp_path):
     assert sorted(ins.class_names) == ["Bag", "Coat", "T-shirt", "Trouser"]
     recorded = Metrics.read(run / Metrics.FILE)
     measured = ins.metrics("test")
-    assert measured["n"] == recorded.n
-    assert abs(measured["accuracy"] - recorded.accuracy) <= 1 / recorded.n  # the same model on the same images
+    assert measured.n == recorded.n
+    assert abs(measured.accuracy - recorded.accuracy) <= 1 / recorded.n  # the same model on the same images
     assert ins.find(headline["worst_class"]).n_mistakes > 0

@@ -86,7 +86,7 @@ def birds(n_per: int, p_align: float, seed: int, split: str, D=16, s0=5, s1=6):
 
 def summary(W, b, fs: FeatureSet, c: int | None = None):
     m = evaluate(fs.with_logits(W, b))
-    return m["accuracy"], (m["per_class"][fs.class_names[c]] if c is not None else None), min(m["per_group"].values())
+    return m.accuracy, (m.per_class[fs.class_names[c]] if c is not None else None), min(m.per_group.values())
 
 
 @pytest.fixture(scope="module")
@@ -434,8 +434,8 @@ def test_cli_edit_end_to_end_reload_reproduces_metrics(image_project, tmp_path):
     ins = Inspector("tinynet_edit_test:make", str(root / "data"), weights=out / report["model_file"], num_classes=3,
                     cache_dir=tmp_path / "cache2", progress=False)
     again = evaluate(ins.features("test"))
-    assert again["accuracy"] == pytest.approx(report["after"]["accuracy"])
-    assert again["per_class"] == pytest.approx(report["after"]["per_class"])
+    assert again.accuracy == pytest.approx(report["after"]["accuracy"])
+    assert again.per_class == pytest.approx(report["after"]["per_class"])
 
 
 def test_cli_compare_writes_table(image_project, tmp_path, capsys):

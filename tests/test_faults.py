@@ -266,7 +266,7 @@ def test_ctrl_c_while_saving_visualize_output_keeps_the_old_run_consistent(tmp_p
         assert (out / p).read_bytes() == data  # the images the manifest lists are still the old run's
     monkeypatch.setattr(vis, "save_png", real)
     rep = visualize_neurons(loaded, [5], [0], out, recipe="fv", clip="none", steps=3, size=32, progress=False, seed=7)
-    assert json.loads((out / "visualizations.json").read_text())["seed"] == rep["seed"] == 7
+    assert json.loads((out / "visualizations.json").read_text())["seed"] == rep.seed == 7
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # the dead run's staging folder is gone
 
 
@@ -579,7 +579,7 @@ def _one_run(root, cache, out, junk: int) -> tuple[dict, dict]:
     exp = ins.explain("apple", split="val", max_steps=100)
     vis = visualize_ranked(ins, exp, 1, out, recipe="class", steps=4, size=32, batch=2, heatmaps=0, exemplars=2,
                            seed=0, progress=False)
-    images = [{k: v for k, v in rec.items() if k not in ("start_image",)} for rec in vis["images"]]
+    images = [{k: v for k, v in rec.to_dict().items() if k not in ("start_image",)} for rec in vis.images]
     return exp.to_json(), {"images": images, "pixels": sorted((p.name, p.read_bytes()) for p in out.rglob("*.png"))}
 
 

@@ -20,7 +20,7 @@ from neuroinspect.fix.refit import Spuriosity, balanced_weights, fit_logistic, s
 
 
 def _worst(fs: FeatureSet) -> float:
-    return min(evaluate(fs)["per_group"].values())
+    return min(evaluate(fs).per_group.values())
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_explain_then_rebalance_with_defaults_raises_worst_group_by_40_points(se
     assert res.method == "rebalance" and not res.uses_group_labels
     after = res.apply(F["test"])
     assert _worst(after) >= before + 0.40, (before, _worst(after))
-    assert evaluate(after)["accuracy"] >= evaluate(F["test"])["accuracy"] - 0.01
+    assert evaluate(after).accuracy >= evaluate(F["test"]).accuracy - 0.01
 
 
 def test_the_default_fix_reads_no_group_labels(case):
@@ -195,16 +195,16 @@ def test_ratio_penalty_is_calibrated_to_the_authors_batch_of_32(case):
 
 def test_compare_over_seeds_reports_mean_and_spread(case):
     F, W, b = case
-    rows, per_seed = compare_methods(W, b, F["train"], F["val"], F["test"], {shortcut.SPURIOUS: [shortcut.CUE]},
+    rows, per_seed = compare_methods(W, b, F, {shortcut.SPURIOUS: [shortcut.CUE]},
                                      ["rebalance", "erm", "dfr"], seeds=(0, 1), config=FixConfig(epochs=2))
-    by = {r["method"]: r for r in rows}
+    by = {r.method: r for r in rows}
     assert list(by) == ["original", "rebalance", "erm", "dfr"] and len(per_seed) == 2
     r = by["rebalance"]
-    runs = r["worst_group_acc_runs"]
-    assert len(runs) == 2 and r["worst_group_acc"] == pytest.approx(np.mean(runs))
-    assert r["worst_group_acc_std"] == pytest.approx(np.std(runs))
-    assert by["dfr"]["uses_group_labels"] and not by["rebalance"]["uses_group_labels"]
-    assert by["rebalance"]["worst_group_acc"] > by["erm"]["worst_group_acc"] + 0.3
+    runs = r.worst_group_acc_runs
+    assert len(runs) == 2 and r.worst_group_acc == pytest.approx(np.mean(runs))
+    assert r.worst_group_acc_std == pytest.approx(np.std(runs))
+    assert by["dfr"].uses_group_labels and not by["rebalance"].uses_group_labels
+    assert by["rebalance"].worst_group_acc > by["erm"].worst_group_acc + 0.3
     table = format_table(rows)
     assert "| dfr | **yes** |" in table and " ± " in table
 

@@ -85,7 +85,7 @@ def test_visualize_neurons_puts_heatmaps_in_the_json_and_the_report(tmp_path):
     out = tmp_path / "vis"
     rep = visualize_neurons(ins, [planted.RED], ["apple"], out, clip="none", steps=2, size=32, split="val",
                             heatmaps=2, progress=False)
-    rows = rep["neurons"][0]["exemplar_heatmaps"]
+    rows = rep.to_dict()["neurons"][0]["exemplar_heatmaps"]
     assert [(r["class"], r["role"]) for r in rows] == [("apple", "inspected"), ("berry", "votes for")]
     assert all((out / it["heatmap"]).is_file() for r in rows for it in r["items"])
     html = build_report(out).read_text()
@@ -133,7 +133,7 @@ def test_silent_neurons_wake_up_from_an_exemplar_or_their_pre_activation(tmp_pat
     loaded = LoadedModel(_Shy().eval(), "test:shy", Preprocess(32, 32, (0.0,) * 3, (1.0,) * 3), class_names=["red", "green"])
     rep = visualize_neurons(loaded, [0], ["red"], tmp_path / start, recipe="class", clip="none", steps=15, size=32,
                             features=fs, start=start, heatmaps=0, progress=False)
-    im = rep["images"][0]
+    im = rep.images[0].to_dict()
     assert im["start_activation"] <= 1e-6 or start in ("exemplar", "auto")
     if start == "noise":
         assert im["activation"] <= 1e-6 and im["note"].startswith("silent")  # said, not a blank card

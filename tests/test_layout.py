@@ -28,10 +28,7 @@ LAYERS = {
 }
 TOP = 7  # modules directly under neuroinspect/: session, pipeline, demo, train, results
 MAX_PARAMS = 8
-PARAM_EXCEPTIONS = {  # left to the rework of fix/compare.py, which changes what these two return
-    "neuroinspect/fix/compare.py: run_methods": 9,
-    "neuroinspect/fix/compare.py: compare_methods": 9,
-}
+PARAM_EXCEPTIONS: dict[str, int] = {}  # none
 
 
 def module_name(path: Path, root: Path = PKG) -> str:

@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
     feats = {s: ins.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
     feats = {s: fs.with_logits(W, b) for s, fs in feats.items()}
-    worst = evaluate(feats["val"])["worst_class"]
+    worst = evaluate(feats["val"]).worst_class
     explanation = explain_class(W, b, feats["val"], data.class_index(worst), progress=False)
     return cfg, ins, feats, W, b, explanation
 
@@ -130,14 +130,14 @@ def test_rebalance_with_defaults_beats_erm_retraining_by_a_wide_margin(setup):
     def run(method):
         res = fix_head(W, b, feats["train"], feats["val"], targets, method=method, seed=cfg.seed)
         m = evaluate(res.apply(feats["test"]))
-        return min(m["per_group"].values()), m["accuracy"]
+        return min(m.per_group.values()), m.accuracy
 
     before = evaluate(feats["test"])
-    worst_before = min(before["per_group"].values())
+    worst_before = min(before.per_group.values())
     rebalanced, rebalanced_acc = run("rebalance")
     erm, _ = run("erm")
     assert rebalanced >= erm + 0.2 and rebalanced >= worst_before + 0.3, (worst_before, erm, rebalanced)
-    assert rebalanced_acc > before["accuracy"] - 0.01  # average accuracy kept
+    assert rebalanced_acc > before.accuracy - 0.01  # average accuracy kept
 
 
 def _regime(feats, regime, seed):
@@ -157,8 +157,8 @@ def test_regroup_fixes_the_shortcut_in_every_validation_regime(setup, regime):
         W, b = fit_linear_head(feats["train"], len(feats["train"].class_names), epochs=cfg.head_epochs, seed=seed)
         val = _regime(feats, regime, seed)
         res = fix_head(W, b, feats["train"], val, {c: []}, seed=seed)
-        before = min(evaluate(feats["test"].with_logits(W, b))["per_group"].values())
-        after = min(evaluate(res.apply(feats["test"]))["per_group"].values())
+        before = min(evaluate(feats["test"].with_logits(W, b)).per_group.values())
+        after = min(evaluate(res.apply(feats["test"])).per_group.values())
         assert res.method == "regroup" and not res.uses_group_labels and not res.chosen["kept_original"]
         assert after >= before + 0.30, (regime, seed, before, after)  # measured: +35 to +70 points
 

@@ -83,7 +83,7 @@ def test_fix_is_in_memory_and_applies_to_a_new_module(ins, exp, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fix = ins.fix(exp, n=1)
     assert isinstance(fix, Fix) and fix.method == "regroup" and fix.neurons == {NAMES[0]: [GREEN]}
-    assert fix.before["per_group"]["group_0"] == 0.0 and fix.after["per_group"]["group_0"] >= 0.8
+    assert fix.before.per_group["group_0"] == 0.0 and fix.after.per_group["group_0"] >= 0.8
     assert "regroup" in repr(fix) and "worst group" in repr(fix)
     assert_escaped(fix._repr_html_())
     edited = fix.apply()
@@ -95,7 +95,7 @@ def test_fix_is_in_memory_and_applies_to_a_new_module(ins, exp, tmp_path):
     with torch.no_grad():
         pred = edited(x).argmax(1)
     truth = torch.tensor([NAMES.index(n) for n in labels])
-    assert abs(float((pred == truth).float().mean()) - fix.after["accuracy"]) < 1e-6
+    assert abs(float((pred == truth).float().mean()) - fix.after.accuracy) < 1e-6
     saved = fix.save(tmp_path / "edit")
     record = EditRecord.read(saved / EditRecord.FILE)
     assert record.method == "regroup" and record.neurons == {NAMES[0]: [GREEN]} and record.split == "test"
@@ -108,8 +108,8 @@ def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins
     fix = ins.fix(exp, n=1, method="ablate")
     assert fix.method == "ablate" and fix.result.weight[0, GREEN] == 0
     table = fix.compare(["rebalance", "dfr"], seeds=(0, 1))
-    assert [r["method"] for r in table.rows] == ["original", "rebalance", "dfr"]
-    assert table.row("rebalance")["n_seeds"] == 2 and table.row("dfr")["uses_group_labels"]
+    assert [r.method for r in table.rows] == ["original", "rebalance", "dfr"]
+    assert table.row("rebalance").n_seeds == 2 and table.row("dfr").uses_group_labels
     assert "| rebalance |" in repr(table) and "<table>" in table._repr_html_()
     data = json.loads(table.save(tmp_path).read_text())
     assert data["neurons"] == {NAMES[0]: [GREEN]} and data["seeds"] == [0, 1]
@@ -117,7 +117,7 @@ def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins
 
 def test_debug_runs_the_pipeline_and_returns_its_record(ins, tmp_path):
     run = ins.debug(tmp_path / "run", classes=(NAMES[0],), methods=("rebalance",), n_insufficient=1, n_excessive=1,
-                    n_edit=1, render=RenderConfig(clip="none", steps=3, size=32, heatmaps=0), pictures="all")
+                    n_edit=1, pictures="all", render=RenderConfig(clip="none", steps=3, size=32, heatmaps=0))
     assert isinstance(run, DebugRun) and run.report.is_file()
     assert run.headline["worst_class"] == NAMES[0] and run.info.command == "debug"
     assert "report:" in repr(run)

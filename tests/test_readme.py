@@ -39,4 +39,4 @@ def test_the_python_api_cells_run(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "edit" / "edit.json").is_file() and ns["run"].report.is_file()
     assert (tmp_path / "out" / "pictures" / "visualizations.json").is_file()
     assert ns["edit"].method == "regroup" and ns["ratio"].method == "ratio"
-    assert [r["method"] for r in ns["table"].rows] == ["original", "regroup", "erm", "dfr"]
+    assert [r.method for r in ns["table"].rows] == ["original", "regroup", "erm", "dfr"]

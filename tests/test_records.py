@@ -134,17 +134,17 @@ def test_one_function_finds_the_worst_class_and_group():
                     groups=torch.tensor([0, 1, 0, 1, 0, 1]), ids=[str(i) for i in range(6)], split="test",
                     class_names=["a", "b", "c"], group_names=["g0", "g1"])
     m = evaluate(fs, torch.tensor([0, 0, 1, 1, 0, 2]))
-    assert m["worst_class"] == "c" and m["worst_group"] == "g0"
+    assert isinstance(m, Metrics) and m.worst_class == "c" and m.worst_group == "g0"
     row = summary_row("x", m, ["a"])
-    rec = Metrics.from_dict(m).summary
-    assert row["worst_class_acc"] == rec.worst_class_acc == 0.5
-    assert row["worst_group_acc"] == rec.worst_group_acc == pytest.approx(2 / 3)
-    assert row["avg_acc"] == pytest.approx(5 / 6)
+    rec = Metrics.from_dict(m.to_dict()).summary
+    assert row.worst_class_acc == rec.worst_class_acc == m.worst_class_acc == 0.5
+    assert row.worst_group_acc == rec.worst_group_acc == m.worst_group_acc == pytest.approx(2 / 3)
+    assert row.avg_acc == pytest.approx(5 / 6)
 
 
 def test_every_record_file_is_known():
     assert set(RECORDS) == {"run.json", "metrics.json", "ranking.json", "visualizations.json", "edit.json",
-                            "compare.json", "evidence.json"}
+                            "compare.json", "evidence.json", "train.json"}
 
 
 def test_report_leaves_out_a_too_new_file_and_keeps_rcparams(tmp_path, files):

@@ -148,7 +148,7 @@ def test_the_clip_alias_works_through_visualize_neurons(tmp_path):
     lm = M.LoadedModel(_Tiny(4, 2).eval(), "tiny", M.Preprocess(16, 16, (0.0,) * 3, (1.0,) * 3), class_names=["a", "b"])
     rep = visualize_neurons(lm, [1], ["a"], tmp_path / "v", recipe="clip", clip="none", steps=2, size=16,
                             heatmaps=0, progress=False)
-    assert rep["recipe_requested"] == "clip" and rep["recipe"] == "class" and rep["clip_fallback"] is False
+    assert rep.recipe_requested == "clip" and rep.recipe == "class" and rep.clip_fallback is False
 
 
 # --------------------------------------------------------------------------- fix methods
@@ -175,10 +175,10 @@ def test_a_registered_fix_method_runs_through_fix_head_and_run_methods(case):
         assert torch.equal(res.weight[0], W[0])
         with pytest.raises(NeuroInspectError, match="needs neurons"):  # its flag is honoured
             fix_head(W, b, F["train"], F["val"], {shortcut.SPURIOUS: []}, method="zero-cue-test")
-        out = run_methods(W, b, F["train"], F["val"], F["test"], {shortcut.SPURIOUS: [shortcut.CUE]},
+        out = run_methods(W, b, F, {shortcut.SPURIOUS: [shortcut.CUE]},
                           ["zero-cue-test", "ablate"])
         assert list(out) == ["original", "zero-cue-test", "ablate"]
-        assert out["zero-cue-test"][1]["avg_acc"] == pytest.approx(out["ablate"][1]["avg_acc"])  # the same edit
+        assert out["zero-cue-test"].row.avg_acc == pytest.approx(out["ablate"].row.avg_acc)  # the same edit
     finally:
         del FIX_METHODS["zero-cue-test"]
 

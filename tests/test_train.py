@@ -6,6 +6,7 @@ import torch
 
 from neuroinspect.cli import main
 from neuroinspect.core.base.errors import NeuroInspectError
+from neuroinspect.core.base.records import TrainRecord
 from neuroinspect.core.model.models import build_model
 from neuroinspect.session import Inspector
 from neuroinspect.synthetic.fakedata import make_food101, make_waterbirds
@@ -24,6 +25,10 @@ def test_head_only_probe_learns_and_reloads_with_weights(tmp_path):
     assert res.best_epoch == max(range(1, 16), key=lambda e: (res.history[e - 1]["val_metric"], -e))
     record = json.loads((out / "train.json").read_text())
     assert record["best_epoch"] == res.best_epoch and record["reload"]["num_classes"] == 2
+    # train.json is a TrainRecord; its metrics name the worst class, as metrics.json does, beside its accuracy
+    saved = TrainRecord.read(out / "train.json")
+    assert saved.test.worst_class in saved.classes and saved.test.worst_class_acc == res.test_metrics.worst_class_acc
+    assert saved.test.worst_class_acc == min(saved.test.per_class.values())
     # only the head moved: the backbone equals a freshly built (same seed) model's
     torch.manual_seed(0)
     fresh = build_model(TINY).model.state_dict()
@@ -32,8 +37,8 @@ def test_head_only_probe_learns_and_reloads_with_weights(tmp_path):
     assert not torch.equal(fresh["fc.weight"], trained["fc.weight"])
     # the other commands read the weights, and see the accuracy train reported
     ins = Inspector(TINY, f"waterbirds:{root}", weights=out / "model.safetensors", num_classes=2, progress=False)
-    assert ins.metrics("test")["accuracy"] == pytest.approx(res.test_metrics["accuracy"])
-    assert ins.metrics("val")["accuracy"] == pytest.approx(res.val_metrics["accuracy"])
+    assert ins.metrics("test").accuracy == pytest.approx(res.test_metrics.accuracy)
+    assert ins.metrics("val").accuracy == pytest.approx(res.val_metrics.accuracy)
 
 
 @pytest.mark.slow
@@ -60,7 +65,7 @@ def test_finetune_resumes_exactly_after_an_interruption(tmp_path):
     # the final scores went through the feature cache: the other commands read them from there
     ins = Inspector(TINY, spec, weights=tmp_path / "b" / "model.safetensors", num_classes=3, progress=False)
     before = set((tmp_path / "cache" / "features").iterdir())
-    assert ins.metrics("test")["accuracy"] == pytest.approx(resumed.test_metrics["accuracy"])
+    assert ins.metrics("test").accuracy == pytest.approx(resumed.test_metrics.accuracy)
     assert set((tmp_path / "cache" / "features").iterdir()) == before
     # other settings in the same folder are refused, not silently mixed
     with pytest.raises(NeuroInspectError, match="other settings \\(lr\\)"):
@@ -107,3 +112,31 @@ def test_init_weights_load_before_the_head_is_resized(tmp_path):
     with pytest.raises(NeuroInspectError, match="worst-group needs group labels"):
         train_classifier(TINY, f"torchvision:Food101:{root}", tmp_path / "r2", TrainConfig(select_by="worst-group"),
                          progress=False)
+
+
+def _global_rng_states():
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+
+
+def test_training_and_the_demo_head_leave_the_callers_random_state_alone(tmp_path):
+    """No hidden global seeding: the caller's torch, Python and NumPy generators are where they were."""
+    from neuroinspect.demo import fit_linear_head
+    from neuroinspect.core.model.featureset import FeatureSet
+
+    root = make_waterbirds(tmp_path / "wb")
+    torch.manual_seed(1234)
+    torch.rand(3)  # somewhere in the middle of the caller's stream
+    before = _global_rng_states()
+    train_classifier(TINY, f"waterbirds:{root}", tmp_path / "out", TrainConfig(epochs=2, batch_size=4, head_only=True),
+                     progress=False)
+    g = torch.Generator().manual_seed(0)
+    fs = FeatureSet(features=torch.randn(12, 5, generator=g), logits=torch.zeros(12, 3), labels=torch.arange(12) % 3,
+                    groups=torch.full((12,), -1), ids=[str(i) for i in range(12)], split="train",
+                    class_names=["a", "b", "c"], group_names=[])
+    fit_linear_head(fs, 3, epochs=5, seed=3)
+    after = _global_rng_states()
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()

@@ -391,7 +391,7 @@ def test_visualize_neurons_writes_images_masks_and_json(tmp_path):
     rep = visualize_neurons(loaded, [STRIPE, 0], None, out, top_classes=1, clip="none", steps=20, size=32, batch=4,
                             features=fs, exemplars=3, progress=False)
     saved = json.loads((out / "visualizations.json").read_text())
-    assert saved == json.loads(json.dumps(rep))
+    assert saved == json.loads(rep.to_json())
     assert saved["recipe"] == "class" and saved["clip"] is None and saved["clip_fallback"] is False
     assert [(i["neuron"], i["class"]) for i in saved["images"]] == [(STRIPE, "stripes"), (0, "other")]
     for rec in saved["images"]:
@@ -474,7 +474,7 @@ def test_vit_probe_renders_and_masks_from_patch_tokens(tmp_path):
     loaded = LoadedModel(vit, "timm:vit_tiny", Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3))
     rep = visualize_neurons(loaded, [5], None, tmp_path / "vit", top_classes=1, recipe="fv", clip="none", steps=25,
                             size=32, progress=False)
-    img = rep["images"][0]
+    img = rep.images[0].to_dict()
     assert img["activation"] > img["start_activation"] + 0.3
     assert 0 < img["mask_fraction"] < 1 and (tmp_path / "vit" / img["rgba"]).is_file()
 
@@ -484,3 +484,14 @@ def test_flat_maps_mask_everything_when_firing_and_nothing_when_silent():
     mask = neuron_mask(maps, 8)
     assert mask[0].all() and not mask[1].any() and 0 < mask[2].float().mean() < 1
     assert neuron_mask(torch.full((3, 3), 2.0), 6).all()
+
+
+def test_a_long_cpu_render_is_announced_with_one_line(caplog):
+    from neuroinspect.show.visualize import warn_if_long
+
+    with caplog.at_level("WARNING", logger="neuroinspect.show.visualize"):
+        assert warn_if_long(9, 300, 224, "cpu") > 8 * 60  # the 8.6 min that went unannounced
+        assert warn_if_long(4, 32, 64, "cpu") < 60  # the quick demo's pictures: nothing to say
+        assert warn_if_long(9, 650, 224, "cuda") is None  # a GPU: quick
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "about 9 min" in lines[0] and "\n" not in lines[0]

@@ -18,21 +18,18 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.io import default_cache_dir, mkdirs
 from neuroinspect.core.base.records import RunInfo
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import store_features
-from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.core.model.models import build_model
 from neuroinspect.core.runtime import distributed
-from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.core.runtime.device import seeded_rng
 from neuroinspect.fix.config import DEFAULT_COMPARE
+from neuroinspect.fix.edit import fit_linear_head, save_edited_model
 from neuroinspect.pipeline import PipelineConfig, run_pipeline
-from neuroinspect.session import Inspector, seed_everything
+from neuroinspect.session import Inspector
 from neuroinspect.synthetic.scenes import ScenesConfig, make_scenes
 
 
@@ -65,23 +62,13 @@ class DemoConfig:
         return replace(self, scenes=replace(self.scenes, **(scenes or {})), pipeline=pipe, **overrides)
 
 
-def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-4,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain ERM: multinomial logistic regression on cached features (full batch, Adam)."""
-    g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(C, train.D, generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(C, requires_grad=True)
-    opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(train.features @ W.T + b, train.labels).backward()
-        opt.step()
-    return W.detach(), b.detach()
-
-
 def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str = "cpu",
              cache_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Build the benchmark, train the model under debugging, and run the pipeline on it into ``out``."""
+    """Build the benchmark, train the model under debugging, and run the pipeline on it into ``out``.
+
+    Every random draw has its own seeded generator (the benchmark's, the head's, the fixes'); the models'
+    random initialisations are drawn inside :func:`~neuroinspect.core.runtime.device.seeded_rng`, so the
+    caller's global random state is left as it was."""
     cfg = config or DemoConfig()
     out = mkdirs(out, "--out")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -94,10 +81,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
 
     # the model under debugging: the frozen backbone and a head trained by plain ERM
     t0 = time.perf_counter()
-    seed_everything(cfg.seed)
     data = load_data(manifest)
     C = len(data.class_names)
-    base = build_model(cfg.model, num_classes=C)
+    with seeded_rng(cfg.seed):  # the new head's random initialisation (replaced by the ERM head below)
+        base = build_model(cfg.model, num_classes=C)
     ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress, warn_chance=False)
     feats = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], C, epochs=cfg.head_epochs, seed=cfg.seed)
@@ -105,7 +92,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, device: str =
     if distributed.is_main():  # rank 0 writes the trained model; every rank then loads it
         save_edited_model(base.model, ins0.probe.head_name, W, b, model_file)
     distributed.barrier()
-    trained = build_model(cfg.model, num_classes=C, weights=model_file)
+    with seeded_rng(cfg.seed):  # every weight is then read from the file
+        trained = build_model(cfg.model, num_classes=C, weights=model_file)
     ins = Inspector(trained, data, device=device, cache_dir=cache_dir, seed=cfg.seed, progress=progress)
     # same backbone: the features stay, rescored by the trained head, and are cached for this model too
     for split, fs in feats.items() if distributed.is_main() else ():

@@ -5,7 +5,7 @@ its benchmark (:mod:`neuroinspect.demo`). Into one run folder it writes:
 
 ======================================  ==============================================================
 ``metrics.json``                        accuracy per class and group on the evaluation split
-``metrics_all_splits.json``             the same for every split used
+``metrics/SPLIT.json``                  the same for every split used
 ``ranking.json``, ``mistakes.csv``      stage 1 for the first class debugged (``find/CLASS/`` for the others)
 ``evidence/evidence.json``, ``gallery/``  where the evidence behind the first class's mistakes sits, in words
 ``visualize/``                          stage 2: each picked neuron inside its class and the class it votes for
@@ -37,9 +37,10 @@ from typing import Callable
 import torch
 
 from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.core.base.io import check_writable_dir, write_json
+from neuroinspect.core.base.io import check_writable_dir
 from neuroinspect.core.base.metrics import evaluate
-from neuroinspect.core.base.records import Comparison, EditRecord, EvidenceRecord, GalleryItem, Metrics, RunInfo
+from neuroinspect.core.base.records import (Comparison, ComparisonRow, EditRecord, EvidenceRecord, GalleryItem, Metrics,
+                                            RunInfo)
 from neuroinspect.core.base.runinfo import versions
 from neuroinspect.core.data.images import class_index as class_index_of
 from neuroinspect.core.model.featureset import FeatureSet
@@ -49,10 +50,10 @@ from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import Explanation, explain_class
-from neuroinspect.fix.compare import aggregate_seeds, comparison_record, fix_record, kept_original_note, run_methods
+from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, kept_original_note,
+                                      run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.regroup import shortcut_scores
-from neuroinspect.fix.config import FIX_METHODS
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
@@ -122,7 +123,7 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     (most of the class's images carry it); this score looks where it and the label disagree."""
     if cfg.classes:
         return list(dict.fromkeys(class_index(c) for c in cfg.classes))
-    per_class = evaluate(fs)["per_class"]
+    per_class = evaluate(fs).per_class
     names = fs.class_names
     by_accuracy = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
     if cfg.choose_by == "accuracy" or train is None or head is None:
@@ -172,28 +173,15 @@ def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Call
             for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
 
 
-def comparable_methods(methods, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
-    """``methods`` without repeats, the ones that read group labels last (left out, with a note, when the
-    data has none)."""
-    notes = []
-    methods = tuple(dict.fromkeys(methods))
-    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
-    others = tuple(m for m in methods if m not in labelled)
-    if labelled and not val.group_names:
-        notes.append(f"{', '.join(labelled)} left out: the data has no group labels")
-        labelled = ()
-    return others + labelled, notes
-
-
 @dataclass
 class SeedRun:
-    """One seed of find → pick → fix: its head, explanations, targets and ``{method: (metrics, row, FixResult)}``."""
+    """One seed of find → pick → fix: its head, explanations, targets and ``{method: MethodRun}``."""
 
     seed: int
     head: tuple[torch.Tensor, torch.Tensor]
     explanations: list[Explanation]
     targets: dict[int, list[int]]
-    results: dict
+    results: dict[str, MethodRun]
 
 
 def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *, head, explanations=None,
@@ -207,7 +195,7 @@ def find_and_fix(feats: dict[str, FeatureSet], cfg: PipelineConfig, seed: int, *
                                        train=feats["train"], policy=policy)
     fs = {k: v.with_logits(*head) for k, v in feats.items()}
     targets = merge_targets([edit_targets(pick_neurons(e, cfg.n_edit), e, head[0]) for e in with_neurons(explanations)])
-    results = run_methods(*head, fs["train"], fs["val"], fs["test"], targets, cfg.methods, seed, policy=policy)
+    results = run_methods(*head, fs, targets, cfg.methods, seed, policy=policy)
     return SeedRun(seed, head, explanations, targets, results)
 
 
@@ -250,7 +238,7 @@ class Pipeline:
     def _methods(self, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
         """The methods to compare: the fix first, the references that read group labels last (left out
         when the data has none)."""
-        return comparable_methods((self.cfg.fix, *self.cfg.methods), val)
+        return runnable_methods((self.cfg.fix, *self.cfg.methods), val)
 
     # ------------------------------------------------------------------ the run
     def run(self, run_info: dict | None = None) -> dict:
@@ -289,8 +277,9 @@ class Pipeline:
                                        progress=self.progress)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
-            Metrics.from_dict({**metrics[cfg.eval_split], "split": cfg.eval_split}).write(out / Metrics.FILE)
-            write_json(out / "metrics_all_splits.json", metrics)
+            replace(metrics[cfg.eval_split], split=cfg.eval_split).write(out / Metrics.FILE)
+            for split, m in metrics.items():  # every split used, each its own record
+                replace(m, split=split).write(out / "metrics" / f"{_slug(split)}.json")
         for i, e in enumerate(explanations if distributed.is_main() else ()):
             e.save(out if i == 0 else out / "find" / _slug(e.class_name))
         self._lap("explain", t0)
@@ -403,7 +392,7 @@ class Pipeline:
                                      class_index=ins.class_index, policy=ins.policy))
         first = runs[0]
         rows = aggregate_seeds([r.results for r in runs])
-        before, after, res = first.results["original"][0], first.results[cfg.fix][0], first.results[cfg.fix][2]
+        before, after, res = first.results["original"].metrics, first.results[cfg.fix].metrics, first.results[cfg.fix].result
         kept = kept_original_note(res)
         if kept:  # never a worse model shipped as a fix: said in one line, and in edit.json and the report
             log.warning("seed %d: %s", first.seed, kept)
@@ -451,17 +440,17 @@ class Pipeline:
             "timings_s": dict(self.timings), "headline": headline, "probe": self.ins.probe.describe(),
         }).write(self.out / RunInfo.FILE)
 
-    def headline(self, rows: list[dict], explanations: list[Explanation], targets: dict[int, list[int]]) -> dict:
+    def headline(self, rows: list[ComparisonRow], explanations: list[Explanation], targets: dict[int, list[int]]) -> dict:
         """The run in a few numbers: worst group (worst class when the data has no groups), before and after."""
-        by = {r["method"]: r for r in rows}
-        key = "worst_group_acc" if by["original"]["worst_group_acc"] is not None else "worst_class_acc"
+        by = {r.method: r for r in rows}
+        key = "worst_group_acc" if by["original"].worst_group_acc is not None else "worst_class_acc"
         fix = by[self.cfg.fix]
         names = self.ins.class_names
         return {
             "seeds": list(self.cfg.seeds), "fix": self.cfg.fix, "metric": key, "split": self.cfg.eval_split,
-            "worst_before": by["original"][key], "worst_after": fix[key], "worst_after_std": fix[key + "_std"],
-            "accuracy_before": by["original"]["avg_acc"], "accuracy_after": fix["avg_acc"],
-            "by_method": {m: r[key] for m, r in by.items()},
+            "worst_before": by["original"].value(key), "worst_after": fix.value(key), "worst_after_std": fix.std(key),
+            "accuracy_before": by["original"].avg_acc, "accuracy_after": fix.avg_acc,
+            "by_method": {m: r.value(key) for m, r in by.items()},
             "classes": [e.class_name for e in explanations], "worst_class": explanations[0].class_name,
             "choose_by": self.cfg.choose_by,
             "edited": {names[k]: v for k, v in targets.items()},

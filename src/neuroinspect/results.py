@@ -23,14 +23,13 @@ from torchvision.transforms.functional import to_tensor
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.html import esc, figure, img, pct, table
 from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
-from neuroinspect.core.base.metrics import summarize
-from neuroinspect.core.base.records import Comparison, EditRecord, RunInfo, VisImage, VisualizationSet
+from neuroinspect.core.base.records import (Comparison, ComparisonRow, EditRecord, Metrics, RunInfo, VisImage,
+                                            VisualizationSet)
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table
+from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table, runnable_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, FixConfig
 from neuroinspect.fix.edit import edited_state_dict, save_edited_model
 from neuroinspect.fix.methods import FixResult
-from neuroinspect.pipeline import comparable_methods
 
 MODEL_FILE = "model_edited.safetensors"
 
@@ -133,9 +132,9 @@ class Pictures:
 
 
 # --------------------------------------------------------------------------- stage 3: fixes
-def _metrics_rows(before: dict, after: dict) -> list[list]:
+def _metrics_rows(before: Metrics, after: Metrics) -> list[list]:
     """Average, worst-class and worst-group accuracy (when the data has groups), before and after."""
-    sb, sa = (summarize(m["accuracy"], m["per_class"], m.get("per_group")) for m in (before, after))
+    sb, sa = before.summary, after.summary
     rows = [["average", pct(sb.accuracy), pct(sa.accuracy)],
             [f"worst class ({sb.worst_class} before)", pct(sb.worst_class_acc), pct(sa.worst_class_acc)]]
     if sb.worst_group is not None:
@@ -148,14 +147,14 @@ class ComparisonTable:
     """Several fix methods over seeds (mean ± std): ``rows`` as :func:`~neuroinspect.fix.compare.compare_methods`
     returns them, and their ``compare.json`` ``record``."""
 
-    rows: list[dict]
+    rows: list[ComparisonRow]
     record: Comparison
 
-    def row(self, method: str) -> dict:
+    def row(self, method: str) -> ComparisonRow:
         for r in self.rows:
-            if r["method"] == method:
+            if r.method == method:
                 return r
-        raise NeuroInspectError(f"no row '{method}'; the rows are {', '.join(r['method'] for r in self.rows)}")
+        raise NeuroInspectError(f"no row '{method}'; the rows are {', '.join(r.method for r in self.rows)}")
 
     def save(self, out_dir: str | Path) -> Path:
         """``compare.json`` in ``out_dir``."""
@@ -167,10 +166,10 @@ class ComparisonTable:
 
     def _repr_html_(self) -> str:
         def cell(r, k):
-            v, sd = r.get(k), r.get(k + "_std")
-            return "–" if v is None else f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r.get("n_seeds", 1) > 1 else "")
+            v, sd = r.value(k), r.std(k)
+            return "–" if v is None else f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and (r.n_seeds or 1) > 1 else "")
 
-        rows = [[r["method"], "yes" if r.get("uses_group_labels") else "no", r.get("fit_on", ""),
+        rows = [[r.method, "yes" if r.uses_group_labels else "no", r.fit_on or "",
                  cell(r, "avg_acc"), cell(r, "class_acc"), cell(r, "worst_class_acc"), cell(r, "worst_group_acc")]
                 for r in self.rows]
         seeds = ", ".join(map(str, self.record.seeds))
@@ -190,8 +189,8 @@ class Fix:
     result: FixResult
     targets: dict[int, list[int]]
     class_names: list[str]
-    before: dict
-    after: dict
+    before: Metrics
+    after: Metrics
     split: str
     model: nn.Module  # the model under inspection (read, never changed)
     head_name: str
@@ -219,10 +218,10 @@ class Fix:
         once per seed; the rows are mean ± std over the seeds. Methods that read group labels are left out,
         with a note, when the data has none."""
         f = self.features
-        chosen, notes = comparable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
+        chosen, notes = runnable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
         cfg = config or self.config
         W, b = self.head
-        rows, _ = compare_methods(W, b, f["train"], f["val"], f["test"], self.targets, chosen, tuple(seeds), cfg)
+        rows, _ = compare_methods(W, b, f, self.targets, chosen, tuple(seeds), cfg)
         return ComparisonTable(rows, comparison_record(rows, self.targets, self.class_names, self.split, seeds, notes,
                                                        config=cfg))
 
@@ -300,7 +299,7 @@ class DebugRun:
                  f"<a href='{esc(self.report.resolve().as_uri())}'>{esc(self.report)}</a></p>"]
         try:
             comparison = self.comparison
-            parts.append(ComparisonTable([r.to_dict() for r in comparison.rows], comparison)._repr_html_())
+            parts.append(ComparisonTable(list(comparison.rows), comparison)._repr_html_())
         except NeuroInspectError:
             pass
         vis = self.out / "visualize"

@@ -19,6 +19,7 @@ from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.html import table
 from neuroinspect.core.base.io import default_cache_dir
 from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.base.records import Metrics
 from neuroinspect.core.data.images import SPLIT_ALIASES, ImageData, class_index
 from neuroinspect.core.data.load import load_data, parse_class_names
 from neuroinspect.core.data.memory import from_memory, is_in_memory
@@ -103,7 +104,7 @@ class Inspector(InspectedModel):
     """A classifier and a dataset, ready for the three stages (the ``InspectedModel`` the stages read).
 
     >>> ins = Inspector("efficientnet-lite0", "photos/", device="cpu")
-    >>> ins.metrics("val")["worst_class"]
+    >>> ins.metrics("val").worst_class
     >>> explanation = ins.explain("tabby", split="val")
     """
 
@@ -231,7 +232,8 @@ class Inspector(InspectedModel):
                 warn_if_chance(fs, self.probe.C)
         return self._features[split]
 
-    def metrics(self, split: str) -> dict:
+    def metrics(self, split: str) -> Metrics:
+        """Accuracy overall, per class and per group on ``split`` (a :class:`~neuroinspect.core.base.records.Metrics`)."""
         return evaluate(self.features(split))
 
     def explain(self, cls: str | int, split: str = "val", config: ExplainConfig | None = None,
@@ -291,9 +293,9 @@ class Inspector(InspectedModel):
         feats = {role: self.features(split).with_logits(W, b)
                  for role, split in (("train", "train"), ("val", fit_split), ("test", eval_split))}
         self.start()
-        results = run_methods(W, b, feats["train"], feats["val"], feats["test"], targets, [cfg.method], cfg.seed, cfg,
+        results = run_methods(W, b, feats, targets, [cfg.method], cfg.seed, cfg,
                               policy=self.device, progress=self.progress)
-        before, (after, _, result) = results["original"][0], results[cfg.method]
+        before, after, result = results["original"].metrics, results[cfg.method].metrics, results[cfg.method].result
         ranking = kept[0].settings.get("ranking")
         rule = f"the top {n} insufficient neurons of " + ", ".join(repr(e.class_name) for e in kept) + f" ({ranking} ranking)"
         return Fix(result, targets, self.class_names, before, after, self.data.resolve_split(eval_split),

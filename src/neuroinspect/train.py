@@ -38,22 +38,22 @@ from tqdm.auto import tqdm
 
 from neuroinspect.core.base.config import InspectorConfig, configured
 from neuroinspect.core.base.errors import NeuroInspectError, first_line
-from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch, write_json
-from neuroinspect.core.base.metrics import summarize
+from neuroinspect.core.base.io import default_cache_dir, save_safetensors, save_torch
+from neuroinspect.core.base.metrics import metrics_of
+from neuroinspect.core.base.records import Metrics, TrainRecord
 from neuroinspect.core.data.images import ImageData, collate_skipping
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import extract_features, store_features
 from neuroinspect.core.model.models import build_model, load_weights, read_state_dict, resize_head
 from neuroinspect.core.model.probe import Probe, find_head, model_logits
-from neuroinspect.core.runtime.device import DevicePolicy
-from neuroinspect.session import resolve_device, seed_everything
+from neuroinspect.core.runtime.device import DevicePolicy, resolve_device, seed_torch, seeded_rng
 from neuroinspect.train_config import SELECT_BY, TrainConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.safetensors"
-RECORD = "train.json"
+RECORD = TrainRecord.FILE
 
 
 @dataclass
@@ -63,8 +63,8 @@ class TrainResult:
     best_epoch: int
     best_val: float | None
     history: list[dict]
-    val_metrics: dict | None = None
-    test_metrics: dict | None = None
+    val_metrics: Metrics | None = None
+    test_metrics: Metrics | None = None
     resumed_from: int = 0
     num_classes: int = 0
     reload: dict = field(default_factory=dict)
@@ -79,27 +79,19 @@ def reload_spec(spec: str) -> str:
     return spec
 
 
-def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict:
-    """Accuracy, mean per-class accuracy and worst-group accuracy (fractions)."""
-    correct = (logits.argmax(1) == labels).float()
-    per_class = {str(k): float(correct[labels == k].mean()) for k in labels.unique().tolist()}
-    per_group = {str(g): float(correct[groups == g].mean()) for g in groups.unique().tolist() if g >= 0}
-    s = summarize(float(correct.mean()) if len(correct) else float("nan"), per_class, per_group)
-    return {
-        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
-        "class": sum(per_class.values()) / len(per_class) if per_class else float("nan"),
-        "worst_class": s.worst_class_acc,
-        "worst_group": s.worst_group_acc,
-        "n": int(len(correct)),
-    }
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, data: ImageData) -> Metrics:
+    """The :class:`Metrics` of ``logits`` (fractions): per class by ``data``'s class names, per group by its group
+    names (a group without a name by its number)."""
+    return metrics_of(labels, logits.argmax(1), list(data.class_names), groups, list(data.group_names or []))
 
 
-def _selection(metrics: dict, select_by: str) -> float:
+def _selection(metrics: Metrics, select_by: str) -> float:
     if select_by == "worst-group":
-        if metrics["worst_group"] is None:
+        if metrics.worst_group_acc is None:
             raise NeuroInspectError("--select-by worst-group needs group labels in the val split")
-        return metrics["worst_group"]
-    return metrics[select_by]
+        return metrics.worst_group_acc
+    value = metrics.accuracy if select_by == "accuracy" else metrics.mean_class_acc
+    return float("nan") if value is None else value
 
 
 def _has(data: ImageData, split: str) -> bool:
@@ -162,14 +154,24 @@ def train_classifier(
     model and data are loaded and evaluated: ``head``, ``device``, ``cache_dir``, ``workers``,
     ``batch_size`` (of evaluation and feature extraction), ``allow_pickle``, ``download``,
     ``progress``; the training settings themselves are ``config``.
+
+    The caller's random state is left as it was: the model's initialisation, dropout and the random
+    augmentations draw from torch's global generators seeded with ``config.seed`` inside
+    :func:`~neuroinspect.core.runtime.device.seeded_rng`, and the batch order from its own generator.
     """
     opts = configured(InspectorConfig, load, overrides)
-    head, device, cache_dir, workers, eval_batch_size = opts.head, opts.device, opts.cache_dir, opts.workers, opts.batch_size
-    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     config = config or TrainConfig()
     config.check()
-    out = Path(out)
-    device = resolve_device(device)
+    device = resolve_device(opts.device)
+    with seeded_rng(config.seed, device):
+        return _train(model, data, Path(out), config, opts, device, init_weights, resume, on_epoch)
+
+
+def _train(model: str, data: str | ImageData, out: Path, config: TrainConfig, opts: InspectorConfig,
+           device: torch.device, init_weights, resume: bool, on_epoch) -> TrainResult:
+    """:func:`train_classifier`'s work, inside its seeded generators."""
+    head, cache_dir, workers, eval_batch_size = opts.head, opts.cache_dir, opts.workers, opts.batch_size
+    allow_pickle, download, progress = opts.allow_pickle, opts.download, opts.progress
     data = data if isinstance(data, ImageData) else load_data(data, download=download)
     if not _has(data, "train") or data.size("train") == 0:
         raise NeuroInspectError(f"training needs a non-empty 'train' split; '{data.spec}' has: {', '.join(data.splits)}")
@@ -186,13 +188,12 @@ def train_classifier(
                     ", ".join(repr(n) for n in empty[:5]) + (" …" if len(empty) > 5 else ""))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    seed_everything(config.seed)
     loaded = build_model(model, head=head, allow_pickle=allow_pickle)
     if reload_spec(model) != model:
         # score with the preprocessing the reloaded model will get (torchvision:resnet50/IMAGENET1K_V1 resizes to
         # 256 px, torchvision:resnet50 to 232 px), so that train.json and the feature cache agree with later commands
         loaded.preprocess = build_model(reload_spec(model), head=head).preprocess
-        seed_everything(config.seed)
+        seed_torch(config.seed, device)  # the head below starts where it would have without this second build
     if init_weights is not None:  # with whatever head they were saved with (e.g. ImageNet's 1000 classes)
         size = loaded.preprocess.input_size
         name, linear = find_head(loaded.model, head=head, input_size=size)
@@ -260,7 +261,7 @@ def train_classifier(
             fs = feats[split]
             with torch.no_grad():
                 logits = probe.head(fs.features.to(device)).float().cpu()
-            return split_metrics(logits, fs.labels, fs.groups)
+            return split_metrics(logits, fs.labels, fs.groups, data)
         return _evaluate_model(net, data, split, loaded.preprocess.transform, loading, eval_batch_size, config.amp)
 
     # ---------------------------------------------------------------- epochs
@@ -277,7 +278,7 @@ def train_classifier(
                   "lr": sched.get_last_lr()[0], "seconds": None}
         if has_val:
             vm = evaluate_split("val")
-            record.update(val_acc=vm["accuracy"], val_class_acc=vm["class"], val_worst_group=vm["worst_group"],
+            record.update(val_acc=vm.accuracy, val_class_acc=vm.mean_class_acc, val_worst_group=vm.worst_group_acc,
                           val_metric=_selection(vm, config.select_by))
             better = best_val is None or record["val_metric"] > best_val
         else:
@@ -309,7 +310,7 @@ def train_classifier(
                 fs = extract_features(loaded, probe, data, split, policy=_policy(device, config.amp, backward=False),
                                       cache_dir=cache_dir, batch_size=eval_batch_size, workers=workers,
                                       progress=progress)
-                metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups)
+                metrics[split] = split_metrics(fs.logits, fs.labels, fs.groups, data)
     if config.head_only:  # the backbone did not change: give the final model its cached features at once
         for split, fs in feats.items():
             store_features(loaded, probe, data, split, fs.with_logits(probe.weight.detach().cpu(),
@@ -318,13 +319,13 @@ def train_classifier(
     reload = {"model": reload_spec(model), "weights": str(out / MODEL_FILE), "num_classes": C, "head": head}
     result = TrainResult(out, out / MODEL_FILE, best_epoch, best_val, history, metrics.get("val"),
                          metrics.get("test"), start_epoch, C, reload)
-    write_json(out / RECORD, {
-        "model": model, "data": data.spec, "classes": list(data.class_names), "config": asdict(config),
-        "init_weights": str(init_weights) if init_weights else None, "best_epoch": best_epoch,
-        "best_val_metric": best_val, "select_by": config.select_by if has_val else "last epoch (no val split)",
-        "history": history, "val": metrics.get("val"), "test": metrics.get("test"), "resumed_from": start_epoch,
-        "reload": reload, "device": str(device), "preprocess": loaded.preprocess.describe(),
-    })
+    TrainRecord(
+        model=model, data=str(data.spec), classes=list(data.class_names), config=asdict(config),
+        init_weights=str(init_weights) if init_weights else None, best_epoch=best_epoch,
+        best_val_metric=best_val, select_by=config.select_by if has_val else "last epoch (no val split)",
+        history=history, val=metrics.get("val"), test=metrics.get("test"), resumed_from=start_epoch,
+        reload=reload, device=str(device), preprocess=loaded.preprocess.describe(),
+    ).write(out / RECORD)
     return result
 
 
@@ -405,4 +406,4 @@ def _evaluate_model(net: nn.Module, data: ImageData, split: str, transform, load
         groups.append(grp)
     if not logits:
         raise NeuroInspectError(f"no image of split '{split}' could be read")
-    return split_metrics(torch.cat(logits), torch.cat(labels), torch.cat(groups))
+    return split_metrics(torch.cat(logits), torch.cat(labels), torch.cat(groups), data)

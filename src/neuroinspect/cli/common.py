@@ -303,8 +303,7 @@ def run_record(args: argparse.Namespace, **extra) -> dict:
 
 def print_headline(h: dict, out: str | Path) -> None:
     """The few lines a pipeline run (``debug`` or ``demo``) prints: the classes, the fix, the table."""
-    import json
-
+    from neuroinspect.core.base.records import Comparison
     from neuroinspect.fix.compare import format_table
 
     def pct(x):
@@ -319,7 +318,7 @@ def print_headline(h: dict, out: str | Path) -> None:
     print(f"{h['split']} {metric} accuracy, mean of {len(seeds)} seed(s): {pct(h['worst_before'])} → "
           f"{pct(h['worst_after'])} with {h['fix']}" + (f" ({others})" if others else ""))
     print(f"{h['split']} average accuracy:  {pct(h['accuracy_before'])} → {pct(h['accuracy_after'])}")
-    rows = json.loads((Path(out) / "compare" / "compare.json").read_text())["rows"]
+    rows = Comparison.read(Path(out) / "compare" / Comparison.FILE).rows
     print(format_table(rows))
     if h.get("timings_s"):
         print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in h["timings_s"].items()) + " (also in run.json)")

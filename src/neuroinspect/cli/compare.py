@@ -16,7 +16,8 @@ def register(sub) -> None:
         description="Run each method with the same classes, neurons and splits, once per seed, and print one table "
                     "(rows: methods, with the data they are fitted on and whether they read group labels; columns: "
                     "average, edited-class, worst-class and worst-group accuracy on test, mean ± std over seeds). "
-                    "dfr and dfr-half need group labels and are skipped without them. Writes compare.json, compare.md and run.json.",
+                    "The methods that read group labels (dfr, dfr-half) come last, and are left out without them. Writes "
+                    "compare.json, compare.md and run.json.",
     )
     add_model_args(p)
     add_data_args(p)
@@ -39,7 +40,7 @@ def parse_methods(text: str) -> list[str]:
 
 def run(args) -> int:
     from neuroinspect.core.base.io import write_text
-    from neuroinspect.fix.compare import compare_methods, comparison_record, format_table
+    from neuroinspect.fix.compare import compare_methods, comparison_record, format_table, runnable_methods
 
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
@@ -48,21 +49,12 @@ def run(args) -> int:
     out = Path(args.out)
     cfg = fix_config(args, method=methods[0])
     setup = prepare(args, methods)
-    notes = list(setup.notes)
-    has_groups = setup.val is not None and bool((setup.val.groups >= 0).any())
-    skipped = [m for m in methods if FIX_METHODS.info(m).uses_group_labels]
-    if skipped and not has_groups:
-        methods = [m for m in methods if m not in skipped]
-        notes.append(f"{', '.join(skipped)} skipped: the validation split has no group labels")
-    if not any(setup.targets.values()):
-        skipped = [m for m in methods if FIX_METHODS.info(m).needs_neurons]
-        methods = [m for m in methods if m not in skipped]
-        if skipped:
-            notes.append(f"{', '.join(skipped)} skipped: no neurons given (--neurons or --ranking)")
+    methods, left_out = runnable_methods(methods, setup.val, setup.targets)  # the pipeline's check
+    notes = [*setup.notes, *left_out]
     if not methods:
         raise NeuroInspectError("no method left to run; pass --neurons, or group labels for dfr")
     W, b = head_of(setup)
-    rows, _ = compare_methods(W, b, setup.train, setup.val, setup.test, setup.targets, methods, seeds, cfg,
+    rows, _ = compare_methods(W, b, setup.splits, setup.targets, methods, seeds, cfg,
                               policy=setup.ins.policy, progress=not getattr(args, "no_progress", False))
     table = format_table(rows)
     names = setup.class_names

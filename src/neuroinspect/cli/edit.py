@@ -93,6 +93,11 @@ class EditSetup:
     def class_names(self) -> list[str]:
         return [self.ins.class_names[c] for c in self.targets]
 
+    @property
+    def splits(self) -> dict:
+        """The features by role (``train``, ``val``, ``test``), as the fixes read them."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
 
 def _has_split(ins, name: str) -> bool:
     from neuroinspect.core.data.images import SPLIT_ALIASES

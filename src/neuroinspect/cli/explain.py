@@ -57,9 +57,9 @@ def run(args) -> int:
     metrics = ins.metrics(args.split)
     split = ins.data.resolve_split(args.split)
     if distributed.is_main():  # under torchrun rank 0 alone writes the results
-        Metrics.from_dict(metrics).write(out / Metrics.FILE)
-    print(f"accuracy on '{split}': {metrics['accuracy']:.1%} (n={metrics['n']}); "
-          f"worst class: {metrics['worst_class']}" + (f"; worst group: {metrics['worst_group']}" if metrics["worst_group"] else ""))
+        metrics.write(out / Metrics.FILE)
+    print(f"accuracy on '{split}': {metrics.accuracy:.1%} (n={metrics.n}); "
+          f"worst class: {metrics.worst_class}" + (f"; worst group: {metrics.worst_group}" if metrics.worst_group else ""))
     skipped = ins.features(args.split).skipped
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in run.json)")

@@ -84,9 +84,9 @@ def run(args) -> int:
         print(f"resumed after epoch {result.resumed_from}")
     for split, m in (("val", result.val_metrics), ("test", result.test_metrics)):
         if m:
-            extra = "" if m["worst_group"] is None else f", worst group {100 * m['worst_group']:.2f}%"
-            print(f"best epoch {result.best_epoch} on {split}: accuracy {100 * m['accuracy']:.2f}%, worst class "
-                  f"{100 * m['worst_class']:.2f}%{extra}")
+            extra = "" if m.worst_group_acc is None else f", worst group {100 * m.worst_group_acc:.2f}%"
+            print(f"best epoch {result.best_epoch} on {split}: accuracy {100 * m.accuracy:.2f}%, worst class "
+                  f"{100 * m.worst_class_acc:.2f}%{extra}")
     r = result.reload
     print(f"\nweights in {out / MODEL_FILE}; use them with: --model {r['model']} --weights {out / MODEL_FILE} "
           f"--num-classes {r['num_classes']}")

@@ -115,25 +115,25 @@ def run(args) -> int:
     policy = DevicePolicy.resolve(ins.device, args.precision, args.channels_last, backward=True)
     report = visualize_neurons(ins, neurons, classes, out, config, policy=policy)
     write_run_json(out, args, model=args.model, data=args.data, probe=ins.probe.describe())
-    if report["clip_fallback"]:
-        print(f"CLIP was unavailable: rendered with the '{report['recipe']}' recipe instead (recorded in visualizations.json)")
+    if report.clip_fallback:
+        print(f"CLIP was unavailable: rendered with the '{report.recipe}' recipe instead (recorded in visualizations.json)")
     print(f"{'neuron':>7} {'class':<24} {'a_k':>8} {'start':>7} {'s_c':>8} {'p(c)':>6} {'clip':>6} {'CRS':>6}  image")
-    for r in report["images"]:
-        clip_s = "-" if r["clip_similarity"] is None else f"{r['clip_similarity']:.3f}"
-        crs = "-" if r["crs"] is None else f"{r['crs']:.2f}"
-        print(f"{r['neuron']:>7} {r['class'][:24]:<24} {r['activation']:>8.2f} {r['start_activation']:>7.2f} "
-              f"{r['logit']:>8.2f} {r['prob']:>6.3f} {clip_s:>6} {crs:>6}  {r['image']}")
-    for r in report["images"]:
-        if r.get("note"):
-            print(f"neuron {r['neuron']} in '{r['class']}': {r['note']}")
-    for row in report["neurons"]:
-        for h in row.get("exemplar_heatmaps") or []:
-            if h["note"]:
-                print(f"neuron {row['neuron']}, {h['role']} '{h['class']}': {h['note']}")
-        if row["dataset_top_activation"] is not None:
-            print(f"neuron {row['neuron']}: top dataset activation {row['dataset_top_activation']:.2f} "
-                  f"(mean of top {len(row['exemplars'])}: {row['dataset_mean_top_activation']:.2f})")
-    if report["interrupted"]:
+    for r in report.images:
+        clip_s = "-" if r.clip_similarity is None else f"{r.clip_similarity:.3f}"
+        crs = "-" if r.crs is None else f"{r.crs:.2f}"
+        print(f"{r.neuron:>7} {r.class_name[:24]:<24} {r.activation:>8.2f} {r.start_activation:>7.2f} "
+              f"{r.logit:>8.2f} {r.prob:>6.3f} {clip_s:>6} {crs:>6}  {r.image}")
+    for r in report.images:
+        if r.note:
+            print(f"neuron {r.neuron} in '{r.class_name}': {r.note}")
+    for row in report.neurons:
+        for h in row.exemplar_heatmaps:
+            if h.note:
+                print(f"neuron {row.neuron}, {h.role} '{h.class_name}': {h.note}")
+        if row.dataset_top_activation is not None:
+            print(f"neuron {row.neuron}: top dataset activation {row.dataset_top_activation:.2f} "
+                  f"(mean of top {len(row.exemplars)}: {row.dataset_mean_top_activation:.2f})")
+    if report.interrupted:
         print("interrupted: the results hold the images finished so far")
     print(f"\nresults in {out}/ (visualizations.json, images/, exemplars/)")
-    return 130 if report["interrupted"] else 0
+    return 130 if report.interrupted else 0

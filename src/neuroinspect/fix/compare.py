@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
 from neuroinspect.core.base.config import configured
 from neuroinspect.core.base.errors import NeuroInspectError
-from neuroinspect.core.base.metrics import evaluate, summarize
-from neuroinspect.core.base.records import STAT_KEYS, Comparison, EditRecord
+from neuroinspect.core.base.metrics import evaluate
+from neuroinspect.core.base.records import STAT_KEYS, Comparison, ComparisonRow, EditRecord, Metrics
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.fix.config import FixConfig
+from neuroinspect.fix.config import FIX_METHODS, FixConfig
 from neuroinspect.fix.methods import FixProblem, FixResult, get_fix_method
 
 __all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
-           "fix_record", "summary_row", "kept_original_note"]
+           "fix_record", "summary_row", "kept_original_note", "MethodRun"]
 
 
 def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: FeatureSet | None,
@@ -51,32 +53,29 @@ def fix_head(W: torch.Tensor, b: torch.Tensor | None, train: FeatureSet, val: Fe
 
 
 # --------------------------------------------------------------------------- comparing over seeds
-def summary_row(method: str, metrics: dict, edited: list[str]) -> dict:
-    """avg / edited-class / worst-class / worst-group accuracy of one evaluation (worst ones by
-    :func:`neuroinspect.core.base.metrics.summarize`)."""
-    per_class = metrics["per_class"]
+def summary_row(method: str, metrics: Metrics, edited: list[str], info: dict | None = None) -> ComparisonRow:
+    """The row of one evaluation: avg / edited-class / worst-class / worst-group accuracy (worst ones by
+    :func:`neuroinspect.core.base.metrics.summarize`) and the per-group accuracies; ``info``: which data and
+    labels the method used (:func:`method_info`; left unset when not given)."""
+    per_class = metrics.per_class
     accs = [per_class[n] for n in edited if n in per_class]
-    s = summarize(metrics["accuracy"], per_class, metrics["per_group"])
-    return {
-        "method": method,
-        "avg_acc": metrics["accuracy"],
-        "class_acc": sum(accs) / len(accs) if accs else None,
-        "worst_class_acc": s.worst_class_acc,
-        "worst_group_acc": s.worst_group_acc,
-    }
+    s = metrics.summary
+    return ComparisonRow(method=method, **(info or {}), avg_acc=metrics.accuracy,
+                         class_acc=sum(accs) / len(accs) if accs else None, worst_class_acc=s.worst_class_acc,
+                         worst_group_acc=s.worst_group_acc, per_group=dict(metrics.per_group))
 
 
-def aggregate(method: str, runs: list[dict], per_group: list[dict], info: dict) -> dict:
+def aggregate(method: str, runs: list[ComparisonRow], info: dict) -> ComparisonRow:
     """One table row: mean and std (population, over seeds) of every summary key, plus per-group means."""
-    row = {"method": method, "n_seeds": len(runs), **info}
+    stats = {}
     for k in STAT_KEYS:
-        vals = [r[k] for r in runs if r[k] is not None]
-        row[k] = statistics.fmean(vals) if vals else None
-        row[k + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else None)
-        row[k + "_runs"] = [r[k] for r in runs]
-    groups = sorted({g for pg in per_group for g in pg})
-    row["per_group"] = {g: statistics.fmean(pg[g] for pg in per_group if g in pg) for g in groups}
-    return row
+        vals = [r.value(k) for r in runs if r.value(k) is not None]
+        stats[k] = statistics.fmean(vals) if vals else None
+        stats[k + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+        stats[k + "_runs"] = [r.value(k) for r in runs]
+    groups = sorted({g for r in runs for g in r.per_group})
+    per_group = {g: statistics.fmean(r.per_group[g] for r in runs if g in r.per_group) for g in groups}
+    return ComparisonRow(method=method, n_seeds=len(runs), **info, **stats, per_group=per_group)
 
 
 def method_info(result: FixResult | None) -> dict:
@@ -86,56 +85,97 @@ def method_info(result: FixResult | None) -> dict:
     return {"uses_group_labels": result.uses_group_labels, "fit_on": result.fit_on, "select_by": result.select_by}
 
 
-def run_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                methods, seed: int = 0, config: FixConfig | None = None, *, policy=None,
-                progress: bool = False) -> dict[str, tuple[dict, dict, FixResult | None]]:
-    """One seed of every method: ``{method: (test metrics, summary row, FixResult)}``, ``original`` first."""
+@dataclass
+class MethodRun:
+    """One method on one seed: its test ``metrics``, its table ``row`` (one seed) and its ``result``
+    (``None`` for the original head)."""
+
+    metrics: Metrics
+    row: ComparisonRow
+    result: FixResult | None
+
+
+def has_group_labels(fs: FeatureSet | None) -> bool:
+    """Whether ``fs`` names its groups and labels at least one image with one."""
+    return fs is not None and bool(fs.group_names) and bool((fs.groups >= 0).any())
+
+
+def runnable_methods(methods, val: FeatureSet | None, targets: dict[int, list[int]] | None = None
+                     ) -> tuple[tuple[str, ...], list[str]]:
+    """The one check of which fix methods can run on these splits and targets: ``methods`` without repeats,
+    the ones that read group labels last, left out (with a note) when ``val`` has no group labels, and the
+    ones that need neurons left out (with a note) when ``targets`` names none (``None``: not checked).
+    An unknown name fails here, listing the registered methods. Returns the methods and the notes."""
+    notes = []
+    methods = tuple(dict.fromkeys(methods))
+    for m in methods:
+        get_fix_method(m)
+    labelled = tuple(m for m in methods if FIX_METHODS.info(m).uses_group_labels)
+    others = tuple(m for m in methods if m not in labelled)
+    if labelled and not has_group_labels(val):
+        notes.append(f"{', '.join(labelled)} left out: the validation split has no group labels")
+        labelled = ()
+    methods = others + labelled
+    if targets is not None and not any(targets.values()):
+        unfit = tuple(m for m in methods if FIX_METHODS.info(m).needs_neurons)
+        if unfit:
+            notes.append(f"{', '.join(unfit)} left out: no neurons given (--neurons or --ranking)")
+            methods = tuple(m for m in methods if m not in unfit)
+    return methods, notes
+
+
+def run_methods(W, b, splits: Mapping[str, FeatureSet | None], targets: dict[int, list[int]], methods,
+                seed: int = 0, config: FixConfig | None = None, *, policy=None,
+                progress: bool = False) -> dict[str, MethodRun]:
+    """One seed of every method: ``{method: MethodRun}`` (test metrics, one-seed row, FixResult), ``original``
+    first. ``splits``: the features by role, ``train`` and ``test`` (``val``: optional, the methods' held-out
+    split; see :func:`fix_head`)."""
     cfg = config or FixConfig()
+    train, val, test = splits["train"], splits.get("val"), splits["test"]
     edited = [test.class_names[c] for c in targets]
     original = evaluate(test.with_logits(W, b))
-    out = {"original": (original, summary_row("original", original, edited), None)}
+    out = {"original": MethodRun(original, summary_row("original", original, edited, method_info(None)), None)}
     for method in methods:
         get_fix_method(method)  # an unknown name fails before any work, listing the registered methods
         res = fix_head(W, b, train, val, targets, cfg, policy=policy, progress=progress, method=method, seed=seed)
         m = evaluate(res.apply(test))
-        out[method] = (m, summary_row(method, m, edited), res)
+        out[method] = MethodRun(m, summary_row(method, m, edited, method_info(res)), res)
     return out
 
 
-def aggregate_seeds(per_seed: list[dict[str, tuple[dict, dict, FixResult | None]]]) -> list[dict]:
+def aggregate_seeds(per_seed: list[dict[str, MethodRun]]) -> list[ComparisonRow]:
     """Table rows (mean ± std over seeds) from several :func:`run_methods` results."""
     rows = []
     for method in per_seed[0]:
         runs = [s[method] for s in per_seed if method in s]
-        info = method_info(runs[0][2])
-        rows.append(aggregate(method, [r[1] for r in runs], [r[0]["per_group"] for r in runs], info))
+        rows.append(aggregate(method, [r.row for r in runs], method_info(runs[0].result)))
     return rows
 
 
-def compare_methods(W, b, train: FeatureSet, val: FeatureSet | None, test: FeatureSet, targets: dict[int, list[int]],
-                    methods, seeds=(0,), config: FixConfig | None = None, *, policy=None,
-                    progress: bool = False) -> tuple[list[dict], list[dict]]:
-    """Every method once per seed on the same head; rows (``original`` first) with mean ± std over seeds,
-    and the per-seed results."""
-    per_seed = [run_methods(W, b, train, val, test, targets, methods, seed, config, policy=policy, progress=progress)
+def compare_methods(W, b, splits: Mapping[str, FeatureSet | None], targets: dict[int, list[int]], methods,
+                    seeds=(0,), config: FixConfig | None = None, *, policy=None,
+                    progress: bool = False) -> tuple[list[ComparisonRow], list[dict[str, MethodRun]]]:
+    """Every method once per seed on the same head and ``splits`` (as :func:`run_methods`); rows
+    (``original`` first) with mean ± std over seeds, and the per-seed results."""
+    per_seed = [run_methods(W, b, splits, targets, methods, seed, config, policy=policy, progress=progress)
                 for seed in seeds]
     return aggregate_seeds(per_seed), per_seed
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[ComparisonRow]) -> str:
     """A Markdown table of the rows (percentages, mean ± std when there are several seeds)."""
     def cell(r, k):
-        v = r.get(k)
+        v = r.value(k)
         if v is None:
             return "—"
-        sd = r.get(k + "_std")
-        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r.get("n_seeds", 1) > 1 else "")
+        sd = r.std(k)
+        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and (r.n_seeds or 1) > 1 else "")
 
     lines = ["| method | group labels | fit on | avg acc | class acc | worst-class acc | worst-group acc |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        labels = "**yes**" if r.get("uses_group_labels") else "no"
-        lines.append(f"| {r['method']} | {labels} | {r.get('fit_on', '')} | {cell(r, 'avg_acc')} | {cell(r, 'class_acc')} | "
+        labels = "**yes**" if r.uses_group_labels else "no"
+        lines.append(f"| {r.method} | {labels} | {r.fit_on or ''} | {cell(r, 'avg_acc')} | {cell(r, 'class_acc')} | "
                      f"{cell(r, 'worst_class_acc')} | {cell(r, 'worst_group_acc')} |")
     return "\n".join(lines)
 
@@ -158,7 +198,7 @@ def scalar_settings(chosen: dict) -> str:
                      if isinstance(v, (int, float, str)) and not isinstance(v, bool))
 
 
-def fix_record(result: FixResult, class_names: list[str], before: dict, after: dict, model_file: str,
+def fix_record(result: FixResult, class_names: list[str], before: Metrics, after: Metrics, model_file: str,
                **extra) -> EditRecord:
     """The ``edit.json`` record: what was fixed, how, on which data and labels, and the metrics before and after.
 
@@ -176,8 +216,8 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
         "best_val_metric": result.best_val_metric,
         "kept_original": bool(result.chosen.get("kept_original", False)),
         "lam": result.chosen.get("lam"),
-        "before": before,
-        "after": after,
+        "before": before.to_dict(),
+        "after": after.to_dict(),
         "model_file": model_file,
     }
     if result.trained:  # a gradient method: its training record
@@ -193,7 +233,7 @@ def fix_record(result: FixResult, class_names: list[str], before: dict, after: d
     return EditRecord.from_dict({**rec, **extra})
 
 
-def comparison_record(rows: list[dict], targets: dict[int, list[int]], class_names: list[str], split: str,
+def comparison_record(rows: list[ComparisonRow], targets: dict[int, list[int]], class_names: list[str], split: str,
                       seeds, notes=(), *, neurons_by_seed: dict | None = None,
                       config: FixConfig | None = None) -> Comparison:
     """The ``compare.json`` record of :func:`compare_methods`'s rows, for ``compare`` and the demo alike.
@@ -203,7 +243,7 @@ def comparison_record(rows: list[dict], targets: dict[int, list[int]], class_nam
     return Comparison.from_dict({
         "classes": [class_names[c] for c in targets],
         "split": split,
-        "rows": rows,
+        "rows": [r.to_dict() for r in rows],
         "neurons": {class_names[c]: list(s) for c, s in targets.items()},
         "seeds": list(seeds),
         "select_by": config.select_by if config is not None else None,

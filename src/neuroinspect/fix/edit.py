@@ -494,6 +494,29 @@ def edit_head(
 
 
 # --------------------------------------------------------------------------- the edited model
+def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-4,
+                    seed: int = 0, init_std: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain ERM from scratch: multinomial logistic regression on cached features (full batch, Adam, ``epochs``
+    steps), the one trainer of a fresh linear head on features. ``W`` starts as ``init_std`` times a normal draw
+    from a generator seeded with ``seed`` (0: zeros), ``b`` at zero; the global random state is not used.
+
+    The demo's head is the default; the planted test's head is ``lr=0.05, weight_decay=0, init_std=0``. (The
+    fixes retrain an existing head with :func:`edit_head`; ``neuroinspect train`` trains the model's own
+    ``nn.Linear`` in mini-batches with a schedule.)"""
+    if init_std:
+        g = torch.Generator().manual_seed(seed)
+        W = (torch.randn(C, train.D, generator=g) * init_std).requires_grad_()
+    else:
+        W = torch.zeros(C, train.D, requires_grad=True)
+    b = torch.zeros(C, requires_grad=True)
+    opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(train.features @ W.T + b, train.labels).backward()
+        opt.step()
+    return W.detach(), b.detach()
+
+
 def edited_state_dict(model: nn.Module, head_name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The model's full state_dict (copied to the CPU) with the decision layer ``head_name`` replaced."""
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}

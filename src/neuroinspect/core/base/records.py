@@ -10,6 +10,7 @@ record                 file                    written by
 :class:`EditRecord`    ``edit.json``           edit (stage 3: the fixed decision layer)
 :class:`Comparison`    ``compare.json``        compare (every fix, over seeds)
 :class:`EvidenceRecord`  ``evidence.json``     debug (where the evidence behind the mistakes sits, measured)
+:class:`TrainRecord`   ``train.json``          train (the epochs, the one kept, its metrics on val and test)
 =====================  ======================  ==================================================
 
 Each record is a dataclass with ``to_dict``/``from_dict``, ``to_json``/``from_json`` (text)
@@ -32,11 +33,11 @@ from typing import Any, ClassVar
 
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.base.io import _clean, write_json
-from neuroinspect.core.base.metrics import Summary, summarize
+from neuroinspect.core.base.summary import Summary, summarize
 
 __all__ = ["SCHEMA_VERSION", "Record", "Metrics", "NeuronRank", "ExplanationRecord", "TopClass", "Exemplar",
            "HeatmapItem", "HeatmapRow", "VisImage", "VisNeuron", "VisualizationSet", "CurvePoint", "PickedBy",
-           "EditRecord", "ComparisonRow", "Comparison", "RunInfo", "NeuronEvidence", "GalleryItem", "EvidenceRecord",
+           "EditRecord", "ComparisonRow", "Comparison", "TrainRecord", "RunInfo", "NeuronEvidence", "GalleryItem", "EvidenceRecord",
            "RECORDS"]
 
 #: The version every record writes. Raise it when a field changes meaning or a required one is added.
@@ -251,10 +252,18 @@ class Metrics(Record):
     worst_group: str | None = None
     n: int | None = None
     split: str | None = opt()
+    worst_class_acc: float | None = opt()  # the accuracy of ``worst_class`` (absent from files written before it)
+    worst_group_acc: float | None = opt()  # the accuracy of ``worst_group``
+
+    @property
+    def mean_class_acc(self) -> float | None:
+        """The mean of the per-class accuracies (None when there is none)."""
+        accs = [v for v in self.per_class.values() if v is not None]
+        return sum(accs) / len(accs) if accs else None
 
     @property
     def summary(self) -> Summary:
-        """Overall, worst-class and worst-group accuracy (:func:`neuroinspect.core.base.metrics.summarize`)."""
+        """Overall, worst-class and worst-group accuracy (:func:`neuroinspect.core.base.summary.summarize`)."""
         return summarize(self.accuracy, self.per_class, self.per_group)
 
 
@@ -579,6 +588,32 @@ class EvidenceRecord(Record):
     notes: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- train.json
+@dataclass(kw_only=True)
+class TrainRecord(Record):
+    """A training run (``train.json``): settings, the epoch kept, every epoch's log and the kept epoch's
+    metrics on val and test, and how to reload the weights."""
+
+    FILE: ClassVar[str] = "train.json"
+    WRITER: ClassVar[str] = "'neuroinspect train'"
+
+    model: str
+    data: str
+    classes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None
+    best_epoch: int = 0
+    best_val_metric: float | None = None
+    select_by: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
+    val: Metrics | None = None
+    test: Metrics | None = None
+    resumed_from: int = 0
+    reload: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    preprocess: Any = None
+
+
 # --------------------------------------------------------------------------- run.json
 @dataclass(kw_only=True)
 class RunInfo(Record):
@@ -605,4 +640,4 @@ class RunInfo(Record):
 
 #: file name -> record type, for the readers that go through a run folder
 RECORDS: dict[str, type[Record]] = {r.FILE: r for r in (RunInfo, Metrics, ExplanationRecord, VisualizationSet,
-                                                          EditRecord, Comparison, EvidenceRecord)}
+                                                          EditRecord, Comparison, EvidenceRecord, TrainRecord)}

@@ -157,3 +157,26 @@ def split_policy(options: dict, default: DevicePolicy | str | torch.device | Non
     channels_last = rest.pop("channels_last", base.channels_last)
     policy = DevicePolicy(resolve_device(device) if device is not None else base.device, precision, bool(channels_last))
     return (policy.for_backward() if backward else policy), rest
+
+
+def seed_torch(seed: int, device: str | torch.device | None = None) -> None:
+    """Seed torch's CPU generator and, for a CUDA ``device``, that device's generator with ``seed`` (the other
+    GPUs' generators are left alone, initialised or not). Call it inside :func:`seeded_rng`."""
+    torch.random.default_generator.manual_seed(seed)
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: str | torch.device | None = None):
+    """Inside the block torch's global generators (the CPU's, and ``device``'s when it is a GPU) start from
+    ``seed``: for what draws from them and takes no generator (a module's random initialisation, dropout,
+    torchvision's random transforms); after it they are back as the caller left them."""
+    device = torch.device(device) if device is not None else None
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if (
+        device is not None and device.type == "cuda") else []
+    with torch.random.fork_rng(devices=cuda):
+        seed_torch(seed, device)
+        yield
