@@ -138,14 +138,14 @@ def test_pictures_none_and_threads(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "1")
     threads = torch.get_num_threads()
     try:
-        # 2, not 1: the test suite itself runs with one thread (tests/conftest.py)
+        torch.set_num_threads(2)  # the suite runs with one thread (tests/conftest.py): --threads 1 must change it
         assert debug(data, tmp_path / "none", "--methods", "rebalance", "--n-edit", "1", "--pictures", "none",
-                     "--threads", "2") == 0
+                     "--threads", "1") == 0
     finally:
         torch.set_num_threads(threads)
     assert (tmp_path / "none" / "report.html").is_file() and not (tmp_path / "none" / "visualize").exists()
     run = json.loads((tmp_path / "none" / "run.json").read_text())
-    assert run["threads"] == 2 and run["options"]["threads"] == 2
+    assert run["threads"] == 1 and run["options"]["threads"] == 1
     assert run["options"]["device"] == "auto" and run["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     # --pictures heatmaps: what auto resolves to on a CPU, run end to end by the next test
 
