@@ -2,8 +2,9 @@
 giving the same results as one process (explain, visualize), and a killed run resuming.
 
 The multi-process tests start ``python -m torch.distributed.run --standalone --nproc-per-node 2 -m
-neuroinspect ...`` (a free port is picked by the rendezvous) and compare with ``python -m neuroinspect``
-on the same data, both with one thread per process.
+neuroinspect ...`` (a free port is picked by the rendezvous) and compare with one process on the same
+data, both with one thread per process. The one-process reference runs the command line in this
+process (``neuroinspect.cli.main``): it is the same code, and it spares a Python and torch start-up.
 """
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from neuroinspect.cli import main
 from neuroinspect.core.runtime import distributed
 from neuroinspect.find.counterfactual import counterfactual_edits
 from neuroinspect.find.ranking import CF_BLOCK_ROWS, cf_blocks, solve_in_blocks
@@ -136,13 +138,29 @@ def _env(**extra) -> dict:
 
 
 def _neuroinspect(args: list[str], ranks: int, cwd: Path, check: bool = True, **env) -> subprocess.CompletedProcess:
-    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-              if ranks > 1 else [sys.executable])
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
     done = subprocess.run(launch + ["-m", "neuroinspect", *args], cwd=cwd, env=_env(**env), capture_output=True,
                           text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+@pytest.fixture
+def one_process(monkeypatch, capsys):
+    """``run(args, cwd)``: the command in this process, as one rank of one; returns its exit code and output."""
+    def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+        with monkeypatch.context() as m:
+            m.chdir(cwd)
+            for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+                m.delenv(name, raising=False)
+            capsys.readouterr()
+            code = main(args)
+            out, err = capsys.readouterr()
+        assert code == 0, out[-3000:] + err[-3000:]
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
 
 
 def _features(cache: Path):
@@ -170,11 +188,11 @@ def _covering(shards: list[dict], kind: str, key: str, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_explain_on_two_ranks_equals_one_process(tmp_path):
+def test_explain_on_two_ranks_equals_one_process(tmp_path, one_process):
     write_folder(tmp_path / "data", n_per_class=6, n_red_apples=70)  # 70 mistakes: two blocks of counterfactuals
     args = ["explain", "--model", "planted:planted_cnn", "--data", "data", "--class", "apple", "--batch-size", "8",
             "--no-progress", "--ranking", "additive"]
-    one = _neuroinspect(args + ["--out", "one", "--cache-dir", "c1"], 1, tmp_path)
+    one = one_process(args + ["--out", "one", "--cache-dir", "c1"], tmp_path)
     two = _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
     for name in ("ranking.json", "metrics.json", "mistakes.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
@@ -196,12 +214,12 @@ def test_explain_on_two_ranks_equals_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_visualize_on_two_ranks_gives_the_same_images(tmp_path):
+def test_visualize_on_two_ranks_gives_the_same_images(tmp_path, one_process):
     write_folder(tmp_path / "data", n_per_class=4, n_red_apples=2)
     args = ["visualize", "--model", "planted:planted_cnn", "--data", "data", "--neurons", "5,1,2",
             "--classes", "apple,berry", "--recipe", "class", "--clip", "none", "--steps", "3", "--size", "32",
             "--batch", "2", "--no-progress", "--seed", "3"]
-    _neuroinspect(args + ["--out", "one", "--cache-dir", "c1"], 1, tmp_path)
+    one_process(args + ["--out", "one", "--cache-dir", "c1"], tmp_path)
     _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
     files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*") if p.is_file() and p.name != "run.json")
@@ -218,7 +236,7 @@ def test_visualize_on_two_ranks_gives_the_same_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_rank_leaves_parts_that_the_rerun_reuses(tmp_path):
+def test_a_killed_rank_leaves_parts_that_the_rerun_reuses(tmp_path, one_process):
     write_folder(tmp_path / "data", n_per_class=6, n_red_apples=6)  # val: 24 images, 6 batches of 4
     args = ["explain", "--model", "rank_models:counting_cnn", "--data", "data", "--class", "apple",
             "--batch-size", "4", "--chunk-size", "4", "--no-progress", "--cache-dir", "cache"]
@@ -237,19 +255,19 @@ def test_a_killed_rank_leaves_parts_that_the_rerun_reuses(tmp_path):
     assert counts.get(0, 0) == 12 - sum(e - s for s, e in done.items() if s < 12)
     assert sum(counts.values()) == 24 - sum(e - s for s, e in done.items())
     assert not list((tmp_path / "cache").glob("features/*/partial"))  # assembled: the parts are gone
-    _neuroinspect(args[:-2] + ["--cache-dir", "fresh", "--out", "one"], 1, tmp_path)
+    one_process(args[:-2] + ["--cache-dir", "fresh", "--out", "one"], tmp_path)
     for name in ("ranking.json", "metrics.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     _same_features(_features(tmp_path / "cache"), _features(tmp_path / "fresh"))
 
 
 @pytest.mark.slow
-def test_debug_on_two_ranks_equals_one_process(tmp_path):
+def test_debug_on_two_ranks_equals_one_process(tmp_path, one_process):
     """The pipeline: extraction, counterfactuals and pictures shared; rank 0 alone fixes, compares and reports."""
     write_folder(tmp_path / "data", n_per_class=6, n_red_apples=6)
     args = ["debug", "--model", "planted:planted_cnn", "--data", "data", "--eval-split", "val", "--methods",
             "rebalance,erm", "--steps", "3", "--size", "32", "--clip", "none", "--batch-size", "8", "--no-progress"]
-    one = _neuroinspect(args + ["--out", "one", "--cache-dir", "c1"], 1, tmp_path)
+    one = one_process(args + ["--out", "one", "--cache-dir", "c1"], tmp_path)
     two = _neuroinspect(args + ["--out", "two", "--cache-dir", "c2"], 2, tmp_path)
     for name in ("metrics.json", "ranking.json", "mistakes.csv", "visualize/visualizations.json", "edit/edit.json",
                  "compare/compare.json", "evidence/evidence.json"):
