@@ -53,7 +53,7 @@ def test_demo_writes_every_stage(tiny_run):
     assert set(load_run_files(run / "edit")) == {"edit.json"} and set(load_run_files(run / "compare")) == {"compare.json"}
     vis = json.loads((run / "visualize/visualizations.json").read_text())
     assert vis["precision"] == "fp32" and vis["channels_last"] is True  # debug's measured defaults on a CPU
-    assert vis["steps"] == 6 and vis["input_size"] == 128 and vis["warmup"] == 0.1
+    assert vis["steps"] == 6 and vis["input_size"] == vis["size"] and vis["warmup"] == 0.1  # the classifier at the image size
     # the paragraph that opens the report, measured on the real model's spatial maps
     evidence = json.loads((run / "evidence/evidence.json").read_text())
     assert f"'{headline['worst_class']}' mistakes on val are pulled toward" in evidence["paragraph"]
