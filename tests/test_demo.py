@@ -8,6 +8,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 from neuroinspect.demo import DemoConfig, run_demo
+from conftest import all_cores
 from runfiles import load_run_files
 
 TINY = dict(scenes=dict(n_train=16, n_val=10, n_test=10, size=48), head_epochs=60,
@@ -22,7 +23,8 @@ def html_unescaped(run) -> str:
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     cache = tmp_path_factory.mktemp("cache")
-    headline = run_demo(out / "run", DemoConfig.fast(**TINY), cache_dir=cache, progress=False)
+    with all_cores():
+        headline = run_demo(out / "run", DemoConfig.fast(**TINY), cache_dir=cache, progress=False)
     return out / "run", headline
 
 
@@ -98,6 +100,7 @@ def fast_project(tmp_path_factory):
     """The fast demo's data, the frozen Lite0 with an ERM head (the model under debugging), and its explanation."""
     from neuroinspect.cli import main
     from neuroinspect.core.data.load import load_data
+    from neuroinspect.core.model.features import store_features
     from neuroinspect.core.model.models import build_model
     from neuroinspect.demo import fit_linear_head
     from neuroinspect.fix.edit import save_edited_model
@@ -114,8 +117,14 @@ def fast_project(tmp_path_factory):
     data = load_data(manifest)
     base = build_model(cfg.model, num_classes=len(data.class_names))
     ins = Inspector(base, data, cache_dir=root / "cache", progress=False)
-    W, b = fit_linear_head(ins.features("train"), len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
+    with all_cores():  # the frozen Lite0's features of every split, cached for the commands below
+        feats = {s: ins.features(s) for s in ("train", "val", "test")}
+    W, b = fit_linear_head(feats["train"], len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
     weights = save_edited_model(base.model, ins.probe.head_name, W, b, root / "erm.safetensors")
+    trained = build_model(cfg.model, num_classes=len(data.class_names), weights=weights)
+    for split, fs in feats.items():  # as `train --head-only` leaves them: the commands below read them from the cache
+        store_features(trained, Inspector(trained, data, cache_dir=root / "cache", progress=False).probe, data, split,
+                       fs.with_logits(W, b), root / "cache", ins.policy)
     common = ["--model", cfg.model, "--weights", str(weights), "--num-classes", "4", "--data", str(manifest),
               "--cache-dir", str(root / "cache"), "--no-progress"]
     assert main(["explain", *common, "--class", cfg.scenes.spurious_class, "--out", str(root / "explain")]) == 0

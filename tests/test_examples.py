@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CORES
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -16,6 +18,8 @@ def test_the_demo_benchmark_notebook_runs(tmp_path, monkeypatch):
         load_fashion_mnist("t10k", cache_dir=tmp_path / "none")
     except Exception as err:  # no Debian package and no network
         pytest.skip(f"Fashion-MNIST is not available here: {err}")
+    monkeypatch.setenv("OMP_NUM_THREADS", str(CORES))  # the kernel runs the real Lite0: every core (conftest)
+    monkeypatch.setenv("MKL_NUM_THREADS", str(CORES))
     monkeypatch.setenv("NEUROINSPECT_EXAMPLE_FAST", "1")
     monkeypatch.setenv("NEUROINSPECT_EXAMPLE_OUT", str(tmp_path / "out"))
     nb = nbformat.read(EXAMPLES / "demo_benchmark.ipynb", as_version=4)

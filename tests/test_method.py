@@ -12,6 +12,7 @@ import pytest
 pytestmark = pytest.mark.slow
 import torch
 
+from conftest import all_cores
 from neuroinspect.core.base.metrics import evaluate
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.models import build_model
@@ -37,7 +38,8 @@ def setup(tmp_path_factory):
     seed_everything(cfg.seed)
     loaded = build_model(cfg.model, num_classes=len(data.class_names))
     ins = Inspector(loaded, data, cache_dir=cache, seed=cfg.seed, progress=False)
-    feats = {s: ins.features(s) for s in ("train", "val", "test")}
+    with all_cores():
+        feats = {s: ins.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], len(data.class_names), epochs=cfg.head_epochs, seed=cfg.seed)
     feats = {s: fs.with_logits(W, b) for s, fs in feats.items()}
     worst = evaluate(feats["val"]).worst_class
