@@ -237,6 +237,37 @@ def test_class_weight_boost_raises_edited_class_recall(planted_case):
 
 
 # --------------------------------------------------------------------------- training loop
+def test_head_epoch_visits_each_sample_once_in_the_generators_order():
+    """The loop every head trainer shares: the batches cover a shuffle drawn from the given generator (or the stored
+    order without one), then zero_grad, backward, step and the scheduler step per batch; the global RNG is not read."""
+    from neuroinspect.core.model.head_training import head_epoch
+
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    seen, drawn = [], []
+
+    def batch_loss(idx):
+        seen.append(idx.clone())
+        return (w ** 2).sum() + w.sum()
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    loss_sum, n = head_epoch(opt, batch_loss, 10, 4, generator=torch.Generator().manual_seed(7), scheduler=sched,
+                             after_shuffle=lambda g: drawn.append(torch.rand(1, generator=g)))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert [len(i) for i in seen] == [4, 4, 2] and n == 10
+    assert torch.equal(torch.cat(seen), torch.randperm(10, generator=torch.Generator().manual_seed(7)))
+    g = torch.Generator().manual_seed(7)
+    torch.randperm(10, generator=g)
+    assert torch.equal(drawn[0], torch.rand(1, generator=g))  # drawn after the shuffle, from the same generator
+    # SGD from w = 0, the loss of each batch before its step: 0, then 3·(0.1² − 0.1), then 3·(0.18² − 0.18)
+    assert sched.last_epoch == 3 and loss_sum == pytest.approx(4 * 0.0 + 4 * -0.27 + 2 * -0.4428)
+    seen.clear()
+    head_epoch(opt, batch_loss, 5)  # no generator, no batch size: one batch in the stored order
+    assert len(seen) == 1 and torch.equal(seen[0], torch.arange(5))
+
+
 def test_early_stopping_keeps_best_epoch(planted_case):
     train, val, test, W, b = planted_case
     res = edit_head(W, b, train, val, {2: [7]}, method="ratio", lam=0.01, lr=3e-2, batch_size=32, epochs=40, patience=2,
