@@ -408,6 +408,7 @@ def image_project(tmp_path_factory):
 
     shutil.copytree(root / "data" / "train", root / "noval" / "train")
     shutil.copytree(root / "data" / "test", root / "noval" / "test")
+    shutil.copytree(root / "data" / "val", root / "unsplit")  # ROOT/CLASS/*: one split, 'all'
     yield root, weights
     sys.path.remove(str(root))
 
@@ -536,3 +537,31 @@ def test_cli_neurons_from_ranking(image_project, tmp_path):
     report = json.loads((out / "edit.json").read_text())
     assert report["neurons"] == {"blue": [4, 9, 12]}
     assert math.isfinite(report["tau"]["blue"])
+
+
+def test_edit_and_the_pipeline_check_the_splits_alike(image_project, tmp_path, capsys):
+    """One rule for both (fix.compare.fix_splits): data with only 'all' serves every role, with a note that the
+    metrics are optimistic; without 'val' the pipeline, which explains on it, refuses in one line naming the split
+    and the option, while edit/compare, for which val is optional, train without it."""
+    from neuroinspect import Inspector
+    from neuroinspect.cli import main
+    from neuroinspect.fix.compare import UNSPLIT_NOTE
+    from neuroinspect.pipeline import Pipeline, PipelineConfig
+
+    root, weights = image_project
+    out = tmp_path / "all"
+    rc = main(["edit", *_base_args(root, weights, data="unsplit"), "--class", "red", "--neurons", "3", "--epochs", "1",
+               "--method", "ratio", "--out", str(out)])
+    assert rc == 0 and UNSPLIT_NOTE in json.loads((out / "edit.json").read_text())["notes"]
+    capsys.readouterr()
+    spec = dict(model="tinynet_edit_test:make", weights=weights, num_classes=3, cache_dir=root / "cache")
+    run = Pipeline(Inspector(data=str(root / "unsplit"), **spec), tmp_path / "run", PipelineConfig(), progress=False)
+    feats = run._splits()
+    assert {fs.split for fs in feats.values()} == {"all"} and run._split_notes == [UNSPLIT_NOTE]
+    run = Pipeline(Inspector(data=str(root / "noval"), **spec), tmp_path / "run2", PipelineConfig(), progress=False)
+    with pytest.raises(NeuroInspectError) as err:
+        run._splits()
+    assert "no 'val' split" in str(err.value) and "--explain-split" in str(err.value) and "\n" not in str(err.value)
+    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--epochs", "1",
+               "--patience", "0", "--method", "ratio", "--out", str(tmp_path / "noval")])
+    assert rc == 0
