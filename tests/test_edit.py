@@ -237,6 +237,37 @@ def test_class_weight_boost_raises_edited_class_recall(planted_case):
 
 
 # --------------------------------------------------------------------------- training loop
+def test_head_epoch_visits_each_sample_once_in_the_generators_order():
+    """The loop every head trainer shares: the batches cover a shuffle drawn from the given generator (or the stored
+    order without one), then zero_grad, backward, step and the scheduler step per batch; the global RNG is not read."""
+    from neuroinspect.core.model.head_training import head_epoch
+
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    seen, drawn = [], []
+
+    def batch_loss(idx):
+        seen.append(idx.clone())
+        return (w ** 2).sum() + w.sum()
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    loss_sum, n = head_epoch(opt, batch_loss, 10, 4, generator=torch.Generator().manual_seed(7), scheduler=sched,
+                             after_shuffle=lambda g: drawn.append(torch.rand(1, generator=g)))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert [len(i) for i in seen] == [4, 4, 2] and n == 10
+    assert torch.equal(torch.cat(seen), torch.randperm(10, generator=torch.Generator().manual_seed(7)))
+    g = torch.Generator().manual_seed(7)
+    torch.randperm(10, generator=g)
+    assert torch.equal(drawn[0], torch.rand(1, generator=g))  # drawn after the shuffle, from the same generator
+    # SGD from w = 0, the loss of each batch before its step: 0, then 3·(0.1² − 0.1), then 3·(0.18² − 0.18)
+    assert sched.last_epoch == 3 and loss_sum == pytest.approx(4 * 0.0 + 4 * -0.27 + 2 * -0.4428)
+    seen.clear()
+    head_epoch(opt, batch_loss, 5)  # no generator, no batch size: one batch in the stored order
+    assert len(seen) == 1 and torch.equal(seen[0], torch.arange(5))
+
+
 def test_early_stopping_keeps_best_epoch(planted_case):
     train, val, test, W, b = planted_case
     res = edit_head(W, b, train, val, {2: [7]}, method="ratio", lam=0.01, lr=3e-2, batch_size=32, epochs=40, patience=2,
@@ -377,6 +408,7 @@ def image_project(tmp_path_factory):
 
     shutil.copytree(root / "data" / "train", root / "noval" / "train")
     shutil.copytree(root / "data" / "test", root / "noval" / "test")
+    shutil.copytree(root / "data" / "val", root / "unsplit")  # ROOT/CLASS/*: one split, 'all'
     yield root, weights
     sys.path.remove(str(root))
 
@@ -505,3 +537,31 @@ def test_cli_neurons_from_ranking(image_project, tmp_path):
     report = json.loads((out / "edit.json").read_text())
     assert report["neurons"] == {"blue": [4, 9, 12]}
     assert math.isfinite(report["tau"]["blue"])
+
+
+def test_edit_and_the_pipeline_check_the_splits_alike(image_project, tmp_path, capsys):
+    """One rule for both (fix.compare.fix_splits): data with only 'all' serves every role, with a note that the
+    metrics are optimistic; without 'val' the pipeline, which explains on it, refuses in one line naming the split
+    and the option, while edit/compare, for which val is optional, train without it."""
+    from neuroinspect import Inspector
+    from neuroinspect.cli import main
+    from neuroinspect.fix.compare import UNSPLIT_NOTE
+    from neuroinspect.pipeline import Pipeline, PipelineConfig
+
+    root, weights = image_project
+    out = tmp_path / "all"
+    rc = main(["edit", *_base_args(root, weights, data="unsplit"), "--class", "red", "--neurons", "3", "--epochs", "1",
+               "--method", "ratio", "--out", str(out)])
+    assert rc == 0 and UNSPLIT_NOTE in json.loads((out / "edit.json").read_text())["notes"]
+    capsys.readouterr()
+    spec = dict(model="tinynet_edit_test:make", weights=weights, num_classes=3, cache_dir=root / "cache")
+    run = Pipeline(Inspector(data=str(root / "unsplit"), **spec), tmp_path / "run", PipelineConfig(), progress=False)
+    feats = run._splits()
+    assert {fs.split for fs in feats.values()} == {"all"} and run._split_notes == [UNSPLIT_NOTE]
+    run = Pipeline(Inspector(data=str(root / "noval"), **spec), tmp_path / "run2", PipelineConfig(), progress=False)
+    with pytest.raises(NeuroInspectError) as err:
+        run._splits()
+    assert "no 'val' split" in str(err.value) and "--explain-split" in str(err.value) and "\n" not in str(err.value)
+    rc = main(["edit", *_base_args(root, weights, data="noval"), "--class", "red", "--neurons", "3", "--epochs", "1",
+               "--patience", "0", "--method", "ratio", "--out", str(tmp_path / "noval")])
+    assert rc == 0

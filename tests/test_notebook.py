@@ -104,7 +104,12 @@ def test_fix_is_in_memory_and_applies_to_a_new_module(ins, exp, tmp_path):
     assert torch.equal(reloaded.fc.weight, edited.fc.weight)
 
 
-def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins, exp, tmp_path):
+def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins, exp, tmp_path, monkeypatch):
+    import neuroinspect.fix.compare as compare
+
+    policies, fix_head = [], compare.fix_head
+    monkeypatch.setattr(compare, "fix_head", lambda *a, policy=None, **k: policies.append(policy) or fix_head(
+        *a, policy=policy, **k))
     fix = ins.fix(exp, n=1, method="ablate")
     assert fix.method == "ablate" and fix.result.weight[0, GREEN] == 0
     table = fix.compare(["rebalance", "dfr"], seeds=(0, 1))
@@ -113,6 +118,7 @@ def test_fix_compare_gives_a_table_and_other_methods_go_through_the_registry(ins
     assert "| rebalance |" in repr(table) and "<table>" in table._repr_html_()
     data = json.loads(table.save(tmp_path).read_text())
     assert data["neurons"] == {NAMES[0]: [GREEN]} and data["seeds"] == [0, 1]
+    assert len(policies) == 5 and all(p is ins.policy for p in policies)  # the Inspector's policy, never a bare device
 
 
 def test_debug_runs_the_pipeline_and_returns_its_record(ins, tmp_path):

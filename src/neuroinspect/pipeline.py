@@ -50,8 +50,8 @@ from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import Explanation, explain_class
-from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, kept_original_note,
-                                      run_methods, runnable_methods)
+from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, fix_splits,
+                                      kept_original_note, run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
 from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
@@ -214,6 +214,7 @@ class Pipeline:
         self.retrain_head = retrain_head
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self._split_notes: list[str] = []  # set by _splits (e.g. data with only an 'all' split)
 
     # ------------------------------------------------------------------ helpers
     def _lap(self, name: str, t0: float) -> None:
@@ -221,19 +222,12 @@ class Pipeline:
 
     def _splits(self) -> dict[str, FeatureSet]:
         """Features by role: ``train``, ``val`` (the explanation split) and ``test`` (the evaluation split)."""
-        data = self.ins.data
-        if data is None:
-            raise NeuroInspectError("debug needs data: pass --data (an image folder, a CSV manifest or torchvision:NAME:ROOT)")
         wanted = {"train": "train", "val": self.cfg.explain_split, "test": self.cfg.eval_split}
-        for role, split in wanted.items():  # every split and class name checked before any work
-            try:
-                data.resolve_split(split)
-            except NeuroInspectError as err:
-                flag = {"val": " (--explain-split)", "test": " (--eval-split)"}.get(role, "")
-                raise NeuroInspectError(f"{err}; choose another split{flag}") from None
+        splits, self._split_notes = fix_splits(self.ins.data, wanted,  # every split and class name checked first
+                                               flags={"val": "--explain-split", "test": "--eval-split"})
         for name in self.cfg.classes:
             self.ins.class_index(name)
-        return {role: self.ins.features(split) for role, split in wanted.items()}
+        return {role: self.ins.features(split) for role, split in splits.items()}
 
     def _methods(self, val: FeatureSet) -> tuple[tuple[str, ...], list[str]]:
         """The methods to compare: the fix first, the references that read group labels last (left out
@@ -289,7 +283,7 @@ class Pipeline:
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
         mine_of: dict[int, list[int]] = {}
-        notes = [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
+        notes = [*self._split_notes] + [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
                  f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
             mine = e.top_neurons(cfg.n_insufficient, cfg.n_excessive)

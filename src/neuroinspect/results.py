@@ -26,6 +26,7 @@ from neuroinspect.core.base.io import publish_dir, save_png, staging_dir
 from neuroinspect.core.base.records import (Comparison, ComparisonRow, EditRecord, Metrics, RunInfo, VisImage,
                                             VisualizationSet)
 from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.fix.compare import comparison_record, compare_methods, fix_record, format_table, runnable_methods
 from neuroinspect.fix.config import DEFAULT_COMPARE, FixConfig
 from neuroinspect.fix.edit import edited_state_dict, save_edited_model
@@ -198,6 +199,7 @@ class Fix:
     features: dict[str, FeatureSet]  # train, val, test: what the methods read
     config: FixConfig
     picked_by: dict = field(default_factory=dict)
+    policy: DevicePolicy | None = None  # where the methods train (the Inspector's policy; None: the CPU in fp32)
 
     @property
     def method(self) -> str:
@@ -221,7 +223,7 @@ class Fix:
         chosen, notes = runnable_methods(tuple(methods) if methods else DEFAULT_COMPARE, f["val"])
         cfg = config or self.config
         W, b = self.head
-        rows, _ = compare_methods(W, b, f, self.targets, chosen, tuple(seeds), cfg)
+        rows, _ = compare_methods(W, b, f, self.targets, chosen, tuple(seeds), cfg, policy=self.policy)
         return ComparisonTable(rows, comparison_record(rows, self.targets, self.class_names, self.split, seeds, notes,
                                                        config=cfg))
 

@@ -294,13 +294,14 @@ class Inspector(InspectedModel):
                  for role, split in (("train", "train"), ("val", fit_split), ("test", eval_split))}
         self.start()
         results = run_methods(W, b, feats, targets, [cfg.method], cfg.seed, cfg,
-                              policy=self.device, progress=self.progress)
+                              policy=self.policy, progress=self.progress)
         before, after, result = results["original"].metrics, results[cfg.method].metrics, results[cfg.method].result
         ranking = kept[0].settings.get("ranking")
         rule = f"the top {n} insufficient neurons of " + ", ".join(repr(e.class_name) for e in kept) + f" ({ranking} ranking)"
         return Fix(result, targets, self.class_names, before, after, self.data.resolve_split(eval_split),
                    self.loaded.model, self.probe.head_name, (W, b), feats, cfg,
-                   picked_by={"rule": rule, "ranking": ranking, "ranked": [j for e in kept for j in e.top(n)]})
+                   picked_by={"rule": rule, "ranking": ranking, "ranked": [j for e in kept for j in e.top(n)]},
+                   policy=self.policy)
 
     def debug(self, out: str | os.PathLike, config: PipelineConfig | None = None, **overrides) -> DebugRun:
         """The whole pipeline (find → show → pick → fix → compare → report, as ``neuroinspect debug``) into the

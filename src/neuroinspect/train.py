@@ -44,6 +44,7 @@ from neuroinspect.core.base.records import Metrics, TrainRecord
 from neuroinspect.core.data.images import ImageData, collate_skipping
 from neuroinspect.core.data.load import load_data
 from neuroinspect.core.model.features import extract_features, store_features
+from neuroinspect.core.model.head_training import head_epoch
 from neuroinspect.core.model.models import build_model, load_weights, read_state_dict, resize_head
 from neuroinspect.core.model.probe import Probe, find_head, model_logits
 from neuroinspect.core.runtime.device import DevicePolicy, resolve_device, seed_torch, seeded_rng
@@ -330,23 +331,26 @@ def _train(model: str, data: str | ImageData, out: Path, config: TrainConfig, op
 
 
 def _head_epoch(head: nn.Linear, fs, opt, sched, config: TrainConfig, g, device, progress: bool, epoch: int):
+    """One epoch of ``--head-only`` training: :func:`~neuroinspect.core.model.head_training.head_epoch` over the
+    cached training features in batches of ``config.batch_size``, shuffled by ``g``, the scheduler stepped per
+    batch; returns ``(loss_sum, correct, seen)``."""
     head.train()
     X, y = fs.features.to(device), fs.labels.to(device)
-    order = torch.randperm(len(y), generator=g).to(device)
-    loss_sum = correct = seen = 0.0
-    for s in tqdm(range(0, len(y), config.batch_size), desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                  disable=None if progress else True):
-        idx = order[s:s + config.batch_size]
+    correct = 0.0
+
+    def batch_loss(idx):
+        nonlocal correct
+        idx = idx.to(device)
         logits = head(X[idx])
-        loss = F.cross_entropy(logits, y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss_sum += float(loss.detach()) * len(idx)
         correct += float((logits.argmax(1) == y[idx]).sum())
-        seen += len(idx)
-    return loss_sum, correct, seen
+        return F.cross_entropy(logits, y[idx])
+
+    def bar(starts):
+        return tqdm(starts, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None if progress else True)
+
+    loss_sum, seen = head_epoch(opt, batch_loss, len(y), config.batch_size, generator=g, scheduler=sched,
+                                progress=bar)
+    return loss_sum, correct, float(seen)
 
 
 @dataclass(frozen=True)

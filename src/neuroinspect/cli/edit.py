@@ -99,12 +99,6 @@ class EditSetup:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-def _has_split(ins, name: str) -> bool:
-    from neuroinspect.core.data.images import SPLIT_ALIASES
-
-    return SPLIT_ALIASES.get(name, name) in ins.data.splits
-
-
 def _ranking_neurons(path: str, k: int) -> tuple[str | int, list[int]]:
     from neuroinspect.core.base.records import ExplanationRecord
 
@@ -164,33 +158,26 @@ def parse_tau(text) -> float | None:
 
 
 def prepare(args, methods: list[str]) -> EditSetup:
-    """Build the inspector, check the splits and targets for ``methods``, and load the cached features."""
+    """Build the inspector, check the splits (:func:`~neuroinspect.fix.compare.fix_splits`: ``val`` optional, metrics
+    on ``val`` when there is no ``test``, data with only ``all`` serving every role) and the targets for ``methods``,
+    and load the cached features."""
+    from neuroinspect.fix.compare import fix_splits
+
     need_neurons = any(FIX_METHODS.info(m).needs_neurons for m in methods)
     ins = make_inspector(args)
     if ins.data is None:
         raise NeuroInspectError("edit needs data: pass --data")
-    splits = ", ".join(ins.data.splits)
-    if not _has_split(ins, "train"):
+    splits, notes = fix_splits(ins.data, {"train": "train", "val": "val", "test": "test"}, optional=("val",),
+                               fallback={"test": "val"})
+    if args.patience and splits["val"] is None and any(FIX_METHODS.info(m).by_gradient for m in methods):
         raise NeuroInspectError(
-            f"the edit retrains the decision layer on a 'train' split, and the data has only: {splits}; "
-            "arrange it as ROOT/train/CLASS/*, ROOT/val/CLASS/*, ROOT/test/CLASS/* (or a manifest with a split column)"
-        )
-    if args.patience and not _has_split(ins, "val") and any(FIX_METHODS.info(m).by_gradient for m in methods):
-        raise NeuroInspectError(
-            f"early stopping needs a 'val' split and the data has only: {splits}; add ROOT/val/CLASS/* "
+            f"early stopping needs a 'val' split and the data has only: {', '.join(ins.data.splits)}; add ROOT/val/CLASS/* "
             "(or rows with split=val in the manifest), or pass --patience 0 to train all epochs without it"
         )
     targets = resolve_targets(ins, args, need_neurons)
-    notes = []
-    if _has_split(ins, "test"):
-        test_split = "test"
-    elif _has_split(ins, "val"):
-        test_split = "val"
-        notes.append("the data has no 'test' split: metrics are on 'val', which also chose the epoch (optimistic)")
-    else:
-        raise NeuroInspectError(f"nothing to evaluate on: the data has only {splits}; add a 'test' (or 'val') split")
-    train = ins.features("train")
-    val = ins.features("val") if _has_split(ins, "val") else None
+    train = ins.features(splits["train"])
+    val = ins.features(splits["val"]) if splits["val"] is not None else None
+    test_split = splits["test"]
     test = ins.features(test_split)
     return EditSetup(ins, targets, train, val, test, test_split, notes)
 

@@ -27,7 +27,7 @@ from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.fix.config import FIX_METHODS, FixConfig
 from neuroinspect.fix.methods import FixProblem, FixResult, get_fix_method
 
-__all__ = ["FixConfig", "FixResult", "fix_head", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
+__all__ = ["FixConfig", "FixResult", "fix_head", "fix_splits", "run_methods", "compare_methods", "aggregate_seeds", "format_table",
            "fix_record", "summary_row", "kept_original_note", "MethodRun"]
 
 
@@ -98,6 +98,57 @@ class MethodRun:
 def has_group_labels(fs: FeatureSet | None) -> bool:
     """Whether ``fs`` names its groups and labels at least one image with one."""
     return fs is not None and bool(fs.group_names) and bool((fs.groups >= 0).any())
+
+
+UNSPLIT_NOTE = ("the data has no train/val/test splits, so every role reads all of it: the fix is fitted, chosen "
+                "and measured on the same images and its metrics are optimistic; split the data "
+                "(ROOT/train|val|test/CLASS/* or a split column in the manifest) for honest ones")
+
+
+def fix_splits(data, wanted: Mapping[str, str], optional=(), fallback: Mapping[str, str] | None = None,
+               flags: Mapping[str, str] | None = None) -> tuple[dict[str, str | None], list[str]]:
+    """The one check of which split each role of a fix reads (``train``: the methods fit on it; ``val``: the
+    held-out split that selects, and that find explains; ``test``: the before/after metrics), before any work.
+
+    ``wanted`` maps each role to the split it asks for (aliases such as ``validation`` are accepted). The
+    rules, the same for ``neuroinspect debug`` and ``neuroinspect edit``/``compare``:
+
+    * data with only an ``all`` split (an unsplit folder, in-memory data) serves every role, as
+      :meth:`~neuroinspect.core.data.images.ImageData.resolve_split` says, with a note that the metrics are
+      optimistic;
+    * a role whose split is missing reads its ``fallback`` role's split instead, with a note (the edit command
+      measures on ``val`` when there is no ``test``), else is ``None`` when it is ``optional``;
+    * any other missing split fails with one line naming it, the splits there are, and what to do (``flags``:
+      the option that chooses the role's split, e.g. ``{"test": "--eval-split"}``).
+
+    Returns ``{role: split name or None}`` and the notes."""
+    if data is None:
+        raise NeuroInspectError("this needs data: pass --data (an image folder, a CSV manifest or torchvision:NAME:ROOT)")
+    if list(data.splits) == ["all"]:
+        return {role: "all" for role in wanted}, [UNSPLIT_NOTE]
+    chosen: dict[str, str | None] = {}
+    for role, split in wanted.items():
+        try:
+            chosen[role] = data.resolve_split(split)
+        except NeuroInspectError:
+            chosen[role] = None
+    notes = []
+    for role, split in wanted.items():
+        if chosen[role] is not None:
+            continue
+        other = (fallback or {}).get(role)
+        if other is not None and chosen.get(other) is not None:
+            chosen[role] = chosen[other]
+            notes.append(f"the data has no '{split}' split: the {role} metrics are on '{chosen[other]}', which also "
+                         f"chose the fix (optimistic)")
+        elif role not in optional:
+            flag = (flags or {}).get(role)
+            raise NeuroInspectError(
+                f"data '{data.spec}' has no '{split}' split{'' if split == role else f' (the {role} split)'} and has "
+                f"only: {', '.join(data.splits)}; "
+                f"add it (ROOT/{split}/CLASS/* or rows with split={split} in the manifest)"
+                + (f" or choose another split ({flag})" if flag else ""))
+    return chosen, notes
 
 
 def runnable_methods(methods, val: FeatureSet | None, targets: dict[int, list[int]] | None = None

@@ -28,7 +28,8 @@ The same loop trains the paper's baselines, selected by ``method``; each is a
 ``focal``         focal loss, γ = 2
 ``erm``           plain CE retraining (the control)
 
-Training: Adam, linear warm-up to ``lr``, early stopping after ``patience`` epochs without
+Training: Adam in mini-batches (each epoch is :func:`~neuroinspect.core.model.head_training.head_epoch`, the loop
+every head trainer shares), linear warm-up to ``lr``, early stopping after ``patience`` epochs without
 improvement of the validation metric, and the best epoch's ``W, b`` are returned. The metric is
 coarse (a handful of samples decide a worst group), so an epoch that ties the best metric with a
 lower validation loss counts as an improvement: a strict ``>`` would keep the first epoch. The backbone
@@ -54,6 +55,7 @@ from neuroinspect.core.base.config import configured
 from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.core.base.errors import NeuroInspectError
 from neuroinspect.core.model.featureset import FeatureSet
+from neuroinspect.core.model.head_training import head_epoch
 from neuroinspect.fix.config import FIX_METHODS, GROUP_LABEL_SELECT, LAM_GRID, LR_GRID, SELECT_BY, EditConfig, FixConfig
 from neuroinspect.fix.methods import FixMethod, FixProblem, FixResult, get_fix_method
 from neuroinspect.core.base.io import save_safetensors
@@ -423,9 +425,27 @@ def edit_head(
         pseudo = spur.pseudo_groups(val, spur.thresholds(train, SELECT_QUANTILE))
     use_val = bool(patience) and val is not None
 
-    def loss_fn(z, y):
+    which = None  # per epoch: the view each sample is drawn from (None: the original features only)
+    tot_reg = 0.0
+
+    def draw_views(generator):
+        nonlocal which
+        which = torch.randint(len(views), (n,), generator=generator) if len(views) > 1 else None
+
+    def batch_loss(idx):
+        nonlocal tot_reg
+        z = views[0][idx.to(device)]
+        if which is not None:  # each sample from one randomly drawn view
+            w = which[idx]
+            for v in range(1, len(views)):
+                sel = w == v
+                if sel.any():
+                    z[sel.to(device)] = views[v][idx[sel].to(device)]
+        y = y_all[idx.to(device)]
         logits = z @ weight.T + (bias if bias is not None else 0)
-        return method.base_loss(logits, y, ctx), method.regulariser(logits, z, ctx)
+        base, reg = method.base_loss(logits, y, ctx), method.regulariser(logits, z, ctx)
+        tot_reg += float(reg.detach()) * len(idx)
+        return base + lam * reg
 
     best = None
     best_key, best_epoch, since_best = None, 0, 0  # best_key: (val metric, -val loss) of the kept epoch
@@ -433,27 +453,9 @@ def edit_head(
     stopped = False
     bar = progress_bar(epochs, f"edit ({method.name})", "epoch", enabled=progress)
     for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        which = torch.randint(len(views), (n,), generator=gen) if len(views) > 1 else None
-        tot_loss = tot_reg = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            z = views[0][idx.to(device)]
-            if which is not None:  # each sample from one randomly drawn view
-                w = which[idx]
-                for v in range(1, len(views)):
-                    sel = w == v
-                    if sel.any():
-                        z[sel.to(device)] = views[v][idx[sel].to(device)]
-            y = y_all[idx.to(device)]
-            base, reg = loss_fn(z, y)
-            loss = base + lam * reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += float(loss.detach()) * len(idx)
-            tot_reg += float(reg.detach()) * len(idx)
+        tot_reg = 0.0
+        tot_loss, _ = head_epoch(opt, batch_loss, n, batch_size, generator=gen, scheduler=sched,
+                                 after_shuffle=draw_views)
         with torch.no_grad():
             ratios = {}
             full = views[0] @ weight.T + (bias if bias is not None else 0)
@@ -497,7 +499,8 @@ def edit_head(
 def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-4,
                     seed: int = 0, init_std: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain ERM from scratch: multinomial logistic regression on cached features (full batch, Adam, ``epochs``
-    steps), the one trainer of a fresh linear head on features. ``W`` starts as ``init_std`` times a normal draw
+    steps, each one epoch of :func:`~neuroinspect.core.model.head_training.head_epoch`), the one trainer of a
+    fresh linear head on features. ``W`` starts as ``init_std`` times a normal draw
     from a generator seeded with ``seed`` (0: zeros), ``b`` at zero; the global random state is not used.
 
     The demo's head is the default; the planted test's head is ``lr=0.05, weight_decay=0, init_std=0``. (The
@@ -510,10 +513,13 @@ def fit_linear_head(train: FeatureSet, C: int, epochs: int = 200, lr: float = 0.
         W = torch.zeros(C, train.D, requires_grad=True)
     b = torch.zeros(C, requires_grad=True)
     opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
+    z, y = train.features, train.labels
+
+    def batch_loss(idx):  # one batch of every sample in stored order: the full-batch gradient
+        return F.cross_entropy(z[idx] @ W.T + b, y[idx])
+
     for _ in range(epochs):
-        opt.zero_grad()
-        F.cross_entropy(train.features @ W.T + b, train.labels).backward()
-        opt.step()
+        head_epoch(opt, batch_loss, len(train))
     return W.detach(), b.detach()
 
 
