@@ -277,3 +277,16 @@ def test_debug_on_two_ranks_equals_one_process(tmp_path, one_process):
     assert run["command"] == "debug" and run["world_size"] == 2 and [s["rank"] for s in run["shards"]] == [0, 1]
     assert two.stdout.count("report:") == 1 and one.stdout.count("report:") == 1  # rank 0 alone prints
     assert "error" not in one.stderr + two.stderr
+
+
+
+def test_each_run_records_its_own_shares(tmp_path):
+    """The shares in run.json are the command's own, even after other work in the same process noted some."""
+    distributed.new_record()
+    assert distributed.run_record() == {"world_size": 1, "shards": [{"rank": 0}]}
+    distributed.record("images", "leftover", [0, 3])  # what an earlier run in this process (a notebook) noted
+    data = write_folder(tmp_path / "data", n_red_apples=3)
+    assert main(["explain", "--model", "planted:planted_cnn", "--data", str(data), "--class", "apple", "--split", "val",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    shards = json.loads((tmp_path / "out" / "run.json").read_text())["shards"]
+    assert shards[0]["rank"] == 0 and "leftover" not in shards[0].get("images", {}) and shards[0]["images"]

@@ -246,6 +246,7 @@ class Pipeline:
         while the others wait: the other ranks return ``{}``."""
         cfg, out, ins = self.cfg, self.out, self.ins
         started = time.perf_counter()
+        distributed.new_record()  # run.json's shards: this run's alone
         phases = {"none": 0, "heatmaps": 1, "all": 2}[self.pictures]
         bar = progress_bar(4 + phases, "debug", "stage", enabled=self.progress)
 

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from neuroinspect.cli.common import check_paths
 
         check_paths(args)  # every command: no --out or --cache-dir inside the data, no data inside --out
+        distributed.new_record()  # run.json's shards: this command's alone
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except NeuroInspectError as err:

@@ -196,6 +196,12 @@ def record(kind: str, key: str | None, value: Any) -> None:
         _state["shards"].setdefault(kind, {})[str(key)] = value
 
 
+def new_record() -> None:
+    """Forget the shares noted so far: a command or a pipeline run starts its own record (a notebook or a test
+    runs several in one process)."""
+    _state["shards"] = {}
+
+
 def run_record() -> dict:
     """``{"world_size": W, "shards": [{"rank": r, ...what each rank took}]}``, gathered from every rank.
 
