@@ -29,6 +29,7 @@ def scene_features(cue: str = "background", cache=None) -> dict:
     from neuroinspect.core.base.io import default_cache_dir
     from neuroinspect.core.data.load import load_data
     from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.runtime.device import seeded_rng
     from neuroinspect.demo import DemoConfig
     from neuroinspect.session import Inspector
     from neuroinspect.synthetic.scenes import make_scenes
@@ -37,7 +38,9 @@ def scene_features(cue: str = "background", cache=None) -> dict:
     cache = Path(cache) if cache else default_cache_dir()
     manifest = make_scenes(cache / "scenes", replace(cfg.scenes, cue=cue), seed=cfg.seed, progress=False)
     data = load_data(manifest)
-    ins = Inspector(build_model(cfg.model, num_classes=len(data.class_names)), data, cache_dir=cache, progress=False,
+    with seeded_rng(cfg.seed):  # the new head's random initialisation, as the demo draws it: the cache key is stable
+        loaded = build_model(cfg.model, num_classes=len(data.class_names))
+    ins = Inspector(loaded, data, cache_dir=cache, progress=False,
                     warn_chance=False)
     return {s: ins.features(s) for s in ("train", "val", "test")}
 

@@ -44,6 +44,7 @@ def prepare(scenes, cache_dir: Path, work: Path, device: str = "auto") -> None:
     from neuroinspect.core.data.load import load_data
     from neuroinspect.core.model.features import store_features
     from neuroinspect.core.model.models import build_model
+    from neuroinspect.core.runtime.device import seeded_rng
     from neuroinspect.demo import fit_linear_head
     from neuroinspect.fix.edit import save_edited_model
     from neuroinspect.session import Inspector
@@ -52,7 +53,8 @@ def prepare(scenes, cache_dir: Path, work: Path, device: str = "auto") -> None:
     manifest = make_scenes(cache_dir / "scenes", config=scenes, progress=False)
     data = load_data(manifest)
     C = len(data.class_names)
-    base = build_model("efficientnet-lite0", num_classes=C)
+    with seeded_rng(0):  # the new head's random initialisation: the same in every run, so the features' cache key is too
+        base = build_model("efficientnet-lite0", num_classes=C)
     ins0 = Inspector(base, data, device=device, cache_dir=cache_dir, progress=False, warn_chance=False)
     feats = {s: ins0.features(s) for s in ("train", "val", "test")}
     W, b = fit_linear_head(feats["train"], C)
