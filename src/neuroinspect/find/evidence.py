@@ -117,8 +117,11 @@ def _shift(r: NeuronEvidence) -> float:
 
 
 def _blame(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, e: Explanation, predictions: torch.Tensor) -> torch.Tensor:
-    """The ranking's signed blame of each mistake ([M, D]); the contribution gap unless the ranking was additive."""
+    """The ranking's signed blame of each mistake ([M, D]): the explanation's own when it was made on these mistakes,
+    else the contribution gap (the additive edit for an additive ranking, or without correct images)."""
     c = e.class_index
+    if e.blame is not None and e.split == fs.split and len(e.blame) == int(((fs.labels == c) & (predictions != c)).sum()):
+        return e.blame.float()
     right = (fs.labels == c) & (predictions == c)
     if e.settings.get("ranking") == "additive" or not right.any():
         return e.counterfactuals.delta.float()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -47,6 +48,7 @@ class Explanation:
     insufficient: list[NeuronScore]
     excessive: list[NeuronScore]
     settings: dict = field(default_factory=dict)
+    blame: torch.Tensor | None = None  # [M, D]: each mistake's signed blame of each neuron, by the ranking used
 
     @property
     def n_mistakes(self) -> int:
@@ -204,6 +206,50 @@ def solve_in_blocks(W: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, c: int, *
                            torch.cat([cf.steps for cf in done]))
 
 
+@dataclass
+class _Blaming:
+    """What a ranking reads to blame each neuron for each mistake of class ``c`` on ``fs``."""
+
+    W: torch.Tensor
+    b: torch.Tensor
+    fs: FeatureSet
+    c: int
+    predictions: torch.Tensor  # [N] the head's predictions on fs
+    cf: Counterfactuals  # the paper's additive counterfactuals of the mistakes
+    solve: dict  # the solver's settings (and device)
+    settings: dict  # the explanation's settings: a ranking that falls back says so here
+
+    def mistakes(self) -> torch.Tensor:
+        return (self.fs.labels == self.c) & (self.predictions != self.c)
+
+
+def _additive(r: _Blaming) -> torch.Tensor:
+    """The paper's ranking: the additive counterfactual edit of each mistake."""
+    return r.cf.delta
+
+
+def _multiplicative(r: _Blaming) -> torch.Tensor:
+    """The multiplicative counterfactual edit of each mistake."""
+    return solve_in_blocks(r.W, r.b, r.fs.features[r.mistakes()], r.c, mode="multiplicative", **r.solve).delta
+
+
+def _gap(r: _Blaming) -> torch.Tensor:
+    """The contribution gap against the class's correct images; the additive edit when it has none (said so)."""
+    right = (r.fs.labels == r.c) & (r.predictions == r.c)
+    if not right.any():  # no correct sample of c to compare with: the gap is undefined, fall back to the paper's ranking
+        r.settings["ranking"] = "additive"
+        r.settings["ranking_note"] = (f"'gap' needs correctly classified samples of the class in split '{r.fs.split}' "
+                                      "and there are none; ranked by the paper's additive counterfactual instead")
+        return r.cf.delta
+    wrong = r.mistakes()
+    return contribution_gap(r.W, r.fs.features[wrong], r.predictions[wrong], r.c, reference_features(r.W, r.b, r.fs, r.c))
+
+
+#: How each ranking of :data:`~neuroinspect.find.config.RANKINGS` blames a neuron for a mistake ([M, D], signed).
+BLAME: dict[str, Callable[[_Blaming], torch.Tensor]] = {"gap": _gap, "additive": _additive,
+                                                        "multiplicative": _multiplicative}
+
+
 def explain_class(
     W: torch.Tensor,
     b: torch.Tensor,
@@ -234,22 +280,11 @@ def explain_class(
     mistakes = fs.subset(mistake_mask)
     settings = dict(k=k, min_ratio=min_ratio, lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum,
                     max_steps=max_steps, only_flipped=only_flipped, ranking=ranking)
-    solve = dict(lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum, max_steps=max_steps, progress=progress)
+    solve = dict(lambda1=lambda1, lambda2=lambda2, lr=lr, momentum=momentum, max_steps=max_steps, progress=progress,
+                 device=device)
     name = fs.class_names[c] if c < len(fs.class_names) else str(c)
-    cf = solve_in_blocks(W, b, mistakes.features, c, device=device, label=name, **solve)
-    if ranking == "additive":
-        blame = cf.delta
-    elif ranking == "multiplicative":
-        blame = solve_in_blocks(W, b, mistakes.features, c, device=device, mode="multiplicative", **solve).delta
-    else:
-        right = (fs.labels == c) & (predictions == c)
-        if right.any():
-            blame = contribution_gap(W, mistakes.features, predictions[mistake_mask], c, reference_features(W, b, fs, c))
-        else:  # no correct sample of c to compare with: the gap is undefined, fall back to the paper's ranking
-            blame = cf.delta
-            settings["ranking"] = "additive"
-            settings["ranking_note"] = (f"'gap' needs correctly classified samples of the class in split '{fs.split}' "
-                                        "and there are none; ranked by the paper's additive counterfactual instead")
+    cf = solve_in_blocks(W, b, mistakes.features, c, label=name, **solve)
+    blame = BLAME[ranking](_Blaming(W, b, fs, c, predictions, cf, solve, settings))
     delta = blame[cf.flipped] if only_flipped else blame
     insufficient, excessive = rank_neurons(delta, k=k, min_ratio=min_ratio)
     nan = torch.full((W.shape[1],), float("nan"))
@@ -259,4 +294,4 @@ def explain_class(
         s.importance = float(imp[s.neuron])
         s.log_odds = float(lo[s.neuron])
         s.weight = float(W[c, s.neuron].detach())
-    return Explanation(name, c, fs.split, mistakes, cf, insufficient, excessive, settings)
+    return Explanation(name, c, fs.split, mistakes, cf, insufficient, excessive, settings, blame)
