@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuroinspect.cli.common import add_threads_arg, check_out, parse_seeds, positive_int, seed_int, print_headline
+from neuroinspect.show.config import RenderConfig
 
 
 def register(sub) -> None:
@@ -24,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--clip", default="none",
                    help="CLIP for the visualisations, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (default none: "
                         "the class-conditional recipe without CLIP)")
-    p.add_argument("--steps", type=positive_int, help="visualisation steps (default 96, 32 with --fast)")
+    p.add_argument("--steps", type=positive_int,
+                   help=f"visualisation steps (default {RenderConfig().steps}, the measured render default; 32 with --fast)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data and features (default ~/.cache/neuroinspect)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_threads_arg(p)
