@@ -68,3 +68,5 @@ def test_debug_benchmark_reports_stage_times_and_memory(tmp_path):
     assert "visualize" not in run["timings_s"] and run["pictures_s"] == run["timings_s"]["heatmaps"]
     assert run["wall_s"] > 0 and run["cpu_s"] > 0 and rep["peak_rss_mib"]["after_debug"] > 0
     assert rep["scenes"]["images"] == 4 * (8 + 6 + 6) and rep["pipeline"]["pictures"] == "heatmaps"
+    assert {"original", "regroup", "val-refit"} <= set(run["worst_group"])  # the table's worst group beside the times
+    assert all(0.0 <= v <= 1.0 for v in run["worst_group"].values() if v is not None)
