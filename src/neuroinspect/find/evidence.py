@@ -35,7 +35,7 @@ import torch
 
 from neuroinspect.core.base.records import EvidenceRecord, NeuronEvidence
 from neuroinspect.core.model.featureset import FeatureSet
-from neuroinspect.find.ranking import Explanation, contribution_gap, reference_features
+from neuroinspect.find.ranking import Explanation, gap_blame
 
 CENTRE_BOX = (0.25, 0.75)  # the central box: the middle half of each side
 CENTRE_SHARE = 0.5  # a map with at least this share of its mass in the central box sits in the centre
@@ -122,11 +122,8 @@ def _blame(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, e: Explanation, pre
     c = e.class_index
     if e.blame is not None and e.split == fs.split and len(e.blame) == int(((fs.labels == c) & (predictions != c)).sum()):
         return e.blame.float()
-    right = (fs.labels == c) & (predictions == c)
-    if e.settings.get("ranking") == "additive" or not right.any():
-        return e.counterfactuals.delta.float()
-    wrong = (fs.labels == c) & (predictions != c)
-    return contribution_gap(W, fs.features[wrong], predictions[wrong], c, reference_features(W, b, fs, c))
+    gap = None if e.settings.get("ranking") == "additive" else gap_blame(W, b, fs, c, predictions)
+    return e.counterfactuals.delta.float() if gap is None else gap
 
 
 def measure_evidence(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, explanation: Explanation,

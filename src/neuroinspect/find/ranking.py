@@ -219,9 +219,6 @@ class _Blaming:
     solve: dict  # the solver's settings (and device)
     settings: dict  # the explanation's settings: a ranking that falls back says so here
 
-    def mistakes(self) -> torch.Tensor:
-        return (self.fs.labels == self.c) & (self.predictions != self.c)
-
 
 def _additive(r: _Blaming) -> torch.Tensor:
     """The paper's ranking: the additive counterfactual edit of each mistake."""
@@ -230,19 +227,28 @@ def _additive(r: _Blaming) -> torch.Tensor:
 
 def _multiplicative(r: _Blaming) -> torch.Tensor:
     """The multiplicative counterfactual edit of each mistake."""
-    return solve_in_blocks(r.W, r.b, r.fs.features[r.mistakes()], r.c, mode="multiplicative", **r.solve).delta
+    wrong = (r.fs.labels == r.c) & (r.predictions != r.c)
+    return solve_in_blocks(r.W, r.b, r.fs.features[wrong], r.c, mode="multiplicative", **r.solve).delta
+
+
+def gap_blame(W: torch.Tensor, b: torch.Tensor, fs: FeatureSet, c: int, predictions: torch.Tensor) -> torch.Tensor | None:
+    """The contribution gap of each of ``c``'s mistakes on ``fs`` ([M, D]) against its correctly classified
+    images; None when there are none (the gap is then undefined)."""
+    if not ((fs.labels == c) & (predictions == c)).any():
+        return None
+    wrong = (fs.labels == c) & (predictions != c)
+    return contribution_gap(W, fs.features[wrong], predictions[wrong], c, reference_features(W, b, fs, c))
 
 
 def _gap(r: _Blaming) -> torch.Tensor:
     """The contribution gap against the class's correct images; the additive edit when it has none (said so)."""
-    right = (r.fs.labels == r.c) & (r.predictions == r.c)
-    if not right.any():  # no correct sample of c to compare with: the gap is undefined, fall back to the paper's ranking
+    blame = gap_blame(r.W, r.b, r.fs, r.c, r.predictions)
+    if blame is None:  # no correct sample of c to compare with: fall back to the paper's ranking
         r.settings["ranking"] = "additive"
         r.settings["ranking_note"] = (f"'gap' needs correctly classified samples of the class in split '{r.fs.split}' "
                                       "and there are none; ranked by the paper's additive counterfactual instead")
         return r.cf.delta
-    wrong = r.mistakes()
-    return contribution_gap(r.W, r.fs.features[wrong], r.predictions[wrong], r.c, reference_features(r.W, r.b, r.fs, r.c))
+    return blame
 
 
 #: How each ranking of :data:`~neuroinspect.find.config.RANKINGS` blames a neuron for a mistake ([M, D], signed).
