@@ -199,6 +199,25 @@ def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed:
     return predicted
 
 
+def choose_refit(pool: Pooled, keys: torch.Tensor, seed: int) -> tuple[tuple, list[dict]]:
+    """Step 4's choice: every refit form and penalty fitted on one fold and scored on the other, by worst
+    accuracy over ``keys``. Returns ``(setting, score, held-out predictions)`` of the best and a row per setting."""
+    rows, best = [], None
+    for setting in [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]:
+        predicted = _held_out_predictions(pool, keys, setting, seed)  # every image scored by a head that did not see it
+        s = worst_of(predicted, pool.y, keys)
+        rows.append({**setting, "metric": s})
+        if best is None or s > best[1]:
+            best = (setting, s, predicted)
+    return best, rows
+
+
+def fit_raw(pool: Pooled, keys: torch.Tensor, setting: dict, draws: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final refit of ``setting`` on every pooled image, as weights for the raw features."""
+    W, b = _fit(pool, None, keys, setting, draws, seed)
+    return _raw(W, b, pool.mean, pool.std)
+
+
 def _unchanged(W0, b0, targets, chosen: dict, rows: list) -> FixResult:
     W = W0.detach().float().clone().cpu()
     b = None if b0 is None else b0.detach().float().clone().cpu()
@@ -221,14 +240,7 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
                   + " and no ranked neuron to group its images by"}
         return _unchanged(W0, b0, targets, chosen, [])
     keys = groups.keys
-    rows, best = [], None
-    settings = [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]
-    for setting in settings:  # every image scored by a head that did not see it
-        predicted = _held_out_predictions(pool, keys, setting, seed)
-        s = worst_of(predicted, pool.y, keys)
-        rows.append({**setting, "metric": s})
-        if best is None or s > best[1]:
-            best = (setting, s, predicted)
+    best, rows = choose_refit(pool, keys, seed)
     # no change unless better, scored on the same images by held-out predictions (unchanged_predictions)
     baseline = worst_of(unchanged, pool.y, keys)
     against = ("the original head on val, a plain class-balanced refit out of fold on train" if pool.is_val.any() else
@@ -242,8 +254,7 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
     if not best[1] > baseline:
         chosen["kept_original"] = True
         return _unchanged(W0, b0, targets, chosen, rows)
-    W, b = _fit(pool, None, keys, best[0], draws, seed)
-    W, b = _raw(W, b, pool.mean, pool.std)
+    W, b = fit_raw(pool, keys, best[0], draws, seed)
     chosen["kept_original"] = False
     return FixResult(W, b, "regroup", targets, f"{fit_on} (pseudo-group-balanced draws)", False, chosen, rows,
                        best_val_metric=best[1], select_by="worst pseudo-group accuracy, held out")
