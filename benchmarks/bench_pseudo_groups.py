@@ -11,7 +11,8 @@ demo's shortcut class fixed (Coat) and each seed its own ERM head:
   projection on the direction ``regroup`` builds from the held-out mistakes over all neurons, and
   ``head``, the head under debugging's own score for the class (the shortcut it learned, read
   without any group label).
-- ``pseudo_minority``: precision and recall of ``regroup``'s pseudo-minority against the true one.
+- ``precision``, ``recall``: of the pseudo-minority ``regroup`` balances by, against the true one;
+  ``head_chosen``: the share of seeds in which that grouping came from the head's own score.
 - ``worst_group``: test worst-group accuracy (%) of ``regroup`` as it is, and of the same refit and
   selection given the *true* groups in place of its pseudo-groups (``true_groups``, an upper bound
   that reads group labels; no no-change guard).
@@ -73,7 +74,7 @@ def one_run(feats: dict, regime: str, seed: int) -> dict:
     w = W.float() * pool.std  # the head's weights on the standardised features
     scores = {"mistakes": pool.x @ rg.shortcut_direction(pool, c), "head": pool.x @ (w[c] - w.mean(0))}
     fixed = rg.regroup(W, b, train, val, {c: []}, seed=seed)
-    groups = rg.PseudoGroups.find(pool, {c: []}, rg.exposure(pool, rg.unchanged_predictions(pool, W, b)))
+    groups = rg.PseudoGroups.find(pool, {c: []}, W, rg.unchanged_predictions(pool, W, b), seed)
     found = groups.keys % 2 == 1
     true_keys = 2 * pool.y + truth.long()
     best, _ = rg.choose_refit(pool, true_keys, seed)
@@ -86,6 +87,7 @@ def one_run(feats: dict, regime: str, seed: int) -> dict:
             "auc_head": class_auc(scores["head"], pool.y, truth, c),
             "precision": float(truth[found].float().mean()) if found.any() else 0.0,
             "recall": float(found[truth].float().mean()), "true_share": float(truth.float().mean()),
+            "head_chosen": float(groups.source.get(c) == "head"),
             "original": worst(W, b), "regroup": worst(fixed.weight, fixed.bias), "true_groups": worst(Wt, bt)}
 
 

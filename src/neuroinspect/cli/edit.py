@@ -203,9 +203,10 @@ def register(sub) -> None:
         "edit", help="fix false correlations by retraining only the decision layer",
         description="Refit the decision layer (W, b) on cached features for the chosen neurons of each class and "
                     "report test metrics before and after. The default method, regroup, sorts every image by where the "
-                    "class's held-out mistakes sit in feature space and refits train and val so that images with and "
-                    "without what the class usually has count the same (no group labels), keeping the original head "
-                    "when that is not better on held-out data; ratio is the paper's probability-ratio edit. Settings left unset (lr, "
+                    "class's held-out mistakes sit in feature space (or, when that sorts nothing, by the head's own "
+                    "score for the class) and refits train and val so that images with and without what the class "
+                    "usually has count the same (no group labels), keeping the original head unless that is 10 "
+                    "points better on held-out data; ratio is the paper's probability-ratio edit. Settings left unset (lr, "
                     "lambda, l2, quantile) are searched on val. Writes edit.json, run.json and edited.safetensors "
                     "(reload it with --model SPEC --weights OUT/edited.safetensors) into --out.",
     )

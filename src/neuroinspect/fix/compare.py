@@ -238,9 +238,10 @@ def kept_original_note(result: FixResult) -> str | None:
         return None
     if math.isnan(c["held_out_worst"]):  # nothing to fit by
         return f"kept the original head: {result.method} found {c['compared_with']}; nothing was changed"
+    margin = f" by the {100 * c['min_gain']:g} points a change needs" if c.get("min_gain") else ""
     return (f"kept the original head: {result.method}'s held-out worst pseudo-group accuracy "
             f"{100 * c['held_out_worst']:.1f}% did not beat no change ({100 * c['no_change_worst']:.1f}%, "
-            f"{c['compared_with']}); nothing was changed")
+            f"{c['compared_with']}){margin}; nothing was changed")
 
 
 def scalar_settings(chosen: dict) -> str:

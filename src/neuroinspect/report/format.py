@@ -69,6 +69,10 @@ def chart_label(label: Any, width: int = 30) -> str:
     return label.replace("$", r"\$")
 
 
+#: regroup's groupings (its ``groups_from``), in words.
+GROUPINGS = {"mistakes": "held-out mistakes (all neurons)", "neurons": "ranked neurons",
+             "head": "score under the head being debugged"}
+
 #: What a fix's chosen settings mean, in words (unknown ones are shown as ``key = value``).
 SETTING_WORDS = {
     "l2": lambda v: f"L2 penalty {v:g}" if isinstance(v, (int, float)) else f"L2 penalty {v}",
@@ -80,7 +84,8 @@ SETTING_WORDS = {
     "lam": lambda v: f"λ = {v:g}",
     "inv_l1": lambda v: f"L1 inverse penalty {v:g}, averaged over balanced subsamples",
     "groups_from": lambda v: "pseudo-groups from " + ", ".join(
-        f"{c}'s {'held-out mistakes (all neurons)' if how == 'mistakes' else 'ranked neurons'}" for c, how in v.items()),
+        f"{c}'s {GROUPINGS.get(how, how)}" for c, how in v.items()),
+    "min_gain": lambda v: f"a change needs {100 * v:g} points over no change",
     "held_out_mistakes": lambda v: ", ".join(f"{n} held-out mistakes of {c}" for c, n in v.items()),
     "pseudo_minority": lambda v: f"{v} images in minority pseudo-groups",
     "held_out_worst": lambda v: f"held-out worst pseudo-group accuracy {100 * v:.1f} %",
