@@ -28,7 +28,9 @@ No group labels are read. For every class under debugging ``c``:
    pooled image. The groupings are tried in order: ``mistakes`` or ``neurons`` (whichever isolates
    the images the model gets wrongest, held out), then ``head`` (when its minority holds at least
    ``MIN_HEAD_MINORITY`` images: its midpoint is the head's decision boundary, which few images
-   cross). The first whose refit gains ``MIN_GAIN`` over no change (step 5) is kept.
+   cross, so its minority is small and only the L2 refit of every image is tried for it; balanced
+   subsamples would keep too few images). The first whose refit gains ``MIN_GAIN`` over no change
+   (step 5) is kept.
 5. **No change, unless it is clearly better.** The chosen head's held-out worst pseudo-group
    accuracy is compared with that of keeping the model as it is, on the same images: the original
    head's own predictions on val (it never trained on val) and, on the training images it has
@@ -175,7 +177,7 @@ class PseudoGroups:
             best = None
             for name in order + (["head"] if "head" in found else []):
                 keys = 2 * pool.y + found[name].long()
-                choice = choose_refit(pool, keys, seed)
+                choice = choose_refit(pool, keys, seed, l1=name != "head")
                 gain = choice[0][1] - worst_of(unchanged, pool.y, keys)
                 if best is None or gain > best[0]:
                     best = (gain, name, choice)
@@ -234,11 +236,12 @@ def _held_out_predictions(pool: Pooled, keys: torch.Tensor, setting: dict, seed:
     return predicted
 
 
-def choose_refit(pool: Pooled, keys: torch.Tensor, seed: int) -> tuple[tuple, list[dict]]:
-    """Step 4's choice: every refit form and penalty fitted on one fold and scored on the other, by worst
-    accuracy over ``keys``. Returns ``(setting, score, held-out predictions)`` of the best and a row per setting."""
+def choose_refit(pool: Pooled, keys: torch.Tensor, seed: int, l1: bool = True) -> tuple[tuple, list[dict]]:
+    """Step 4's choice: every refit form and penalty (only the L2 ones without ``l1``) fitted on one fold and
+    scored on the other, by worst accuracy over ``keys``. Returns ``(setting, score, held-out predictions)`` of
+    the best and a row per setting."""
     rows, best = [], None
-    for setting in [{"inv_l1": c} for c in REGROUP_C_GRID] + [{"l2": a} for a in L2_GRID]:
+    for setting in [{"inv_l1": c} for c in REGROUP_C_GRID if l1] + [{"l2": a} for a in L2_GRID]:
         predicted = _held_out_predictions(pool, keys, setting, seed)  # every image scored by a head that did not see it
         s = worst_of(predicted, pool.y, keys)
         rows.append({**setting, "metric": s})
