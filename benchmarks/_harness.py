@@ -113,6 +113,15 @@ class Clock:
         return {"wall_s": round(self.wall, 4), "cpu_s": round(self.cpu, 4)}
 
 
+def print_measured(fn: Callable[[], dict], repeat: int) -> None:
+    """Print as JSON what ``fn()`` returns, with its times (:func:`measure`) and the machine (:func:`environment`)."""
+    import json
+
+    times, out = measure(fn, repeat=repeat)
+    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
+    print(json.dumps(out, indent=1))
+
+
 def environment(device: str = "cpu") -> dict:
     """Threads, machine and versions, for every benchmark's JSON."""
     import torch

@@ -18,7 +18,6 @@ ERM head, explanation, pick and fixes), it prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads, scene_features  # noqa: E402
+from _harness import add_arguments, pin_threads, print_measured, scene_features  # noqa: E402
 
 
 def _auc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -135,9 +134,7 @@ def main() -> None:
             out["demo"] = {"rows": rows, "goals": goals(rows), "methods": list(cfg.pipeline.methods)}
         return out
 
-    times, out = measure(run, repeat=args.repeat)  # the results are deterministic: the last run's are printed
-    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
-    print(json.dumps(out, indent=1))
+    print_measured(run, args.repeat)  # the results are deterministic: the last run's are printed
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Group labels are read only to score, never by ``regroup``. Prints one JSON objec
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads, scene_features  # noqa: E402
+from _harness import add_arguments, pin_threads, print_measured, scene_features  # noqa: E402
 from bench_regimes import regime_val  # noqa: E402
 
 
@@ -118,9 +117,7 @@ def main() -> None:
                                              else 1) for k in runs[0]}
         return out
 
-    times, out = measure(run, repeat=args.repeat)
-    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
-    print(json.dumps(out, indent=1))
+    print_measured(run, args.repeat)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ and the goals of the default fix.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_arguments, environment, measure, pin_threads, scene_features  # noqa: E402
+from _harness import add_arguments, pin_threads, print_measured, scene_features  # noqa: E402
 
 REGIMES = ("a", "b", "c", "d")
 NEEDS_VAL = {"val-refit", "dfr", "dfr-half", "rebalance"}
@@ -157,9 +156,7 @@ def main() -> None:
             out[bench] = {r: run_regime(feats, r, seeds, methods, args.given_class) for r in args.regimes}
         return out
 
-    times, out = measure(run, repeat=args.repeat)
-    out.update(**environment("cpu"), times=times, wall_s=round(times["wall_s_min"], 1), cpu_s=round(times["cpu_s_min"], 1))
-    print(json.dumps(out, indent=1))
+    print_measured(run, args.repeat)
 
 
 if __name__ == "__main__":
