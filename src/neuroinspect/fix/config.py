@@ -36,7 +36,7 @@ class MethodInfo:
 
 FIX_METHODS: Registry[MethodInfo] = Registry("method")
 _EDIT, _REFIT = "neuroinspect.fix.edit", "neuroinspect.fix.refit"
-FIX_METHODS.declare("regroup", MethodInfo("regroup (held-out mistakes)"), "neuroinspect.fix.regroup:Regroup")
+FIX_METHODS.declare("regroup", MethodInfo("regroup (pseudo-groups)"), "neuroinspect.fix.regroup:Regroup")
 FIX_METHODS.declare("rebalance", MethodInfo("neuron-guided rebalancing", needs_neurons=True), f"{_REFIT}:Rebalance")
 # the gradient methods: one trainer, each with its own loss (neuroinspect.fix.edit)
 FIX_METHODS.declare("ratio", MethodInfo("ratio edit (paper)", needs_neurons=True, by_gradient=True, regularised=True),
