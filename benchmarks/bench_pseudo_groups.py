@@ -73,8 +73,9 @@ def one_run(feats: dict, regime: str, seed: int) -> dict:
     w = W.float() * pool.std  # the head's weights on the standardised features
     scores = {"mistakes": pool.x @ rg.shortcut_direction(pool, c), "head": pool.x @ (w[c] - w.mean(0))}
     fixed = rg.regroup(W, b, train, val, {c: []}, seed=seed)
-    groups = rg.PseudoGroups.find(pool, {c: []}, W, rg.unchanged_predictions(pool, W, b), seed)
-    found = groups.keys % 2 == 1
+    source = fixed.chosen.get("groups_from", {}).get(train.class_names[c])  # the grouping regroup balanced by
+    found = (rg.minority_of(pool, c, rg.candidate_directions(pool, c, [], W)[source]) if source
+             else torch.zeros(len(pool.y), dtype=torch.bool))
     true_keys = 2 * pool.y + truth.long()
     best, _ = rg.choose_refit(pool, true_keys, seed)
     Wt, bt = rg.fit_raw(pool, true_keys, best[0], 20, seed)
@@ -86,7 +87,7 @@ def one_run(feats: dict, regime: str, seed: int) -> dict:
             "auc_head": class_auc(scores["head"], pool.y, truth, c),
             "precision": float(truth[found].float().mean()) if found.any() else 0.0,
             "recall": float(found[truth].float().mean()), "true_share": float(truth.float().mean()),
-            "head_chosen": float(groups.source.get(c) == "head"),
+            "head_chosen": float(source == "head"),
             "original": worst(W, b), "regroup": worst(fixed.weight, fixed.bias), "true_groups": worst(Wt, bt)}
 
 

@@ -173,9 +173,9 @@ class PseudoGroups:
             found = {k: minority_of(pool, c, d) for k, d in options.items()}
             if "head" in found and int(found["head"].sum()) < MIN_HEAD_MINORITY:
                 del found["head"]  # the head's midpoint is its decision boundary: only a handful of images cross it
-            order = sorted((k for k in found if k != "head"), key=lambda k: exposed(found[k]))[:1]
+            first = min((k for k in found if k != "head"), key=lambda k: exposed(found[k]), default=None)
             best = None
-            for name in order + (["head"] if "head" in found else []):
+            for name in [k for k in (first, "head") if k in found]:
                 keys = 2 * pool.y + found[name].long()
                 choice = choose_refit(pool, keys, seed, l1=name != "head")
                 gain = choice[0][1] - worst_of(unchanged, pool.y, keys)
