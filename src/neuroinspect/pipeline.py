@@ -53,6 +53,7 @@ from neuroinspect.find.ranking import Explanation, explain_class
 from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, fix_splits,
                                       kept_original_note, run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
+from neuroinspect.find.shortcut import shortcut_tails
 from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report
@@ -120,7 +121,9 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     the classes on whose held-out pseudo-minority the head does worst
     (:func:`neuroinspect.fix.regroup.shortcut_scores`); accuracy breaks ties and ranks classes without
     one. A validation split drawn like a biased training split hides a shortcut from class accuracy
-    (most of the class's images carry it); this score looks where it and the label disagree."""
+    (most of the class's images carry it); this score looks where it and the label disagree.
+    ``"tails"``: every class, by how far the other classes' images lean towards it on the head's own score
+    (:func:`neuroinspect.find.shortcut.shortcut_tails`), highest first; it reads no mistakes."""
     if cfg.classes:
         return list(dict.fromkeys(class_index(c) for c in cfg.classes))
     per_class = evaluate(fs).per_class
@@ -128,8 +131,13 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     by_accuracy = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
     if cfg.choose_by == "accuracy" or train is None or head is None:
         return [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
-    candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
     held_out = None if fs.split == "train" else fs  # explaining the training split: scored out of fold instead
+    if cfg.choose_by == "tails":
+        order = [names.index(n) for n in by_accuracy]
+        tails = shortcut_tails(head[0], train, held_out, order)
+        key = {c: (-tails[c] if not math.isnan(tails[c]) else math.inf, i) for i, c in enumerate(order)}  # no score: last
+        return sorted(order, key=key.get)[: cfg.worst_classes]
+    candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
     scores = shortcut_scores(*head, train, held_out, candidates)
     rank = {c: (2.0 if math.isnan(scores[c]) else scores[c], i) for i, c in enumerate(candidates)}  # no score: last
     return sorted(candidates, key=rank.get)[: cfg.worst_classes]

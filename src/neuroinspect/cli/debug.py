@@ -36,6 +36,8 @@ def register(sub) -> None:
                    help="which classes are worst: 'shortcut' ranks them by the model's accuracy on each class's held-out "
                         "pseudo-minority (its images without what the class usually has, and other classes' images "
                         "with it), which finds a shortcut that class accuracy hides when val is biased like train; "
+                        "'tails' by how far the other classes' images lean towards each class on the head's own score "
+                        "(a shared artefact, such as a stamp, that causes few mistakes); "
                         f"'accuracy' by class accuracy (default {d.choose_by})")
     g.add_argument("--explain-split", default=d.explain_split,
                    help=f"split whose mistakes are explained and on which every method selects; the refits fit on it "
