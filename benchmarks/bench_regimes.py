@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -79,7 +80,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     train, test = feats["train"], feats["test"]
     C = len(train.class_names)
     acc: dict[str, dict[str, list]] = {}
-    chosen, kept = [], []
+    chosen, chosen_by_tails, kept = [], [], []
     for seed in seeds:
         val = regime_val(feats, regime, seed)
         W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
@@ -87,6 +88,9 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
         cfg = PipelineConfig()
         c = choose_classes(explain_on, cfg, lambda n: train.class_names.index(n), train=train, head=(W, b))[0]
         chosen.append(train.class_names[c])
+        by_tails = choose_classes(explain_on, replace(cfg, choose_by="tails"), train.class_names.index, train=train,
+                                  head=(W, b))[0]  # the opt-in rule, recorded beside the default's choice
+        chosen_by_tails.append(train.class_names[by_tails])
         ex = explain_class(W, b, explain_on, c, progress=False)
         neurons = [s.neuron for s in (ex.insufficient or ex.excessive)[:cfg.n_edit]]
         targets = {c: neurons}
@@ -114,7 +118,8 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
                 "uses_group_labels": m != "original" and get_fix_method(m.split(" (")[0]).uses_group_labels}
             for m, v in acc.items()}
-    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "kept_original": kept, "rows": rows,
+    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "chosen_by_tails": chosen_by_tails,
+            "kept_original": kept, "rows": rows,
             "goals": goals(rows, methods[0])}
 
 
