@@ -86,7 +86,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
         W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
         explain_on = (val if val is not None else train).with_logits(W, b)
         cfg = PipelineConfig()
-        c = choose_classes(explain_on, cfg, lambda n: train.class_names.index(n), train=train, head=(W, b))[0]
+        c = choose_classes(explain_on, cfg, train.class_names.index, train=train, head=(W, b))[0]
         chosen.append(train.class_names[c])
         by_tails = choose_classes(explain_on, replace(cfg, choose_by="tails"), train.class_names.index, train=train,
                                   head=(W, b))[0]  # the opt-in rule, recorded beside the default's choice

@@ -50,10 +50,10 @@ from neuroinspect.core.runtime.device import DevicePolicy
 from neuroinspect.core.runtime.progress import progress_bar
 from neuroinspect.find.evidence import gallery_neuron, map_place, measure_evidence
 from neuroinspect.find.ranking import Explanation, explain_class
+from neuroinspect.find.shortcut import shortcut_tails
 from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, fix_splits,
                                       kept_original_note, run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
-from neuroinspect.find.shortcut import shortcut_tails
 from neuroinspect.fix.regroup import shortcut_scores
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report

@@ -7,8 +7,9 @@ score within that class leans towards ``c``. A class that is merely confused wit
 like a coat) makes such a tail in one or two classes; an artefact shared across the data makes it in all of
 them. So, for every class ``c``:
 
-1. ``s = z · d_c``, with ``z`` the features of the training and validation images together, standardised,
-   and ``d_c`` the head's weights for ``c`` minus its mean weights, on the standardised features;
+1. ``s = z · d_c``, with ``z`` the features of the training and validation images together and ``d_c`` the
+   head's weights for ``c`` minus its mean weights over classes (the head's own score for ``c`` against the
+   mean class; standardising the features first would change nothing, since the weights scale back);
 2. inside each other class ``k`` (with at least ``MIN_IMAGES`` images), the quantile skewness of ``s``
    between its ``TAIL`` and ``1 − TAIL`` quantiles: ``(q_hi + q_lo − 2·median) / (q_hi − q_lo)``, in
    [−1, 1], positive when the upper tail (towards ``c``) is the longer one;
@@ -69,13 +70,11 @@ def shortcut_tails(W: torch.Tensor, train: FeatureSet, val: FeatureSet | None = 
     y = torch.cat([p.labels for p in parts]).long()
     if not torch.isfinite(z).all():
         raise NeuroInspectError("the features hold NaN or inf values; re-extract them (--verify-cache) before debugging")
-    std = z.std(0).clamp_min(1e-6)
-    x = (z - z.mean(0)) / std
-    w = W.detach().float().cpu() * std  # the head's weights on the standardised features
+    w = W.detach().float().cpu()
     n_classes = w.shape[0]
     big = torch.bincount(y, minlength=n_classes) >= MIN_IMAGES
     wanted = list(range(n_classes)) if classes is None else [int(c) for c in classes]
-    scores = x @ (w[wanted] - w.mean(0)).T  # [N, len(wanted)]
+    scores = z @ (w[wanted] - w.mean(0)).T  # [N, len(wanted)]; a shift or scale of each column leaves its skewness
     out = {}
     for i, c in enumerate(wanted):
         read = big.clone()
