@@ -14,12 +14,12 @@ Regimes of the validation split (the test split is always balanced):
 - ``d`` none: methods that need val are left out, the rest fit and select on train.
 
 Each seed fits its own ERM head, chooses the class to debug as ``neuroinspect debug`` does (its
-default ``--choose-by shortcut`` when val exists) and takes its top 3 insufficient neurons by the
-contribution-gap ranking on val (on train without val), then runs every method at its defaults; the
-default fix runs a second time on the shortcut's class (``--given-class``), as ``debug --class`` would. It
-prints one JSON object: per benchmark and regime, each method's test worst-group and average
-accuracy (mean ± std over seeds), whether it reads group labels, which class was chosen per seed,
-and the goals of the default fix.
+default ``--choose-by tails``; the choice of ``--choose-by mistakes`` is recorded beside it) and takes
+its top 3 insufficient neurons by the contribution-gap ranking on val (on train without val), then runs
+every method at its defaults; the default fix runs a second time on the shortcut's class
+(``--given-class``), as ``debug --class`` would. It prints one JSON object: per benchmark and regime,
+each method's test worst-group and average accuracy (mean ± std over seeds), whether it reads group
+labels, which class was chosen per seed, and the goals of the default fix.
 
     python benchmarks/bench_regimes.py --seeds 0,1,2
 """
@@ -80,7 +80,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     train, test = feats["train"], feats["test"]
     C = len(train.class_names)
     acc: dict[str, dict[str, list]] = {}
-    chosen, chosen_by_tails, kept = [], [], []
+    chosen, chosen_by_mistakes, kept = [], [], []
     for seed in seeds:
         val = regime_val(feats, regime, seed)
         W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
@@ -88,9 +88,9 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
         cfg = PipelineConfig()
         c = choose_classes(explain_on, cfg, train.class_names.index, train=train, head=(W, b))[0]
         chosen.append(train.class_names[c])
-        by_tails = choose_classes(explain_on, replace(cfg, choose_by="tails"), train.class_names.index, train=train,
-                                  head=(W, b))[0]  # the opt-in rule, recorded beside the default's choice
-        chosen_by_tails.append(train.class_names[by_tails])
+        by_mistakes = choose_classes(explain_on, replace(cfg, choose_by="mistakes"), train.class_names.index,
+                                     train=train, head=(W, b))[0]  # the other rule, recorded beside the default's choice
+        chosen_by_mistakes.append(train.class_names[by_mistakes])
         ex = explain_class(W, b, explain_on, c, progress=False)
         neurons = [s.neuron for s in (ex.insufficient or ex.excessive)[:cfg.n_edit]]
         targets = {c: neurons}
@@ -118,7 +118,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
                 "uses_group_labels": m != "original" and get_fix_method(m.split(" (")[0]).uses_group_labels}
             for m, v in acc.items()}
-    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "chosen_by_tails": chosen_by_tails,
+    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "chosen_by_mistakes": chosen_by_mistakes,
             "kept_original": kept, "rows": rows,
             "goals": goals(rows, methods[0])}
 

@@ -166,16 +166,17 @@ def test_regroup_fixes_the_shortcut_in_every_validation_regime(setup, regime):
 
 
 def test_debug_chooses_the_shortcut_class_on_a_biased_val(setup):
-    """Val drawn like the biased training split: class accuracy points at another class, the held-out
-    pseudo-minority (the default) and the head's tails (``--choose-by tails``) still point at the shortcut's victim."""
+    """Val drawn like the biased training split: class accuracy points at another class, the head's tails (the
+    default) and the held-out pseudo-minority (``--choose-by mistakes``) still point at the shortcut's class."""
     cfg, ins, feats, W, b, explanation = setup
     names = feats["train"].class_names
     for seed in (0, 1, 2):
         W, b = fit_linear_head(feats["train"], len(names), epochs=cfg.head_epochs, seed=seed)
         val = _regime(feats, "b", seed).with_logits(W, b)
         by_accuracy = choose_classes(val, PipelineConfig(choose_by="accuracy"), names.index)
-        by_shortcut = choose_classes(val, PipelineConfig(), names.index, train=feats["train"], head=(W, b))
-        by_tails = choose_classes(val, PipelineConfig(choose_by="tails"), names.index, train=feats["train"], head=(W, b))
-        assert names[by_shortcut[0]] == cfg.scenes.spurious_class, (seed, names[by_accuracy[0]])
+        by_mistakes = choose_classes(val, PipelineConfig(choose_by="mistakes"), names.index, train=feats["train"],
+                                     head=(W, b))
+        by_tails = choose_classes(val, PipelineConfig(), names.index, train=feats["train"], head=(W, b))
+        assert names[by_mistakes[0]] == cfg.scenes.spurious_class, (seed, names[by_accuracy[0]])
         assert names[by_tails[0]] == cfg.scenes.spurious_class, (seed, names[by_tails[0]])
         assert names[by_accuracy[0]] != cfg.scenes.spurious_class  # what it chose before

@@ -1,4 +1,4 @@
-"""The opt-in class rule ``debug --choose-by tails`` (``neuroinspect.find.shortcut``)."""
+"""``debug``'s default class rule, ``--choose-by tails`` (``neuroinspect.find.shortcut``, ``pipeline.by_tails``)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from neuroinspect.core.model.featureset import FeatureSet
 from neuroinspect.find.shortcut import MIN_IMAGES, class_quantile_skews, shortcut_tails
-from neuroinspect.pipeline import choose_classes
+from neuroinspect.pipeline import by_tails, choose_classes
 from neuroinspect.pipeline_config import PipelineConfig
 
 C, D, CUE, SHORTCUT, LOOKALIKE = 4, 20, 10, 1, 3
@@ -81,12 +81,38 @@ def test_a_class_with_too_few_images_is_not_read_and_nan_is_refused():
         shortcut_tails(W, bad)
 
 
-def test_debug_chooses_by_tails_when_asked():
+def test_debug_chooses_by_tails_by_default():
     train, W = crafted(1)
     val, _ = crafted(101, n_per=60, val=True)
     b = torch.zeros(C)
     val = val.with_logits(W, b)
-    chosen = choose_classes(val, PipelineConfig(choose_by="tails"), NAMES.index, train=train, head=(W, b))
-    assert chosen == [SHORTCUT]
-    two = choose_classes(val, PipelineConfig(choose_by="tails", worst_classes=2), NAMES.index, train=train, head=(W, b))
-    assert two[0] == SHORTCUT and len(two) == 2
+    assert PipelineConfig().choose_by == "tails"
+    predicted = val.logits.argmax(1)
+    assert not ((val.labels == SHORTCUT) & (predicted != SHORTCUT)).any()  # coat errs nowhere on val: it takes images
+    taken = val.labels[(predicted == SHORTCUT) & (val.labels != SHORTCUT)].bincount(minlength=C)
+    chosen = choose_classes(val, PipelineConfig(), NAMES.index, train=train, head=(W, b))
+    assert chosen == [int(taken.argmax())] and taken.max() > taken.sort().values[-2]  # the class coat takes most from
+    two = choose_classes(val, PipelineConfig(worst_classes=2), NAMES.index, train=train, head=(W, b))
+    assert two[0] == chosen[0] and len(two) == 2
+    # explaining the training split: the out-of-fold mistakes of a plain refit are read (coat has some), not the head's
+    assert choose_classes(train.with_logits(W, b), PipelineConfig(), NAMES.index, train=train, head=(W, b)) == [SHORTCUT]
+
+
+def test_a_tail_class_without_mistakes_of_its_own_stands_for_the_class_it_takes_images_from():
+    """A red patch turns apples into berries: the tails point at berry (1), which has no mistake; apple (0), whose
+    images berry takes, is debugged. A tail class that neither errs nor takes images is skipped; the least accurate
+    classes fill what is left."""
+    labels = torch.tensor([0] * 6 + [1] * 4 + [2] * 4 + [3] * 4)
+    predicted = labels.clone()
+    predicted[:3] = 1  # three apples called berries
+    predicted[3] = 2  # one apple called a cloud
+    predicted[14] = 2  # one shoe (3) called a cloud
+    tails = {0: 0.0, 1: 0.5, 2: 0.4, 3: float("nan")}
+    by_accuracy = [0, 3, 1, 2]
+    assert by_tails(tails, labels, predicted, by_accuracy, 1) == [0]  # berry stands for apple
+    assert by_tails(tails, labels, predicted, by_accuracy, 2) == [0, 3]  # cloud also stands for apple (1 of 2): shoe next
+    assert by_tails({**tails, 1: -0.5}, labels, predicted, by_accuracy, 1) == [0]  # cloud first: apple, which it takes most
+    predicted[4] = 2
+    assert by_tails({0: 0.0, 1: -1.0, 2: 0.3, 3: 0.2}, labels, predicted, by_accuracy, 2) == [0, 3]
+    nothing = torch.tensor([0, 1, 2, 3])
+    assert by_tails(tails, nothing, nothing, by_accuracy, 2) == [0, 3]  # no mistake at all: by accuracy

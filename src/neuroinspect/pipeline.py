@@ -54,7 +54,7 @@ from neuroinspect.find.shortcut import shortcut_tails
 from neuroinspect.fix.compare import (MethodRun, aggregate_seeds, comparison_record, fix_record, fix_splits,
                                       kept_original_note, run_methods, runnable_methods)
 from neuroinspect.fix.edit import save_edited_model
-from neuroinspect.fix.regroup import shortcut_scores
+from neuroinspect.fix.regroup import pooled, shortcut_scores
 from neuroinspect.pipeline_config import CHOOSE_BY, PICTURES, PipelineConfig  # noqa: F401 (re-exported)
 from neuroinspect.report import build_report
 from neuroinspect.show.heatmaps import dataset_maps, save_overlays
@@ -110,20 +110,21 @@ def edit_targets(neurons: list[int], explanation: Explanation, W: torch.Tensor) 
     return targets
 
 
-SHORTCUT_CANDIDATES = 20  # with more classes, only the least accurate ones are scored for a shortcut
+SHORTCUT_CANDIDATES = 20  # --choose-by mistakes: with more classes, only the least accurate ones are scored
 
 
 def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
                    train: FeatureSet | None = None, head=None) -> list[int]:
-    """The classes named in ``cfg.classes``, else the ``cfg.worst_classes`` worst ones on ``fs``.
+    """The classes named in ``cfg.classes``, else ``cfg.worst_classes`` classes chosen on ``fs`` by ``cfg.choose_by``.
 
-    ``choose_by="accuracy"``: the least accurate classes. ``"shortcut"`` (needs ``train`` and ``head``):
-    the classes on whose held-out pseudo-minority the head does worst
-    (:func:`neuroinspect.fix.regroup.shortcut_scores`); accuracy breaks ties and ranks classes without
-    one. A validation split drawn like a biased training split hides a shortcut from class accuracy
-    (most of the class's images carry it); this score looks where it and the label disagree.
-    ``"tails"``: every class, by how far the other classes' images lean towards it on the head's own score
-    (:func:`neuroinspect.find.shortcut.shortcut_tails`), highest first; it reads no mistakes."""
+    ``"tails"`` (the default; needs ``train`` and ``head``): the classes the other classes' images lean towards on
+    the head's own score (:func:`neuroinspect.find.shortcut.shortcut_tails`), each standing for itself when it
+    has held-out mistakes, else for the class its false positives come from (:func:`by_tails`). It reads the
+    head, not the mistakes, so a shortcut that causes few mistakes (a small stamp) is still found.
+    ``"mistakes"``: the classes on whose held-out pseudo-minority the head does worst
+    (:func:`neuroinspect.fix.regroup.shortcut_scores`); accuracy breaks ties and ranks classes without one.
+    ``"accuracy"``: the least accurate classes, which a validation split drawn like a biased training split
+    misleads (most of a class's images carry the shortcut there)."""
     if cfg.classes:
         return list(dict.fromkeys(class_index(c) for c in cfg.classes))
     per_class = evaluate(fs).per_class
@@ -133,14 +134,37 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
         return [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
     held_out = None if fs.split == "train" else fs  # explaining the training split: scored out of fold instead
     if cfg.choose_by == "tails":
-        order = [names.index(n) for n in by_accuracy]
-        tails = shortcut_tails(head[0], train, held_out, order)
-        key = {c: (-tails[c] if not math.isnan(tails[c]) else math.inf, i) for i, c in enumerate(order)}  # no score: last
-        return sorted(order, key=key.get)[: cfg.worst_classes]
+        # held-out mistakes: the head's own on val; out of fold on the training split, which the head has seen
+        predicted = fs.logits.argmax(1) if held_out is not None else pooled(train, None, 0).predicted
+        return by_tails(shortcut_tails(head[0], train, held_out), fs.labels, predicted,
+                        [names.index(n) for n in by_accuracy], cfg.worst_classes)
     candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
     scores = shortcut_scores(*head, train, held_out, candidates)
     rank = {c: (2.0 if math.isnan(scores[c]) else scores[c], i) for i, c in enumerate(candidates)}  # no score: last
     return sorted(candidates, key=rank.get)[: cfg.worst_classes]
+
+
+def by_tails(tails: dict[int, float], labels: torch.Tensor, predicted: torch.Tensor, by_accuracy: list[int],
+             n: int) -> list[int]:
+    """``n`` classes to debug, from the classes the others lean towards most (``tails``, highest first; accuracy
+    breaks ties). A class with held-out mistakes of its own (``labels``, ``predicted``) is debugged itself. One
+    without (the shortcut pulls other classes' images *into* it, as a red patch turns apples into berries) stands
+    for the class whose images are most often taken for it: the mistakes to explain are that class's. Classes
+    neither way are skipped, and the least accurate classes fill what is left."""
+    wrong = predicted != labels
+    rank = {c: i for i, c in enumerate(by_accuracy)}
+    order = sorted(by_accuracy, key=lambda c: (-tails[c] if not math.isnan(tails[c]) else math.inf, rank[c]))
+    chosen: list[int] = []
+    for c in order:
+        if not (wrong & (labels == c)).any():
+            victims = labels[wrong & (predicted == c)].bincount(minlength=len(rank))
+            if not victims.any():
+                continue
+            c = min(rank, key=lambda k: (-int(victims[k]), rank[k]))
+        if c not in chosen:
+            chosen.append(c)
+    chosen += [c for c in by_accuracy if c not in chosen]
+    return chosen[:n]
 
 
 def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:

@@ -14,7 +14,7 @@ from neuroinspect.show.config import RenderConfig
 # how far the pictures go: none, the exemplar heatmaps, + the optimised images; auto: all on a GPU, heatmaps on a CPU
 # (where the optimised images cost most of the run: benchmarks/bench_debug.py)
 PICTURES = ("auto", "none", "heatmaps", "all")
-CHOOSE_BY = ("shortcut", "tails", "accuracy")  # which classes are worst: a held-out shortcut score, the head's tails, or class accuracy
+CHOOSE_BY = ("tails", "mistakes", "accuracy")  # which classes to debug: the head's tails, a held-out pseudo-minority score, or class accuracy
 
 
 @dataclass
@@ -23,7 +23,7 @@ class PipelineConfig:
 
     classes: tuple[str, ...] = ()  # classes to debug (names or indices); empty: the worst ones
     worst_classes: int = 1  # with no classes named: debug this many of the worst classes on explain_split
-    choose_by: str = "shortcut"  # which classes are worst: "shortcut" (held-out pseudo-minority accuracy), "tails" or "accuracy"
+    choose_by: str = "tails"  # which classes to debug: "tails" (the head's own score), "mistakes" (held-out pseudo-minority) or "accuracy"
     explain_split: str = "val"  # whose mistakes are explained, and where rebalance fits and methods select
     eval_split: str = "test"  # where before/after is measured
     ranking: str = DEFAULT_RANKING

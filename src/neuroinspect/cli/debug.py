@@ -33,12 +33,12 @@ def register(sub) -> None:
     which.add_argument("--worst-classes", type=positive_int, default=d.worst_classes, metavar="N",
                        help=f"debug the N worst classes on --explain-split (default {d.worst_classes}; see --choose-by)")
     g.add_argument("--choose-by", choices=CHOOSE_BY, default=d.choose_by,
-                   help="which classes are worst: 'shortcut' ranks them by the model's accuracy on each class's held-out "
-                        "pseudo-minority (its images without what the class usually has, and other classes' images "
-                        "with it), which finds a shortcut that class accuracy hides when val is biased like train; "
-                        "'tails' by how far the other classes' images lean towards each class on the head's own score "
-                        "(a shared artefact, such as a stamp, that causes few mistakes); "
-                        f"'accuracy' by class accuracy (default {d.choose_by})")
+                   help="which classes to debug: 'tails' (default) the classes the other classes' images lean towards "
+                        "on the head's own score, as a shortcut shared across the data (a background, a stamp) makes "
+                        "them, each debugged itself or, without mistakes of its own, through the class whose images it "
+                        "takes; 'mistakes' by the model's accuracy on each class's held-out pseudo-minority (its images "
+                        "without what the class usually has, and other classes' images with it); 'accuracy' by class "
+                        f"accuracy, which a val biased like train misleads (default {d.choose_by})")
     g.add_argument("--explain-split", default=d.explain_split,
                    help=f"split whose mistakes are explained and on which every method selects; the refits fit on it "
                         f"(default {d.explain_split})")

@@ -18,9 +18,12 @@ them. So, for every class ``c``:
 The quantile skewness is used, not the third moment: the shortcut's minority is a few per cent of a class,
 which a quantile at ``TAIL`` reaches while the moment is dominated by the bulk's own shape.
 
-This is ``debug --choose-by tails``, not the default: on the stamp benchmark it names the stamp's class where
-the default (held-out mistakes) does not, but on the planted red patch of the tests it names a class with no
-mistake, and on a shortcut planted in (ReLU-ed Gaussian) features neither rule beats chance (``docs/fix-methods.md``).
+This is how ``debug`` chooses a class by default (``--choose-by tails``, :func:`neuroinspect.pipeline.by_tails`).
+A shortcut class may have no mistakes of its own (the planted red patch of the tests turns apples into berries:
+berry is the class the tails point at, apple the one with the mistakes); ``debug`` then explains the class whose
+images are taken for it. On a shortcut planted in (ReLU-ed Gaussian) features, where every training image of one
+class has the cue and no other image does, there is no tail in the training split to read and the rule is no
+better than chance (``docs/fix-methods.md``).
 """
 from __future__ import annotations
 
