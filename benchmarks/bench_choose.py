@@ -6,8 +6,9 @@ Gaussian features) with a *partial* cue: in training it sits on ``p`` of the sho
 validation split is drawn like the training split (the regime that hides a shortcut from class accuracy);
 test is balanced. Each draw has its own features and its own ERM head. For every ``--choose-by`` rule it
 records the chosen class and the test worst-group accuracy of the default fix (``regroup``, reading no
-group labels) on that class, with the class's top 3 insufficient neurons, as ``debug`` does; ``given`` is
-the fix told the shortcut's class. Chance of naming the shortcut's class: 1 in 4.
+group labels) on that class, with the class's top 3 insufficient neurons, as ``debug`` does, and in how
+many draws that fix ended below the original head; ``given`` is the fix told the shortcut's class.
+Chance of naming the shortcut's class: 1 in 4.
 
     python benchmarks/bench_choose.py --draws 8
 """
@@ -73,7 +74,8 @@ def main() -> None:
                              "classes": [r[rule]["class"] for r in runs],
                              "worst_group_mean": round(100 * statistics.fmean(wg), 1),
                              "worst_group_std": round(100 * statistics.pstdev(wg), 1),
-                             "kept_original": sum(r[rule]["kept_original"] for r in runs)}
+                             "kept_original": sum(r[rule]["kept_original"] for r in runs),
+                             "worse_than_original": sum(r[rule]["worst_group"] < r["original"] for r in runs)}
             out[f"share_{share}"] = row
         return out
 

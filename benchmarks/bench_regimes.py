@@ -14,7 +14,7 @@ Regimes of the validation split (the test split is always balanced):
 - ``d`` none: methods that need val are left out, the rest fit and select on train.
 
 Each seed fits its own ERM head, chooses the class to debug as ``neuroinspect debug`` does (its
-default ``--choose-by tails``; the choice of ``--choose-by mistakes`` is recorded beside it) and takes
+default ``--choose-by tails``; the choices of ``mistakes`` and ``accuracy`` are recorded beside it) and takes
 its top 3 insufficient neurons by the contribution-gap ranking on val (on train without val), then runs
 every method at its defaults; the default fix runs a second time on the shortcut's class
 (``--given-class``), as ``debug --class`` would. It prints one JSON object: per benchmark and regime,
@@ -80,7 +80,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     train, test = feats["train"], feats["test"]
     C = len(train.class_names)
     acc: dict[str, dict[str, list]] = {}
-    chosen, chosen_by_mistakes, kept = [], [], []
+    chosen, others, kept = [], {"mistakes": [], "accuracy": []}, []
     for seed in seeds:
         val = regime_val(feats, regime, seed)
         W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
@@ -88,9 +88,9 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
         cfg = PipelineConfig()
         c = choose_classes(explain_on, cfg, train.class_names.index, train=train, head=(W, b))[0]
         chosen.append(train.class_names[c])
-        by_mistakes = choose_classes(explain_on, replace(cfg, choose_by="mistakes"), train.class_names.index,
-                                     train=train, head=(W, b))[0]  # the other rule, recorded beside the default's choice
-        chosen_by_mistakes.append(train.class_names[by_mistakes])
+        for rule, names in others.items():  # the other rules, recorded beside the default's choice
+            names.append(train.class_names[choose_classes(explain_on, replace(cfg, choose_by=rule),
+                                                          train.class_names.index, train=train, head=(W, b))[0]])
         ex = explain_class(W, b, explain_on, c, progress=False)
         neurons = [s.neuron for s in (ex.insufficient or ex.excessive)[:cfg.n_edit]]
         targets = {c: neurons}
@@ -118,8 +118,8 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
                 "uses_group_labels": m != "original" and get_fix_method(m.split(" (")[0]).uses_group_labels}
             for m, v in acc.items()}
-    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen, "chosen_by_mistakes": chosen_by_mistakes,
-            "kept_original": kept, "rows": rows,
+    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen,
+            **{f"chosen_by_{rule}": v for rule, v in others.items()}, "kept_original": kept, "rows": rows,
             "goals": goals(rows, methods[0])}
 
 

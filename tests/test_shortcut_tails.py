@@ -90,8 +90,13 @@ def test_debug_chooses_by_tails_by_default():
     predicted = val.logits.argmax(1)
     assert not ((val.labels == SHORTCUT) & (predicted != SHORTCUT)).any()  # coat errs nowhere on val: it takes images
     taken = val.labels[(predicted == SHORTCUT) & (val.labels != SHORTCUT)].bincount(minlength=C)
-    chosen = choose_classes(val, PipelineConfig(), NAMES.index, train=train, head=(W, b))
+    why: list[str] = []
+    chosen = choose_classes(val, PipelineConfig(), NAMES.index, train=train, head=(W, b), why=why)
     assert chosen == [int(taken.argmax())] and taken.max() > taken.sort().values[-2]  # the class coat takes most from
+    assert len(why) == 1 and why[0].startswith(f"'{NAMES[chosen[0]]}' was debugged for 'coat': ") and "on 'val'" in why[0]
+    why.clear()
+    choose_classes(val, PipelineConfig(choose_by="accuracy"), NAMES.index, why=why)
+    assert len(why) == 1 and "the least accurate class on 'val'" in why[0]
     two = choose_classes(val, PipelineConfig(worst_classes=2), NAMES.index, train=train, head=(W, b))
     assert two[0] == chosen[0] and len(two) == 2
     # explaining the training split: the out-of-fold mistakes of a plain refit are read (coat has some), not the head's
@@ -109,10 +114,11 @@ def test_a_tail_class_without_mistakes_of_its_own_stands_for_the_class_it_takes_
     predicted[14] = 2  # one shoe (3) called a cloud
     tails = {0: 0.0, 1: 0.5, 2: 0.4, 3: float("nan")}
     by_accuracy = [0, 3, 1, 2]
-    assert by_tails(tails, labels, predicted, by_accuracy, 1) == [0]  # berry stands for apple
-    assert by_tails(tails, labels, predicted, by_accuracy, 2) == [0, 3]  # cloud also stands for apple (1 of 2): shoe next
-    assert by_tails({**tails, 1: -0.5}, labels, predicted, by_accuracy, 1) == [0]  # cloud first: apple, which it takes most
+    assert by_tails(tails, labels, predicted, by_accuracy, 1) == [(0, 1)]  # berry stands for apple
+    # cloud takes an apple and a shoe (a tie: the less accurate, apple); shoe has no tail score: it fills in
+    assert by_tails(tails, labels, predicted, by_accuracy, 2) == [(0, 1), (3, None)]
+    assert by_tails({**tails, 1: -0.5}, labels, predicted, by_accuracy, 1) == [(0, 2)]  # cloud first: apple
     predicted[4] = 2
-    assert by_tails({0: 0.0, 1: -1.0, 2: 0.3, 3: 0.2}, labels, predicted, by_accuracy, 2) == [0, 3]
+    assert by_tails({0: 0.0, 1: -1.0, 2: 0.3, 3: 0.2}, labels, predicted, by_accuracy, 2) == [(0, 2), (3, 3)]
     nothing = torch.tensor([0, 1, 2, 3])
-    assert by_tails(tails, nothing, nothing, by_accuracy, 2) == [0, 3]  # no mistake at all: by accuracy
+    assert by_tails(tails, nothing, nothing, by_accuracy, 2) == [(0, None), (3, None)]  # no mistake at all: by accuracy

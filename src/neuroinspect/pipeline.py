@@ -114,7 +114,7 @@ SHORTCUT_CANDIDATES = 20  # --choose-by mistakes: with more classes, only the le
 
 
 def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
-                   train: FeatureSet | None = None, head=None) -> list[int]:
+                   train: FeatureSet | None = None, head=None, why: list[str] | None = None) -> list[int]:
     """The classes named in ``cfg.classes``, else ``cfg.worst_classes`` classes chosen on ``fs`` by ``cfg.choose_by``.
 
     ``"tails"`` (the default; needs ``train`` and ``head``): the classes the other classes' images lean towards on
@@ -124,47 +124,78 @@ def choose_classes(fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[s
     ``"mistakes"``: the classes on whose held-out pseudo-minority the head does worst
     (:func:`neuroinspect.fix.regroup.shortcut_scores`); accuracy breaks ties and ranks classes without one.
     ``"accuracy"``: the least accurate classes, which a validation split drawn like a biased training split
-    misleads (most of a class's images carry the shortcut there)."""
+    misleads (most of a class's images carry the shortcut there).
+
+    ``why``: when given, one line per chosen class is appended, saying in words why it was chosen."""
+    why = [] if why is None else why
     if cfg.classes:
         return list(dict.fromkeys(class_index(c) for c in cfg.classes))
     per_class = evaluate(fs).per_class
     names = fs.class_names
     by_accuracy = sorted(per_class, key=lambda n: (per_class[n], names.index(n)))  # ties: the lower index first
+    on = f"on '{fs.split}'"
     if cfg.choose_by == "accuracy" or train is None or head is None:
-        return [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
+        chosen = [names.index(n) for n in by_accuracy[: cfg.worst_classes]]
+        why += [f"'{names[c]}' was debugged: the least accurate class {on} ({100 * per_class[names[c]]:.1f} %)"
+                for c in chosen]
+        return chosen
     held_out = None if fs.split == "train" else fs  # explaining the training split: scored out of fold instead
     if cfg.choose_by == "tails":
         # held-out mistakes: the head's own on val; out of fold on the training split, which the head has seen
         predicted = fs.logits.argmax(1) if held_out is not None else pooled(train, None, 0).predicted
-        return by_tails(shortcut_tails(head[0], train, held_out), fs.labels, predicted,
-                        [names.index(n) for n in by_accuracy], cfg.worst_classes)
+        tails = shortcut_tails(head[0], train, held_out)
+        pairs = by_tails(tails, fs.labels, predicted, [names.index(n) for n in by_accuracy], cfg.worst_classes)
+        why += [tails_reason(names, tails, c, t, on, per_class[names[c]]) for c, t in pairs]
+        return [c for c, _ in pairs]
     candidates = [names.index(n) for n in by_accuracy[:SHORTCUT_CANDIDATES]]
     scores = shortcut_scores(*head, train, held_out, candidates)
     rank = {c: (2.0 if math.isnan(scores[c]) else scores[c], i) for i, c in enumerate(candidates)}  # no score: last
-    return sorted(candidates, key=rank.get)[: cfg.worst_classes]
+    chosen = sorted(candidates, key=rank.get)[: cfg.worst_classes]
+    why += [f"'{names[c]}' was debugged: the model does worst on its held-out pseudo-minority (its images without "
+            f"what it usually has, and other classes' images with it): "
+            + ("no such image" if math.isnan(scores[c]) else f"{100 * scores[c]:.1f} %") for c in chosen]
+    return chosen
+
+
+def tails_reason(names: list[str], tails: dict[int, float], c: int, tail: int | None, on: str, accuracy: float) -> str:
+    """Why ``by_tails`` chose ``c`` (standing for ``tail``, or for nobody), in one line."""
+    if tail is None:
+        return (f"'{names[c]}' was debugged: the least accurate class {on} ({100 * accuracy:.1f} %) that no class "
+                f"the others lean towards stood for")
+    others = [k for k in tails if k != tail and not math.isnan(tails[k])]
+    runner = max(others, key=tails.get, default=None)
+    lean = (f"the other classes' images lean towards '{names[tail]}' on the model's own '{names[tail]}' score (tail "
+            f"skewness {tails[tail]:.2f}" + (f", next '{names[runner]}' {tails[runner]:.2f}" if runner is not None
+                                             else "") + "), as a shortcut shared across classes makes them")
+    if tail == c:
+        return f"'{names[c]}' was debugged: {lean}"
+    return (f"'{names[c]}' was debugged for '{names[tail]}': {lean}; '{names[tail]}' has no mistakes of its own {on}, "
+            f"and '{names[c]}' images are the ones most often taken for it")
 
 
 def by_tails(tails: dict[int, float], labels: torch.Tensor, predicted: torch.Tensor, by_accuracy: list[int],
-             n: int) -> list[int]:
-    """``n`` classes to debug, from the classes the others lean towards most (``tails``, highest first; accuracy
-    breaks ties). A class with held-out mistakes of its own (``labels``, ``predicted``) is debugged itself. One
-    without (the shortcut pulls other classes' images *into* it, as a red patch turns apples into berries) stands
-    for the class whose images are most often taken for it: the mistakes to explain are that class's. Classes
-    neither way are skipped, and the least accurate classes fill what is left."""
+             n: int) -> list[tuple[int, int | None]]:
+    """``n`` classes to debug as ``(class, the tail class it stands for)``, from the classes the others lean towards
+    most (``tails``, highest first; accuracy breaks ties). A class with held-out mistakes of its own (``labels``,
+    ``predicted``) is debugged itself. One without (the shortcut pulls other classes' images *into* it, as a red
+    patch turns apples into berries) stands for the class whose images are most often taken for it: the mistakes
+    to explain are that class's. Classes neither way, or without a score (NaN), are skipped, and the least
+    accurate classes fill what is left (standing for no tail class: ``None``)."""
     wrong = predicted != labels
     rank = {c: i for i, c in enumerate(by_accuracy)}
-    order = sorted(by_accuracy, key=lambda c: (-tails[c] if not math.isnan(tails[c]) else math.inf, rank[c]))
-    chosen: list[int] = []
-    for c in order:
-        if not (wrong & (labels == c)).any():
-            victims = labels[wrong & (predicted == c)].bincount(minlength=len(rank))
+    order = sorted((c for c in by_accuracy if not math.isnan(tails[c])), key=lambda c: (-tails[c], rank[c]))
+    chosen: dict[int, int | None] = {}
+    for t in order:
+        c = t
+        if not (wrong & (labels == t)).any():
+            victims = labels[wrong & (predicted == t)].bincount(minlength=len(rank))
             if not victims.any():
                 continue
             c = min(rank, key=lambda k: (-int(victims[k]), rank[k]))
-        if c not in chosen:
-            chosen.append(c)
-    chosen += [c for c in by_accuracy if c not in chosen]
-    return chosen[:n]
+        chosen.setdefault(c, t)
+    for c in by_accuracy:
+        chosen.setdefault(c, None)
+    return list(chosen.items())[:n]
 
 
 def merge_targets(parts: list[dict[int, list[int]]]) -> dict[int, list[int]]:
@@ -197,12 +228,12 @@ def with_neurons(explanations: list[Explanation]) -> list[Explanation]:
 
 def explain_classes(W, b, fs: FeatureSet, cfg: PipelineConfig, class_index: Callable[[str], int], *,
                     train: FeatureSet | None = None, policy: DevicePolicy | None = None,
-                    progress: bool = False) -> list[Explanation]:
-    """Choose the classes (:func:`choose_classes`) on ``fs`` rescored by ``W, b`` and explain each one
-    (``policy``: where the counterfactual edits are solved; default the CPU)."""
+                    progress: bool = False, why: list[str] | None = None) -> list[Explanation]:
+    """Choose the classes (:func:`choose_classes`, which appends to ``why`` why) on ``fs`` rescored by ``W, b`` and
+    explain each one (``policy``: where the counterfactual edits are solved; default the CPU)."""
     fs = fs.with_logits(W, b)
     return [explain_class(W, b, fs, c, ranking=cfg.ranking, policy=policy, progress=progress)
-            for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b))]
+            for c in choose_classes(fs, cfg, class_index, train=train, head=(W, b), why=why)]
 
 
 @dataclass
@@ -300,8 +331,11 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
+        chosen_because: list[str] = []
         explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], policy=ins.policy,
-                                       progress=self.progress)
+                                       progress=self.progress, why=chosen_because)
+        for line in chosen_because:
+            log.info("debug: %s", line)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
             replace(metrics[cfg.eval_split], split=cfg.eval_split).write(out / Metrics.FILE)
@@ -316,7 +350,7 @@ class Pipeline:
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
         mine_of: dict[int, list[int]] = {}
-        notes = [*self._split_notes] + [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
+        notes = [*self._split_notes, *chosen_because] + [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
                  f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
             mine = e.top_neurons(cfg.n_insufficient, cfg.n_excessive)
