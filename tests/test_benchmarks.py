@@ -70,3 +70,15 @@ def test_debug_benchmark_reports_stage_times_and_memory(tmp_path):
     assert rep["scenes"]["images"] == 4 * (8 + 6 + 6) and rep["pipeline"]["pictures"] == "heatmaps"
     assert {"original", "regroup", "val-refit"} <= set(run["worst_group"])  # the table's worst group beside the times
     assert all(0.0 <= v <= 1.0 for v in run["worst_group"].values() if v is not None)
+
+
+@pytest.mark.slow
+def test_choose_benchmark_records_every_rule_and_the_fix():
+    out = _run(BENCH / "bench_choose.py", "--draws", "1", "--shares", "0.95")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    row = rep["share_0.95"]
+    assert set(row) == {"original_worst_group", "tails", "mistakes", "accuracy", "given"} and rep["threads"] == 1
+    assert row["given"]["classes"] == [rep["shortcut_class"]] and row["given"]["names_shortcut_class"] == 1
+    for rule in ("tails", "mistakes", "accuracy", "given"):
+        assert 0 <= row[rule]["worst_group_mean"] <= 100 and row[rule]["worse_than_original"] in (0, 1)
