@@ -147,7 +147,7 @@ def test_pictures_none_and_threads(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_debug_default_fix_repairs_the_planted_patch_without_group_labels(tmp_path):
-    """The defaults (regroup, the class chosen by the shortcut rule) on the planted red patch: every red apple is
+    """The defaults (regroup, the class chosen by the tails rule) on the planted red patch: every red apple is
     called a berry before, and the fix, which reads no group labels, repairs it and ships."""
     data = manifest_with_test(tmp_path)
     out = tmp_path / "run"
