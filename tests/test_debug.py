@@ -60,7 +60,9 @@ def test_debug_finds_shows_and_fixes_the_planted_neuron(tmp_path, capsys):
     assert rows["rebalance"]["n_seeds"] == 2 and not rows["rebalance"]["uses_group_labels"]
     run = json.loads((out / "run.json").read_text())
     assert run["command"] == "debug" and run["pipeline"]["seeds"] == [0, 1] and run["options"]["methods"] == "dfr,erm,rebalance"
-    assert "apple" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "apple" in printed and "  'apple' was debugged for 'berry': " in printed  # why, under "debugged:"
+    assert run["headline"]["chosen_because"][0].startswith("'apple' was debugged for 'berry'")
     html = (out / "report.html").read_text()
     assert "apple" in html and str(RED) in html
 

@@ -278,6 +278,7 @@ class Pipeline:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._split_notes: list[str] = []  # set by _splits (e.g. data with only an 'all' split)
+        self.chosen_because: list[str] = []  # set by run: why each class was chosen, a line each
 
     # ------------------------------------------------------------------ helpers
     def _lap(self, name: str, t0: float) -> None:
@@ -331,11 +332,9 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
-        chosen_because: list[str] = []
+        chosen_because = self.chosen_because = []
         explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], policy=ins.policy,
                                        progress=self.progress, why=chosen_because)
-        for line in chosen_because:
-            log.info("debug: %s", line)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
             replace(metrics[cfg.eval_split], split=cfg.eval_split).write(out / Metrics.FILE)
@@ -513,7 +512,7 @@ class Pipeline:
             "accuracy_before": by["original"].avg_acc, "accuracy_after": fix.avg_acc,
             "by_method": {m: r.value(key) for m, r in by.items()},
             "classes": [e.class_name for e in explanations], "worst_class": explanations[0].class_name,
-            "choose_by": self.cfg.choose_by,
+            "choose_by": self.cfg.choose_by, "chosen_because": list(self.chosen_because),
             "edited": {names[k]: v for k, v in targets.items()},
         }
 

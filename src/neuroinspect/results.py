@@ -290,6 +290,7 @@ class DebugRun:
         metric = str(h.get("metric", "")).replace("_acc", "").replace("_", " ")
         return [f"debugged: {', '.join(h.get('classes', []))}; fixed with {h.get('fix')}: "
                 + "; ".join(f"{k} ← neurons {v}" for k, v in h.get("edited", {}).items()),
+                *h.get("chosen_because", ()),
                 f"{h.get('split')} {metric} accuracy: {pct(h.get('worst_before'))} → {pct(h.get('worst_after'))}; "
                 f"average: {pct(h.get('accuracy_before'))} → {pct(h.get('accuracy_after'))}"]
 

@@ -314,6 +314,8 @@ def print_headline(h: dict, out: str | Path) -> None:
         print(h["evidence"])
     print(f"debugged: {', '.join(h['classes'])}; edited (seed {seeds[0]}): "
           + "; ".join(f"{k} ← neurons {v}" for k, v in h["edited"].items()))
+    for line in h.get("chosen_because", ()):  # why each class, in words
+        print(f"  {line}")
     others = ", ".join(f"{m}: {pct(v)}" for m, v in h["by_method"].items() if m not in ("original", h["fix"]))
     print(f"{h['split']} {metric} accuracy, mean of {len(seeds)} seed(s): {pct(h['worst_before'])} → "
           f"{pct(h['worst_after'])} with {h['fix']}" + (f" ({others})" if others else ""))
