@@ -158,7 +158,8 @@ def test_debug_default_fix_repairs_the_planted_patch_without_group_labels(tmp_pa
     # why, in words: the tails point at berry, which errs nowhere; apple's images are the ones taken for it
     notes = json.loads((out / "compare" / "compare.json").read_text())["notes"]
     assert any(n.startswith("'apple' was debugged for 'berry'") for n in notes), notes
-    assert "debugged for" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "<b>Why this class.</b> &#39;apple&#39; was debugged for &#39;berry&#39;" in html  # under "what goes wrong"
     edit = json.loads((out / "edit" / "edit.json").read_text())
     assert edit["method"] == "regroup" and not edit["uses_group_labels"] and not edit["kept_original"]
     rows = {r["method"]: r for r in json.loads((out / "compare" / "compare.json").read_text())["rows"]}

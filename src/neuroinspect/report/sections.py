@@ -421,11 +421,13 @@ def collect(run_dir: str | os.PathLike, assets: Path | None = None) -> dict:
     notes: list[str] = []
     ctx: dict[str, Any] = {"notes": notes, "files": []}
 
-    runs = []
+    runs, ctx["chosen_because"] = [], []
     for p in locate(run_dir, RunInfo.FILE):
         if (run := load(RunInfo, p, notes)) is not None:
             runs.append(run_section(run, p, run_dir))
             ctx["files"].append(rel_url(p, run_dir))
+            if p.parent == run_dir:  # this run's own: why `debug` chose its classes, in words
+                ctx["chosen_because"] = [str(line) for line in (run.headline or {}).get("chosen_because") or []]
     ctx["runs"] = runs
 
     def first(kind: type[Record]) -> tuple[Path, Any] | None:
