@@ -21,9 +21,9 @@ which a quantile at ``TAIL`` reaches while the moment is dominated by the bulk's
 This is how ``debug`` chooses a class by default (``--choose-by tails``, :func:`neuroinspect.pipeline.by_tails`).
 A shortcut class may have no mistakes of its own (the planted red patch of the tests turns apples into berries:
 berry is the class the tails point at, apple the one with the mistakes); ``debug`` then explains the class whose
-images are taken for it. On a shortcut planted in (ReLU-ed Gaussian) features, where every training image of one
-class has the cue and no other image does, there is no tail in the training split to read and the rule is no
-better than chance (``docs/fix-methods.md``).
+images are taken for it. On the cue planted in (ReLU-ed Gaussian) features by the tests, a class's own features
+skew its score as much as the cue's tail does, and the rule is no better than chance
+(``benchmarks/bench_choose.py``, ``docs/fix-methods.md``).
 """
 from __future__ import annotations
 
