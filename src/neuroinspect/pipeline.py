@@ -332,9 +332,9 @@ class Pipeline:
         # 2. find ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         stage("explaining mistakes")
-        chosen_because = self.chosen_because = []
+        self.chosen_because = []
         explanations = explain_classes(W, b, feats["val"], cfg, ins.class_index, train=feats["train"], policy=ins.policy,
-                                       progress=self.progress, why=chosen_because)
+                                       progress=self.progress, why=self.chosen_because)
         with_neurons(explanations)  # nothing to show or fix: one line, and nothing written
         if distributed.is_main():  # under torchrun rank 0 alone writes
             replace(metrics[cfg.eval_split], split=cfg.eval_split).write(out / Metrics.FILE)
@@ -349,8 +349,9 @@ class Pipeline:
         ranked: list[int] = []
         per_neuron: dict[int, set[int]] = {}
         mine_of: dict[int, list[int]] = {}
-        notes = [*self._split_notes, *chosen_because] + [f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
-                 f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
+        notes = [*self._split_notes, *self.chosen_because] + [
+            f"'{e.class_name}' has no ranked neurons on '{cfg.explain_split}' ({e.n_mistakes} mistakes): "
+            f"nothing to show or fix there" for e in explanations if not ranks_neurons(e)]
         for e in with_neurons(explanations):
             mine = e.top_neurons(cfg.n_insufficient, cfg.n_excessive)
             mine = mine or pick_neurons(e, 1)  # nothing asked to be rendered: still show the neuron to be fixed
