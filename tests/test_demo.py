@@ -38,7 +38,7 @@ def test_demo_writes_every_stage(tiny_run):
     assert ranking["class"] == headline["worst_class"]
     compare = json.loads((run / "compare/compare.json").read_text())
     assert [r["method"] for r in compare["rows"]] == ["original", "regroup", "rebalance", "ratio", "con", "class-weight",
-                                                       "focal", "erm", "jtt", "ablate", "val-refit", "dfr"]
+                                                       "focal", "erm", "jtt", "ablate", "val-refit", "pooled-refit", "dfr"]
     by = {r["method"]: r for r in compare["rows"]}
     assert by["dfr"]["uses_group_labels"] and not any(r["uses_group_labels"] for m, r in by.items() if m != "dfr")
     edit = json.loads((run / "edit/edit.json").read_text())

@@ -48,6 +48,7 @@ FIX_METHODS.declare("erm", MethodInfo("ERM retrained", by_gradient=True), f"{_ED
 FIX_METHODS.declare("jtt", MethodInfo("JTT"), f"{_REFIT}:JTT")
 FIX_METHODS.declare("ablate", MethodInfo("ablate W[c,S]", needs_neurons=True), f"{_REFIT}:Ablate")
 FIX_METHODS.declare("val-refit", MethodInfo("plain refit on val"), f"{_REFIT}:ValRefit")
+FIX_METHODS.declare("pooled-refit", MethodInfo("plain refit on train+val"), "neuroinspect.fix.regroup:PooledRefit")
 FIX_METHODS.declare("dfr", MethodInfo("DFR (group labels)", uses_group_labels=True), f"{_REFIT}:DFR")
 FIX_METHODS.declare("dfr-half", MethodInfo("DFR, half of val (group labels)", uses_group_labels=True),
                     f"{_REFIT}:DFRHalf")
@@ -55,7 +56,8 @@ FIX_METHODS.declare("dfr-half", MethodInfo("DFR, half of val (group labels)", us
 DEFAULT_METHOD = "regroup"
 # what `compare` and the demo run by default: the proposed fix first, the plain held-out refit and the
 # group-label reference last
-DEFAULT_COMPARE = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit", "dfr")
+DEFAULT_COMPARE = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit",
+                   "pooled-refit", "dfr")
 # what `debug` compares by default: the fix, the paper's ratio edit, the plain refit on val (no groups, no
 # neurons) and DFR (group labels: only when the data has them). The other baselines took most of the fix
 # stage's time (JTT alone as long as the fix; benchmarks/bench_debug.py); `--methods all` runs them all.
