@@ -8,7 +8,8 @@
   min and median. Wall time much above CPU time / threads means the machine was busy.
 * :func:`add_arguments` gives every script the same ``--threads`` and ``--repeat`` options;
   :func:`environment` the fields every JSON carries.
-* :func:`scene_features` the cached Lite0 features of the demo's benchmark (or its stamp variant).
+* :func:`scene_features` the cached Lite0 features of the demo's benchmark (or its stamp variant), optionally
+  with a larger test split than the demo's.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import time
 from typing import Any, Callable
 
 
-def scene_features(cue: str = "background", cache=None) -> dict:
+def scene_features(cue: str = "background", cache=None, test_per_class: int | None = None) -> dict:
     """``{train, val, test}`` features of the demo's spurious scenes (``cue``: its ``ScenesConfig.cue``) under the
-    frozen Lite0 the demo debugs, built and extracted once into ``cache`` (default: the project's cache)."""
+    frozen Lite0 the demo debugs, built and extracted once into ``cache`` (default: the project's cache).
+    ``test_per_class``: test images per class (default: the demo's); train and val stay the demo's images."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -36,7 +38,8 @@ def scene_features(cue: str = "background", cache=None) -> dict:
 
     cfg = DemoConfig()
     cache = Path(cache) if cache else default_cache_dir()
-    manifest = make_scenes(cache / "scenes", replace(cfg.scenes, cue=cue), seed=cfg.seed, progress=False)
+    scenes = replace(cfg.scenes, cue=cue, **({"n_test": test_per_class} if test_per_class else {}))
+    manifest = make_scenes(cache / "scenes", scenes, seed=cfg.seed, progress=False)
     data = load_data(manifest)
     with seeded_rng(cfg.seed):  # the new head's random initialisation, as the demo draws it: the cache key is stable
         loaded = build_model(cfg.model, num_classes=len(data.class_names))

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import add_arguments, pin_threads, print_measured, scene_features  # noqa: E402
-from bench_regimes import regime_val  # noqa: E402
+from bench_regimes import TEST_PER_CLASS, regime_val  # noqa: E402
 
 
 def true_minority(parts, train) -> torch.Tensor:
@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--benchmarks", default="background,stamp", help="which benchmarks (default background,stamp)")
     p.add_argument("--regimes", default="abd", help="which validation regimes of bench_regimes.py (default abd)")
+    p.add_argument("--test-per-class", type=int, default=TEST_PER_CLASS,
+                   help=f"test images a class, as bench_regimes.py (default {TEST_PER_CLASS}; the demo's holds 150)")
     p.add_argument("--cache-dir", help="feature cache (default $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
     add_arguments(p, threads=1, repeat=1)
     args = p.parse_args()
@@ -108,9 +110,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
     def run() -> dict:
-        out = {"seeds": seeds, "class": "Coat"}
+        out = {"seeds": seeds, "class": "Coat", "test_per_class": args.test_per_class}
         for bench in args.benchmarks.split(","):
-            feats = scene_features(bench, args.cache_dir)
+            feats = scene_features(bench, args.cache_dir, args.test_per_class)
             out[bench] = {}
             for regime in args.regimes:
                 runs = [one_run(feats, regime, s) for s in seeds]

@@ -13,15 +13,25 @@ Regimes of the validation split (the test split is always balanced):
 - ``c`` small and balanced: 10 images per group;
 - ``d`` none: methods that need val are left out, the rest fit and select on train.
 
+The test split holds 900 images a class (450 a group) by default, six times the demo's: with the demo's 75
+a group, one image moves a worst group by 1.3 points, as much as the gaps between the methods on the stamp.
+Train and val are the demo's own images whatever the test size.
+
 Each seed fits its own ERM head, chooses the class to debug as ``neuroinspect debug`` does (its
 default ``--choose-by tails``; the choices of ``mistakes`` and ``accuracy`` are recorded beside it) and takes
 its top 3 insufficient neurons by the contribution-gap ranking on val (on train without val), then runs
 every method at its defaults; the default fix runs a second time on the shortcut's class
 (``--given-class``), as ``debug --class`` would. It prints one JSON object: per benchmark and regime,
 each method's test worst-group and average accuracy (mean ± std over seeds), whether it reads group
-labels, which class was chosen per seed, and the goals of the default fix.
+labels, which class was chosen per seed, and the goals of the default fix. Every gap between the
+default fix and another method comes with a 95 % interval from a paired bootstrap over the test images
+(resampled inside each group, the same draw for every method and seed), so that a gap within the test
+split's noise reads as one.
 
     python benchmarks/bench_regimes.py --seeds 0,1,2
+
+The first run builds the scenes and extracts their features (20 minutes on one thread of a 2-core CPU, both
+benchmarks); later runs read them from the cache (5 minutes).
 """
 from __future__ import annotations
 
@@ -37,8 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import add_arguments, pin_threads, print_measured, scene_features  # noqa: E402
 
 REGIMES = ("a", "b", "c", "d")
+TEST_PER_CLASS = 900  # Fashion-MNIST's test split holds 1000 items a class; val takes 80 of them
+BOOTSTRAP_DRAWS = 2000
 NEEDS_VAL = {"val-refit", "dfr", "dfr-half", "rebalance"}
-METHODS = ("regroup", "rebalance", "ratio", "erm", "jtt", "ablate", "val-refit", "dfr", "dfr-half")
+METHODS = ("regroup", "rebalance", "ratio", "con", "class-weight", "focal", "erm", "jtt", "ablate", "val-refit",
+           "pooled-refit", "dfr", "dfr-half")  # every method `neuroinspect compare` runs by default, and DFR on half of val
 
 
 def regime_val(feats: dict, regime: str, seed: int):
@@ -69,6 +82,20 @@ def _ms(values: list[float]) -> dict:
             "runs": [round(100 * v, 1) for v in values]}
 
 
+def worst_group_draws(correct: torch.Tensor, groups: torch.Tensor, draws: int = BOOTSTRAP_DRAWS,
+                      seed: int = 0) -> torch.Tensor:
+    """[S, draws] worst-group accuracy of each row of ``correct`` [S, N] (one row a seed) on bootstrap draws of
+    the test images, resampled inside each group. The draws depend on ``groups`` and ``seed`` only, so every
+    method sees the same ones: the differences between methods are paired."""
+    g = torch.Generator().manual_seed(seed)
+    per_group = []
+    for k in groups.unique().tolist():
+        idx = (groups == k).nonzero().flatten()
+        pick = idx[torch.randint(len(idx), (draws, len(idx)), generator=g)]  # [draws, n_k]
+        per_group.append(correct[:, pick].float().mean(-1))  # [S, draws]
+    return torch.stack(per_group).amin(0)
+
+
 def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dict:
     from neuroinspect.core.base.metrics import evaluate
     from neuroinspect.demo import DemoConfig, fit_linear_head
@@ -96,10 +123,12 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
         targets = {c: neurons}
 
         def record(name, weight, bias):
-            m = evaluate(test.with_logits(weight, bias))
-            acc.setdefault(name, {"worst": [], "avg": []})
+            scored = test.with_logits(weight, bias)
+            m = evaluate(scored)
+            acc.setdefault(name, {"worst": [], "avg": [], "correct": []})
             acc[name]["worst"].append(min(m.per_group.values()))
             acc[name]["avg"].append(m.accuracy)
+            acc[name]["correct"].append(scored.predictions == test.labels)
 
         record("original", W, b)
         for method in methods:
@@ -118,18 +147,32 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
                 "uses_group_labels": m != "original" and get_fix_method(m.split(" (")[0]).uses_group_labels}
             for m, v in acc.items()}
-    return {"val_size": 0 if val is None else len(val), "chosen_class": chosen,
+    draws = {m: worst_group_draws(torch.stack(v["correct"]), test.groups) for m, v in acc.items()
+             if len(v["correct"]) == len(acc[methods[0]]["correct"])}
+    return {"val_size": 0 if val is None else len(val), "test_size": len(test), "chosen_class": chosen,
             **{f"chosen_by_{rule}": v for rule, v in others.items()}, "kept_original": kept, "rows": rows,
-            "goals": goals(rows, methods[0])}
+            "goals": goals(rows, methods[0], draws)}
 
 
-def goals(rows: dict, fix: str) -> dict:
-    """How the default fix stands against every method that reads no group labels, and against DFR."""
+def gap(draws: dict, fix: str, rival: str) -> dict:
+    """The fix's mean worst group minus the rival's, in points, with its paired-bootstrap 95 % interval."""
+    d = 100 * (draws[fix] - draws[rival]).mean(0)
+    return {"ci95": [round(float(d.quantile(0.025)), 1), round(float(d.quantile(0.975)), 1)]}
+
+
+def goals(rows: dict, fix: str, draws: dict | None = None) -> dict:
+    """How the default fix stands against every method that reads no group labels, and against DFR. With
+    ``draws`` (:func:`worst_group_draws` per method), each gap's 95 % interval over the test images, and the
+    methods the fix is below beyond that noise (``significantly_below``)."""
     wg = {m: r["worst_group"]["mean"] for m, r in rows.items()}
     rivals = {m: v for m, v in wg.items() if not m.startswith(fix) and not rows[m]["uses_group_labels"]}
     best_rival = max(rivals, key=rivals.get)
     out = {"fix": wg[fix], "best_without_group_labels": best_rival, "beats_every_method_without_group_labels":
            all(wg[fix] >= v for v in rivals.values()), "minus_best_rival_points": round(wg[fix] - rivals[best_rival], 1)}
+    if draws:
+        out["gaps"] = {m: {"points": round(wg[fix] - wg[m], 1), **gap(draws, fix, m)}
+                       for m in wg if not m.startswith(fix) and m in draws}
+        out["significantly_below"] = sorted(m for m in rivals if m in out["gaps"] and out["gaps"][m]["ci95"][1] < 0)
     if "val-refit" in wg:
         out["minus_val_refit_points"] = round(wg[fix] - wg["val-refit"], 1)
     if "dfr" in wg:
@@ -147,6 +190,8 @@ def main() -> None:
     p.add_argument("--given-class", default="Coat",
                    help="also run the default fix on this class, as `debug --class NAME` would (default Coat, "
                         "the shortcut's class in both benchmarks; '' for none)")
+    p.add_argument("--test-per-class", type=int, default=TEST_PER_CLASS,
+                   help=f"test images a class (default {TEST_PER_CLASS}; the demo's test split holds 150)")
     p.add_argument("--cache-dir", help="feature cache (default $NEUROINSPECT_CACHE or ~/.cache/neuroinspect)")
     add_arguments(p, threads=1, repeat=1)
     args = p.parse_args()
@@ -155,9 +200,10 @@ def main() -> None:
     methods = tuple(m for m in args.methods.split(",") if m)
 
     def run() -> dict:
-        out = {"seeds": seeds, "methods": list(methods)}
+        out = {"seeds": seeds, "methods": list(methods), "test_per_class": args.test_per_class,
+               "bootstrap_draws": BOOTSTRAP_DRAWS}
         for bench in args.benchmarks.split(","):
-            feats = scene_features(bench, args.cache_dir)
+            feats = scene_features(bench, args.cache_dir, args.test_per_class)
             out[bench] = {r: run_regime(feats, r, seeds, methods, args.given_class) for r in args.regimes}
         return out
 

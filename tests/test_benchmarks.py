@@ -82,3 +82,37 @@ def test_choose_benchmark_records_every_rule_and_the_fix():
     assert row["given"]["classes"] == [rep["shortcut_class"]] and row["given"]["names_shortcut_class"] == 1
     for rule in ("tails", "mistakes", "accuracy", "given"):
         assert 0 <= row[rule]["worst_group_mean"] <= 100 and row[rule]["worse_than_original"] in (0, 1)
+
+
+def test_regime_gaps_carry_a_paired_bootstrap_interval():
+    """bench_regimes' gaps: the same draws for every method (a method against itself: exactly 0), a gap of a whole
+    worst group reads as significant, a one-image gap in 40 does not."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from bench_regimes import gap, goals, worst_group_draws
+
+    groups = torch.arange(4).repeat_interleave(40)  # 4 groups of 40 test images
+    base = torch.ones(2, 160, dtype=torch.bool)  # 2 seeds
+    base[:, :10] = False  # group 0 at 75 %: the worst group
+    one_off = base.clone()
+    one_off[:, 10] = False  # one more mistake in group 0: 72.5 %
+    broken = base.clone()
+    broken[:, :30] = False  # group 0 at 25 %
+    draws = {m: worst_group_draws(c, groups, draws=500) for m, c in
+             {"regroup": base, "same": base.clone(), "one_off": one_off, "broken": broken}.items()}
+    assert gap(draws, "regroup", "same")["ci95"] == [0.0, 0.0]
+    lo, hi = gap(draws, "regroup", "broken")["ci95"]
+    assert 25 < lo <= hi < 75  # 50 points, far from 0
+    lo, hi = gap(draws, "regroup", "one_off")["ci95"]
+    assert lo <= 0.0 < 2.5 <= hi  # the point estimate, 2.5, is within the noise
+
+    def row(wg):
+        return {"worst_group": {"mean": wg}, "uses_group_labels": False}
+
+    fix_draws = {"regroup": draws["broken"], "original": draws["regroup"], "one_off": draws["one_off"],
+                 "twin": draws["broken"]}  # the fix is now the broken one; "twin" fails as it does
+    rows = {"regroup": row(25.0), "original": row(75.0), "one_off": row(72.5), "twin": row(25.0)}
+    out = goals(rows, "regroup", fix_draws)
+    assert out["significantly_below"] == ["one_off", "original"] and not out["never_worse_than_original"]
+    assert out["gaps"]["twin"] == {"points": 0.0, "ci95": [0.0, 0.0]}
