@@ -5,6 +5,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,8 +17,24 @@ from neuroinspect.core.data.registry import spec_help
 _I = InspectorConfig()  # every default below is read from here
 
 
+class HelpLayout(argparse.HelpFormatter):
+    """argparse's help layout, except that a line never breaks inside a hyphenated name (``pooled-refit``)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line on stderr (what is wrong and where to look) and exit 2."""
+    """An ``ArgumentParser`` whose errors are one line on stderr (what is wrong and where to look) and exit 2,
+    and whose help keeps hyphenated names whole (:class:`HelpLayout`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpLayout)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
