@@ -267,3 +267,11 @@ def test_an_unchanged_chart_is_not_drawn_again(tmp_path, monkeypatch):
     path.unlink()  # a chart removed by hand is drawn again, whatever its key says
     charts.bar_chart({"accuracy": {"a": 0.6, "b": 0.9}}, "accuracy per class", path, highlight="a")
     assert len(drawn) == 4 and path.is_file()
+
+
+def test_the_palette_gives_every_method_its_own_colour():
+    """The comparison chart draws the original head and every registered fix method: no two may share a colour."""
+    from neuroinspect.fix.config import FIX_METHODS
+    from neuroinspect.report.charts import PALETTE
+
+    assert len(set(PALETTE)) == len(PALETTE) >= 1 + len(list(FIX_METHODS))

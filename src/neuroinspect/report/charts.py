@@ -26,12 +26,14 @@ from neuroinspect.report.format import chart_label, method_label, num
 #: Bar charts draw at most this many classes/groups (the lowest).
 MAX_BARS = 30
 STYLE = {"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"}
+# one colour per series, enough for the original head and every registered fix method (15), so that no two
+# bars of a chart share one; a chart with more series than colours repeats them in order
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
-           "#64B5CD", "#1B3A5C", "#A6761D"]
+           "#64B5CD", "#1B3A5C", "#A6761D", "#2E8B57", "#6B2E5F", "#E7B800", "#9C9EDE"]
 
 
 #: Bumped whenever the drawing code changes, so that charts drawn by an older version are redrawn.
-CHART_VERSION = "1"
+CHART_VERSION = "2"
 
 
 def _key_file(path: Path) -> Path:
