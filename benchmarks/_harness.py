@@ -38,7 +38,7 @@ def scene_features(cue: str = "background", cache=None, test_per_class: int | No
 
     cfg = DemoConfig()
     cache = Path(cache) if cache else default_cache_dir()
-    scenes = replace(cfg.scenes, cue=cue, **({"n_test": test_per_class} if test_per_class else {}))
+    scenes = replace(cfg.scenes, cue=cue, **({} if test_per_class is None else {"n_test": test_per_class}))
     manifest = make_scenes(cache / "scenes", scenes, seed=cfg.seed, progress=False)
     data = load_data(manifest)
     with seeded_rng(cfg.seed):  # the new head's random initialisation, as the demo draws it: the cache key is stable

@@ -82,18 +82,17 @@ def _ms(values: list[float]) -> dict:
             "runs": [round(100 * v, 1) for v in values]}
 
 
-def worst_group_draws(correct: torch.Tensor, groups: torch.Tensor, draws: int = BOOTSTRAP_DRAWS,
-                      seed: int = 0) -> torch.Tensor:
-    """[S, draws] worst-group accuracy of each row of ``correct`` [S, N] (one row a seed) on bootstrap draws of
-    the test images, resampled inside each group. The draws depend on ``groups`` and ``seed`` only, so every
-    method sees the same ones: the differences between methods are paired."""
+def worst_group_draws(correct: dict[str, torch.Tensor], groups: torch.Tensor, draws: int = BOOTSTRAP_DRAWS,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per method, [S, draws]: the worst-group accuracy of each row of its ``correct`` [S, N] (one row a seed) on
+    bootstrap draws of the test images, resampled inside each group. One set of draws serves every method, so
+    the differences between methods are paired."""
     g = torch.Generator().manual_seed(seed)
-    per_group = []
+    picks = []
     for k in groups.unique().tolist():
         idx = (groups == k).nonzero().flatten()
-        pick = idx[torch.randint(len(idx), (draws, len(idx)), generator=g)]  # [draws, n_k]
-        per_group.append(correct[:, pick].float().mean(-1))  # [S, draws]
-    return torch.stack(per_group).amin(0)
+        picks.append(idx[torch.randint(len(idx), (draws, len(idx)), generator=g)])  # [draws, n_k]
+    return {m: torch.stack([c[:, pick].float().mean(-1) for pick in picks]).amin(0) for m, c in correct.items()}
 
 
 def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dict:
@@ -147,15 +146,15 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     rows = {m: {"worst_group": _ms(v["worst"]), "average": _ms(v["avg"]),
                 "uses_group_labels": m != "original" and get_fix_method(m.split(" (")[0]).uses_group_labels}
             for m, v in acc.items()}
-    draws = {m: worst_group_draws(torch.stack(v["correct"]), test.groups) for m, v in acc.items()
-             if len(v["correct"]) == len(acc[methods[0]]["correct"])}
+    draws = worst_group_draws({m: torch.stack(v["correct"]) for m, v in acc.items()
+                               if len(v["correct"]) == len(acc[methods[0]]["correct"])}, test.groups)
     return {"val_size": 0 if val is None else len(val), "test_size": len(test), "chosen_class": chosen,
             **{f"chosen_by_{rule}": v for rule, v in others.items()}, "kept_original": kept, "rows": rows,
             "goals": goals(rows, methods[0], draws)}
 
 
 def gap(draws: dict, fix: str, rival: str) -> dict:
-    """The fix's mean worst group minus the rival's, in points, with its paired-bootstrap 95 % interval."""
+    """The paired-bootstrap 95 % interval of the fix's mean worst group minus the rival's, in points."""
     d = 100 * (draws[fix] - draws[rival]).mean(0)
     return {"ci95": [round(float(d.quantile(0.025)), 1), round(float(d.quantile(0.975)), 1)]}
 

@@ -85,7 +85,7 @@ def test_choose_benchmark_records_every_rule_and_the_fix():
 
 
 def test_regime_gaps_carry_a_paired_bootstrap_interval():
-    """bench_regimes' gaps: the same draws for every method (a method against itself: exactly 0), a gap of a whole
+    """bench_regimes' gaps: one set of draws for every method (a method against its copy: exactly 0), a gap of a whole
     worst group reads as significant, a one-image gap in 40 does not."""
     import torch
 
@@ -99,8 +99,8 @@ def test_regime_gaps_carry_a_paired_bootstrap_interval():
     one_off[:, 10] = False  # one more mistake in group 0: 72.5 %
     broken = base.clone()
     broken[:, :30] = False  # group 0 at 25 %
-    draws = {m: worst_group_draws(c, groups, draws=500) for m, c in
-             {"regroup": base, "same": base.clone(), "one_off": one_off, "broken": broken}.items()}
+    draws = worst_group_draws({"regroup": base, "same": base.clone(), "one_off": one_off, "broken": broken}, groups,
+                              draws=500)
     assert gap(draws, "regroup", "same")["ci95"] == [0.0, 0.0]
     lo, hi = gap(draws, "regroup", "broken")["ci95"]
     assert 25 < lo <= hi < 75  # 50 points, far from 0

@@ -307,8 +307,7 @@ class Regroup(FixMethod):
         return regroup(p.W, p.b, p.train, p.val, p.targets, seed=cfg.seed)
 
 
-def pooled_refit(train: FeatureSet, val: FeatureSet | None, targets=None, *, draws: int = 20,
-                 seed: int = 0) -> FixResult:
+def pooled_refit(train: FeatureSet, val: FeatureSet | None, targets=None, *, seed: int = 0) -> FixResult:
     """The naive reference beside ``regroup``: its L2 refit of every image with every class as one group, no
     neurons, no pseudo-groups. The head is refit on the standardised features of train and val pooled (train alone
     without val), every class weighing the same; the penalty is chosen by the two folds (fit on one, score the
@@ -317,7 +316,7 @@ def pooled_refit(train: FeatureSet, val: FeatureSet | None, targets=None, *, dra
     pool = pooled(train, val, seed)
     keys = 2 * pool.y
     best, rows = choose_refit(pool, keys, seed, l1=False)
-    W, b = fit_raw(pool, keys, best[0], draws, seed)
+    W, b = fit_raw(pool, keys, best[0], 1, seed)  # an L2 setting: one fit of every image, no subsamples to draw
     fit_on = "train+val" if pool.is_val.any() else "train"
     return FixResult(W, b, "pooled-refit", dict(targets or {}), f"{fit_on} (class-balanced)", False,
                      {**best[0], "held_out_worst_class": best[1]}, rows, best_val_metric=best[1],
