@@ -23,7 +23,8 @@ its top 3 insufficient neurons by the contribution-gap ranking on val (on train 
 every method at its defaults; the default fix runs a second time on the shortcut's class
 (``--given-class``), as ``debug --class`` would. It prints one JSON object: per benchmark and regime,
 each method's test worst-group and average accuracy (mean ± std over seeds), whether it reads group
-labels, which class was chosen per seed, and the goals of the default fix. Every gap between the
+labels, which class was chosen per seed, whether the default fix kept the original head and its test of
+val's share of the pseudo-minority (``val_enrichment_p``), and the goals of the default fix. Every gap between the
 default fix and another method comes with a 95 % interval from a paired bootstrap over the test images
 (resampled inside each group, the same draw for every method and seed), so that a gap within the test
 split's noise reads as one.
@@ -106,7 +107,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     train, test = feats["train"], feats["test"]
     C = len(train.class_names)
     acc: dict[str, dict[str, list]] = {}
-    chosen, others, kept = [], {"mistakes": [], "accuracy": []}, []
+    chosen, others, kept, enrichment = [], {"mistakes": [], "accuracy": []}, [], []
     for seed in seeds:
         val = regime_val(feats, regime, seed)
         W, b = fit_linear_head(train, C, epochs=DemoConfig.head_epochs, seed=seed)
@@ -137,6 +138,7 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
             record(method, res.weight, res.bias)
             if method == methods[0]:
                 kept.append(bool(res.chosen.get("kept_original")))
+                enrichment.append(res.chosen.get("val_enrichment_p"))
         if given:  # the default fix pointed at the shortcut's class, as `debug --class NAME` does
             g = train.class_names.index(given)
             ex = explain_class(W, b, explain_on, g, progress=False)
@@ -149,7 +151,8 @@ def run_regime(feats: dict, regime: str, seeds, methods, given: str = "") -> dic
     draws = worst_group_draws({m: torch.stack(v["correct"]) for m, v in acc.items()
                                if len(v["correct"]) == len(acc[methods[0]]["correct"])}, test.groups)
     return {"val_size": 0 if val is None else len(val), "test_size": len(test), "chosen_class": chosen,
-            **{f"chosen_by_{rule}": v for rule, v in others.items()}, "kept_original": kept, "rows": rows,
+            **{f"chosen_by_{rule}": v for rule, v in others.items()}, "kept_original": kept,
+            "val_enrichment_p": [None if p is None else float(f"{p:.3g}") for p in enrichment], "rows": rows,
             "goals": goals(rows, methods[0], draws)}
 
 
@@ -181,11 +184,13 @@ def goals(rows: dict, fix: str, draws: dict | None = None) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from neuroinspect.cli.common import HelpLayout  # method names are not broken at their hyphens
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpLayout)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--benchmarks", default="background,stamp", help="which benchmarks (default background,stamp)")
     p.add_argument("--regimes", default="abcd", help="which validation regimes (default abcd)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"methods, the default fix first (default {','.join(METHODS)})")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated methods, the default fix first (default {', '.join(METHODS)})")
     p.add_argument("--given-class", default="Coat",
                    help="also run the default fix on this class, as `debug --class NAME` would (default Coat, "
                         "the shortcut's class in both benchmarks; '' for none)")

@@ -85,7 +85,11 @@ SETTING_WORDS = {
     "inv_l1": lambda v: f"L1 inverse penalty {v:g}, averaged over balanced subsamples",
     "groups_from": lambda v: "pseudo-groups from " + ", ".join(
         f"{c}'s {GROUPINGS.get(how, how)}" for c, how in v.items()),
-    "min_gain": lambda v: f"a change needs {100 * v:g} points over no change",
+    "min_gain": lambda v: (f"a change needs {100 * v:g} points over no change" if v
+                           else "any gain over no change suffices: val brings images of the kind the model lacked"),
+    "val_enrichment_p": lambda v: ("val's share of minority pseudo-groups not tested (no val, or grouped by the head)"
+                                   if v is None else
+                                   f"val's share of minority pseudo-groups against train's: one-sided p = {v:.2g}"),
     "held_out_mistakes": lambda v: ", ".join(f"{n} held-out mistakes of {c}" for c, n in v.items()),
     "pseudo_minority": lambda v: f"{v} images in minority pseudo-groups",
     "held_out_worst": lambda v: f"held-out worst pseudo-group accuracy {100 * v:.1f} %",
