@@ -25,8 +25,8 @@ No group labels are read. For every class under debugging ``c``:
    averaged over subsamples in which every pseudo-group appears equally often; or an L2 refit on
    every image with the pseudo-groups weighted equally. The form and its penalty are chosen by the
    two folds of step 1 (fit on one, score the other), by worst pseudo-group accuracy over every
-   pooled image. The groupings are tried in order: ``mistakes`` or ``neurons`` (whichever isolates
-   the images the model gets wrongest, held out), then ``head`` (when its minority holds at least
+   pooled image. The groupings are tried in order: ``mistakes`` and ``neurons`` (the one whose
+   minority the model gets wrongest, held out, first), then ``head`` (when its minority holds at least
    ``MIN_HEAD_MINORITY`` images: its midpoint is the head's decision boundary, which few images
    cross, so its minority is small and only the L2 refit of every image is tried for it; balanced
    subsamples would keep too few images). The first whose refit gains ``MIN_GAIN`` over no change
@@ -170,8 +170,8 @@ class PseudoGroups:
     def find(cls, pool: Pooled, targets: dict[int, list[int]], head: torch.Tensor, unchanged: torch.Tensor,
              seed: int) -> "PseudoGroups":
         """Per class, the first grouping (step 3) whose best refit gains ``MIN_GAIN`` over ``unchanged`` held out:
-        the direction of the mistakes or of the ranked neurons, whichever isolates the images ``unchanged`` gets
-        wrongest, then the head's own. When none does, the one that gained most among those that still
+        the directions of the mistakes and of the ranked neurons, the one whose minority ``unchanged`` gets
+        wrongest first, then the head's own. When none does, the one that gained most among those that still
         :func:`clears` step 5 (a val richer in their pseudo-minority); else the one that gained most.
         ``choices[c]``: that refit's choice."""
         minority = torch.zeros(len(pool.y), dtype=torch.bool)
@@ -185,9 +185,9 @@ class PseudoGroups:
             found = {k: minority_of(pool, c, d) for k, d in options.items()}
             if "head" in found and int(found["head"].sum()) < MIN_HEAD_MINORITY:
                 del found["head"]  # the head's midpoint is its decision boundary: only a handful of images cross it
-            first = min((k for k in found if k != "head"), key=lambda k: exposed(found[k]), default=None)
+            order = sorted((k for k in found if k != "head"), key=lambda k: exposed(found[k])) + ["head"]
             best = waived = None
-            for name in [k for k in (first, "head") if k in found]:
+            for name in [k for k in order if k in found]:
                 keys = 2 * pool.y + found[name].long()
                 choice = choose_refit(pool, keys, seed, l1=name != "head")
                 gain = choice[0][1] - worst_of(unchanged, pool.y, keys)
