@@ -297,19 +297,21 @@ def test_val_enrichment_is_the_hypergeometric_tail():
 
     from neuroinspect.fix.regroup import Pooled, val_enrichment
 
+    def tail(k, K, n, N):  # P(at least k of the K minority images among n drawn from N), counted by hand
+        return sum(comb(K, i) * comb(N - K, n - i) for i in range(k, min(K, n) + 1)) / comb(N, n)
+
     train, val = shortcut.features(20, 0.95, 0.05, 0, "train"), shortcut.features(5, 0.5, 0.5, 1, "val")
     pool = Pooled.of(train, val, 0)
     N, n = len(pool.y), int(pool.is_val.sum())
     minority = torch.zeros(N, dtype=torch.bool)
     minority[pool.is_val.nonzero().flatten()[:6]] = True  # 6 of the val images
     minority[(~pool.is_val).nonzero().flatten()[:4]] = True  # and 4 training ones
-    exact = sum(comb(10, i) * comb(N - 10, n - i) for i in range(6, 11)) / comb(N, n)
+    exact = tail(6, 10, n, N)
     assert val_enrichment(pool, minority) == pytest.approx(exact, rel=1e-9) and exact < 0.01
     assert val_enrichment(pool, minority & ~pool.is_val) == pytest.approx(1.0)  # none in val: no evidence at all
     rows = pool.y != 0  # one class left out of the count
-    Nr, nr = int(rows.sum()), int((pool.is_val & rows).sum())
-    k, K = int((minority & pool.is_val & rows).sum()), int((minority & rows).sum())
-    exact = sum(comb(K, i) * comb(Nr - K, nr - i) for i in range(k, min(K, nr) + 1)) / comb(Nr, nr)
+    exact = tail(int((minority & pool.is_val & rows).sum()), int((minority & rows).sum()),
+                 int((pool.is_val & rows).sum()), int(rows.sum()))
     assert val_enrichment(pool, minority, rows) == pytest.approx(exact, rel=1e-9)
     assert val_enrichment(Pooled.of(train, None, 0), minority[~pool.is_val]) is None
 

@@ -165,6 +165,7 @@ class PseudoGroups:
     mistakes: dict[int, int]  # held-out mistakes of each class
     source: dict[int, str]  # per class: "mistakes" (all neurons), "neurons" (the ranked ones) or "head"
     choices: dict[int, tuple]  # per class: that refit's choice (choose_refit's return)
+    enrichment: float | None  # step 5's test of val's share of the minority pseudo-groups (grouping_enrichment)
 
     @classmethod
     def find(cls, pool: Pooled, targets: dict[int, list[int]], head: torch.Tensor, unchanged: torch.Tensor,
@@ -196,15 +197,16 @@ class PseudoGroups:
                     break
                 if best is None or gain > best[0]:
                     best = (gain, name, choice)
-                if (name != "head" and clears(gain, val_enrichment(pool, found[name], others))
-                        and (waived is None or gain > waived[0])):
+                if clears(gain, grouping_enrichment(pool, found[name], name == "head", others)) and (
+                        waived is None or gain > waived[0]):
                     waived = (gain, name, choice)
             best = waived or best
             if best is not None:
                 _, source[c], choices[c] = best
                 directions[c] = options[source[c]]
                 minority |= found[source[c]]
-        return cls(2 * pool.y + minority.long(), directions, mistakes, source, choices)
+        enrichment = grouping_enrichment(pool, minority, "head" in source.values(), others) if source else None
+        return cls(2 * pool.y + minority.long(), directions, mistakes, source, choices, enrichment)
 
     def top_neurons(self, c: int, k: int = 10) -> list[int]:
         """The neurons that moved most between ``c``'s correct images and its mistakes."""
@@ -228,13 +230,23 @@ def not_debugged(pool: Pooled, targets) -> torch.Tensor:
     return ~torch.isin(pool.y, torch.as_tensor([int(c) for c in targets], dtype=pool.y.dtype))
 
 
+def enriched(enrichment: float | None) -> bool:
+    """Whether step 5's test (:func:`val_enrichment`; None: not tested) finds val richer in the pseudo-minority."""
+    return enrichment is not None and enrichment < ENRICHED_P
+
+
 def clears(gain: float, enrichment: float | None) -> bool:
     """Step 5: a held-out ``gain`` over no change ships a fix when it is ``MIN_GAIN`` or more, or above zero
-    where val holds the pseudo-minority more often than train (``enrichment``, :func:`val_enrichment`, below
-    ``ENRICHED_P``; None: not tested). The tolerance keeps a gain of exactly ``MIN_GAIN`` from rounding below it."""
-    if enrichment is not None and enrichment < ENRICHED_P:
-        return gain > 0
-    return gain >= MIN_GAIN - 1e-9
+    where val holds the pseudo-minority more often than train (:func:`enriched`). The tolerance keeps a gain of
+    exactly ``MIN_GAIN`` from rounding below it."""
+    return gain > 0 if enriched(enrichment) else gain >= MIN_GAIN - 1e-9
+
+
+def grouping_enrichment(pool: Pooled, minority: torch.Tensor, by_head: bool, others: torch.Tensor) -> float | None:
+    """Step 5's test of a grouping's ``minority`` [N] bool: :func:`val_enrichment` on ``others``
+    (:func:`not_debugged`); None, not tested, for a grouping by the head (``by_head``): the head was fitted to the
+    training images, so fewer of them cross its boundary whatever val holds."""
+    return None if by_head else val_enrichment(pool, minority, others)
 
 
 def val_enrichment(pool: Pooled, minority: torch.Tensor, rows: torch.Tensor | None = None) -> float | None:
@@ -338,13 +350,9 @@ def regroup(W0: torch.Tensor, b0: torch.Tensor | None, train: FeatureSet, val: F
               "top_neurons": {names[c]: groups.top_neurons(c) for c in groups.directions},
               "pseudo_minority": int((keys % 2 == 1).sum()), "held_out_worst": best[1], "no_change_worst": baseline,
               "compared_with": against, "min_gain": MIN_GAIN}
-    # val's share of the pseudo-minority (step 5), on the classes not debugged; a grouping by the head is not
-    # tested: the head was fitted to the training images, so fewer of them cross its boundary whatever val holds
-    enrichment = (None if "head" in groups.source.values()
-                  else val_enrichment(pool, keys % 2 == 1, not_debugged(pool, targets)))
-    chosen["val_enrichment_p"] = enrichment
+    enrichment = chosen["val_enrichment_p"] = groups.enrichment
     gain = best[1] - baseline
-    if enrichment is not None and enrichment < ENRICHED_P and not clears(gain, None):
+    if enriched(enrichment) and not clears(gain, None):
         chosen["min_gain"] = 0.0  # the margin was waived (any gain would do): say so
     fit_on = "train+val" if pool.is_val.any() else "train"
     if not clears(gain, enrichment):
