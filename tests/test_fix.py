@@ -343,10 +343,9 @@ def test_regroup_waives_the_margin_only_for_a_val_richer_in_the_minority(monkeyp
 
 
 @pytest.mark.slow
-def test_regroup_tries_the_next_grouping_when_the_first_earns_nothing(monkeypatch):
-    """The grouping the model does worst on comes first; when it sorts nothing (here a random direction, put
-    first on purpose), the mistakes' grouping is still tried before the head's, and it fixes the planted cue
-    (measured per seed: +0 to +38 points on test, +21 on average over 6 seeds)."""
+def test_regroup_keeps_the_grouping_that_sorts_the_cue_over_one_that_sorts_nothing(monkeypatch):
+    """A grouping by a random direction (given as the ranked neurons') never displaces the mistakes' grouping,
+    which fixes the planted cue (measured per seed: +0 to +38 points on test, +21 on average over 6 seeds)."""
     import neuroinspect.fix.regroup as rg
 
     every, gains = rg.candidate_directions, []
@@ -354,15 +353,43 @@ def test_regroup_tries_the_next_grouping_when_the_first_earns_nothing(monkeypatc
         train = shortcut.features(150, 0.95, 0.05, seed, "train")
         val, test = shortcut.features(60, 0.5, 0.5, seed + 100, "val"), shortcut.features(150, 0.5, 0.5, seed + 200, "test")
         W, b = shortcut.erm_head(train)
-        pool = rg.Pooled.of(train, val, seed)
-        noise = torch.randn(pool.x.shape[1], generator=torch.Generator().manual_seed(seed))
-        noisy = rg.minority_of(pool, shortcut.SPURIOUS, noise)
+        noise = torch.randn(train.features.shape[1], generator=torch.Generator().manual_seed(seed))
         monkeypatch.setattr(rg, "candidate_directions", lambda *a: {**every(*a), "neurons": noise})
-        monkeypatch.setattr(rg, "exposure", lambda pool, unchanged: lambda m: 0.0 if torch.equal(m, noisy) else 1.0)
         res = fix_head(W, b, train, val, {shortcut.SPURIOUS: [0]}, seed=seed)
         assert res.chosen["groups_from"] == {"coat": "mistakes"} and not res.chosen["kept_original"], res.chosen
         gains.append(_worst(res.apply(test)) - _worst(test.with_logits(W, b)))
     assert sum(gains) / 3 >= 0.08, gains
+
+
+@pytest.mark.slow
+def test_regroup_keeps_the_grouping_that_gains_most(monkeypatch):
+    """Two groupings both gain the margin held out: the cue neuron's and the mistakes' (which holds noise besides
+    the cue). The one that gains more is kept, whichever is listed first, and it is the better fix on test
+    (measured on these seeds: 81-85 % against 43-67 %, held-out gains 28-40 points against 19-27)."""
+    import neuroinspect.fix.regroup as rg
+    from neuroinspect.fix.refit import worst_of
+
+    for seed in (0, 1, 2):
+        train = shortcut.features(150, 0.95, 0.05, seed, "train")
+        val, test = shortcut.features(60, 0.5, 0.5, seed + 100, "val"), shortcut.features(150, 0.5, 0.5, seed + 200, "test")
+        W, b = shortcut.erm_head(train)
+        pool = rg.Pooled.of(train, val, seed)
+        cue = torch.zeros(pool.x.shape[1]).index_fill_(0, torch.tensor([shortcut.CUE]), 1.0)
+        found = {"cue": cue, "mistakes": rg.shortcut_direction(pool, shortcut.SPURIOUS)}
+        unchanged, held_out, on_test = rg.unchanged_predictions(pool, W, b), {}, {}
+        for name, d in found.items():  # each grouping alone, as regroup weighs it
+            keys = 2 * pool.y + rg.minority_of(pool, shortcut.SPURIOUS, d).long()
+            held_out[name] = rg.choose_refit(pool, keys, seed)[0][1] - worst_of(unchanged, pool.y, keys)
+            monkeypatch.setattr(rg, "candidate_directions", lambda *a, d=d: {"mistakes": d})
+            on_test[name] = _worst(fix_head(W, b, train, val, {shortcut.SPURIOUS: []}, seed=seed).apply(test))
+        assert min(held_out.values()) >= rg.MIN_GAIN and held_out["cue"] > held_out["mistakes"], held_out
+        assert on_test["cue"] >= on_test["mistakes"] + 0.1, on_test
+        for listed in (["cue", "mistakes"], ["mistakes", "cue"]):
+            names = dict(zip(listed, ("mistakes", "neurons")))  # the cue first under one name, then the other
+            monkeypatch.setattr(rg, "candidate_directions", lambda *a: {names[k]: found[k] for k in listed})
+            res = fix_head(W, b, train, val, {shortcut.SPURIOUS: []}, seed=seed)
+            assert res.chosen["groups_from"] == {"coat": names["cue"]}, (seed, listed, res.chosen)
+            assert _worst(res.apply(test)) == pytest.approx(on_test["cue"])
 
 
 def test_the_margin_is_waived_only_where_val_is_richer():

@@ -25,12 +25,15 @@ No group labels are read. For every class under debugging ``c``:
    averaged over subsamples in which every pseudo-group appears equally often; or an L2 refit on
    every image with the pseudo-groups weighted equally. The form and its penalty are chosen by the
    two folds of step 1 (fit on one, score the other), by worst pseudo-group accuracy over every
-   pooled image. The groupings are tried in order: ``mistakes`` and ``neurons`` (the one whose
-   minority the model gets wrongest, held out, first), then ``head`` (when its minority holds at least
+   pooled image. ``mistakes`` and ``neurons`` are both refit, and of those whose refit gains
+   ``MIN_GAIN`` over no change (step 5), the one that gains most is kept: a grouping that sorts
+   the images well exposes a larger failure of the model and fixes more of it (the background's
+   two groupings can gain 16 and 55 points, held out, and then score 58 and 76 % on test). Only when
+   neither gains that much is ``head`` tried (when its minority holds at least
    ``MIN_HEAD_MINORITY`` images: its midpoint is the head's decision boundary, which few images
    cross, so its minority is small and only the L2 refit of every image is tried for it; balanced
-   subsamples would keep too few images). The first whose refit gains ``MIN_GAIN`` over no change
-   (step 5) is kept.
+   subsamples would keep too few images). Its gain is not weighed against the others': its
+   minority is by construction the images the head gets wrong, so no change scores low on it.
 5. **No change, unless it is clearly better.** The chosen head's held-out worst pseudo-group
    accuracy is compared with that of keeping the model as it is, on the same images: the original
    head's own predictions on val (it never trained on val) and, on the training images it has
@@ -170,14 +173,12 @@ class PseudoGroups:
     @classmethod
     def find(cls, pool: Pooled, targets: dict[int, list[int]], head: torch.Tensor, unchanged: torch.Tensor,
              seed: int) -> "PseudoGroups":
-        """Per class, the first grouping (step 3) whose best refit gains ``MIN_GAIN`` over ``unchanged`` held out:
-        the directions of the mistakes and of the ranked neurons, the one whose minority ``unchanged`` gets
-        wrongest first, then the head's own. When none does, the one that gained most among those that still
-        :func:`clears` step 5 (a val richer in their pseudo-minority); else the one that gained most.
-        ``choices[c]``: that refit's choice."""
+        """Per class, the grouping (step 3) whose best refit gains most over ``unchanged`` held out among the
+        directions of the mistakes and of the ranked neurons, when it gains ``MIN_GAIN``; else the head's own,
+        when it does. When none does, the one that gained most among those that still :func:`clears` step 5 (a
+        val richer in their pseudo-minority); else the one that gained most. ``choices[c]``: that refit's choice."""
         minority = torch.zeros(len(pool.y), dtype=torch.bool)
         directions, mistakes, source, choices = {}, {}, {}, {}
-        exposed = exposure(pool, unchanged)
         others = not_debugged(pool, targets)
         for c, neurons in targets.items():
             c = int(c)
@@ -186,21 +187,22 @@ class PseudoGroups:
             found = {k: minority_of(pool, c, d) for k, d in options.items()}
             if "head" in found and int(found["head"].sum()) < MIN_HEAD_MINORITY:
                 del found["head"]  # the head's midpoint is its decision boundary: only a handful of images cross it
-            order = sorted((k for k in found if k != "head"), key=lambda k: exposed(found[k])) + ["head"]
-            best = waived = None
-            for name in [k for k in order if k in found]:
+            best = earned = waived = None
+            for name in [k for k in found if k != "head"] + ["head"]:
+                if name not in found or (name == "head" and earned is not None):
+                    continue  # the head's gain is not weighed against the others' (step 4)
                 keys = 2 * pool.y + found[name].long()
                 choice = choose_refit(pool, keys, seed, l1=name != "head")
                 gain = choice[0][1] - worst_of(unchanged, pool.y, keys)
-                if clears(gain, None):  # the margin: taken at once, as if val held nothing new
-                    best, waived = (gain, name, choice), None
-                    break
+                tried = (gain, name, choice)
                 if best is None or gain > best[0]:
-                    best = (gain, name, choice)
-                if clears(gain, grouping_enrichment(pool, found[name], name == "head", others)) and (
+                    best = tried
+                if clears(gain, None) and (earned is None or gain > earned[0]):  # the margin: as if val held nothing new
+                    earned = tried
+                elif clears(gain, grouping_enrichment(pool, found[name], name == "head", others)) and (
                         waived is None or gain > waived[0]):
-                    waived = (gain, name, choice)
-            best = waived or best
+                    waived = tried
+            best = earned or waived or best
             if best is not None:
                 _, source[c], choices[c] = best
                 directions[c] = options[source[c]]
