@@ -188,9 +188,9 @@ class PseudoGroups:
             if "head" in found and int(found["head"].sum()) < MIN_HEAD_MINORITY:
                 del found["head"]  # the head's midpoint is its decision boundary: only a handful of images cross it
             best = earned = waived = None
-            for name in [k for k in found if k != "head"] + ["head"]:
-                if name not in found or (name == "head" and earned is not None):
-                    continue  # the head's gain is not weighed against the others' (step 4)
+            for name in sorted(found, key=lambda k: k == "head"):  # the head's grouping last
+                if name == "head" and earned is not None:
+                    break  # the head's gain is not weighed against the others' (step 4)
                 keys = 2 * pool.y + found[name].long()
                 choice = choose_refit(pool, keys, seed, l1=name != "head")
                 gain = choice[0][1] - worst_of(unchanged, pool.y, keys)
@@ -270,7 +270,7 @@ def val_enrichment(pool: Pooled, minority: torch.Tensor, rows: torch.Tensor | No
 def exposure(pool: Pooled, unchanged: torch.Tensor):
     """``minority [N] bool → accuracy`` of ``unchanged`` (:func:`unchanged_predictions`) on the minority's
     held-out images: on val when there is one (the model's own predictions), else on every image (out of fold);
-    2.0 (never the lowest) for a minority with no such image."""
+    2.0 (no score: above any accuracy) for a minority with no such image."""
     rows = pool.is_val if pool.is_val.any() else torch.ones_like(pool.is_val)
     correct = unchanged == pool.y
 
