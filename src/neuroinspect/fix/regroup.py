@@ -187,9 +187,9 @@ class PseudoGroups:
             found = {k: minority_of(pool, c, d) for k, d in options.items()}
             if "head" in found and int(found["head"].sum()) < MIN_HEAD_MINORITY:
                 del found["head"]  # the head's midpoint is its decision boundary: only a handful of images cross it
-            best = earned = waived = None
+            best = waived = None  # the largest gain of all; of those that clear step 5 only by its waiver
             for name in sorted(found, key=lambda k: k == "head"):  # the head's grouping last
-                if name == "head" and earned is not None:
+                if name == "head" and best is not None and clears(best[0], None):
                     break  # the head's gain is not weighed against the others' (step 4)
                 keys = 2 * pool.y + found[name].long()
                 choice = choose_refit(pool, keys, seed, l1=name != "head")
@@ -197,12 +197,12 @@ class PseudoGroups:
                 tried = (gain, name, choice)
                 if best is None or gain > best[0]:
                     best = tried
-                if clears(gain, None) and (earned is None or gain > earned[0]):  # the margin: as if val held nothing new
-                    earned = tried
-                elif clears(gain, grouping_enrichment(pool, found[name], name == "head", others)) and (
+                if not clears(gain, None) and clears(  # below the margin (as if val held nothing new), waived
+                        gain, grouping_enrichment(pool, found[name], name == "head", others)) and (
                         waived is None or gain > waived[0]):
                     waived = tried
-            best = earned or waived or best
+            if best is not None and not clears(best[0], None):  # none earned the margin
+                best = waived or best
             if best is not None:
                 _, source[c], choices[c] = best
                 directions[c] = options[source[c]]
